@@ -1,0 +1,1 @@
+"""The user API: eager functions, the iterator API and the dataset handle."""

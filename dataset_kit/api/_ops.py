@@ -1,0 +1,244 @@
+"""The operations behind the eager and iterator APIs: plan, write blobs, commit once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from dataset_kit.core import naming
+from dataset_kit.core.metadata import DatasetMetadata
+from dataset_kit.core.partition import decode_value
+from dataset_kit.core.schema import merge_schemas
+from dataset_kit.exceptions import (
+    CommitConflictError,
+    DatasetExistsError,
+    DatasetNotFoundError,
+    DeleteScopeError,
+    InvalidInputError,
+    SchemaMismatchError,
+)
+from dataset_kit.io import commit as _commit
+from dataset_kit.io.index import empty_index, load_index, merge_index, store_index
+from dataset_kit.io.write import (
+    WriteOptions,
+    WrittenPartition,
+    iter_tables,
+    merge_categories,
+    validate_write_columns,
+    write_partitions,
+)
+from dataset_kit.store import Store
+
+__all__ = ["StagedWrite", "delete_scope_labels", "stage_tables"]
+
+logger = logging.getLogger(__name__)
+
+
+def as_list(value: str | Sequence[str] | None, name: str) -> list[str]:
+    """Normalize a column-list option (a single string is one column)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise InvalidInputError(f"{name} must be a list of column names, got {value!r}")
+    if len(set(value)) != len(value):
+        raise InvalidInputError(f"{name} has duplicates: {list(value)!r}")
+    return list(value)
+
+
+class StagedWrite:
+    """Blobs written for one operation, with the merged schema and categories."""
+
+    def __init__(self) -> None:
+        self.parts: list[WrittenPartition] = []
+        self.schema: pa.Schema | None = None
+        self.categories: dict[str, pa.Array] = {}
+        self.frames = 0
+
+
+def stage_tables(
+    store: Store,
+    dataset_uuid: str,
+    data: Any,
+    *,
+    table_name: str,
+    partition_on: list[str],
+    secondary_indices: list[str],
+    options: WriteOptions,
+    base_schema: pa.Schema | None,
+    base_categories: Mapping[str, pa.Array],
+) -> StagedWrite:
+    """Write every input frame's blobs (streaming: one frame in memory at a time)."""
+    staged = StagedWrite()
+    staged.schema = base_schema
+    staged.categories = dict(base_categories)
+    for table in iter_tables(data):
+        validate_write_columns(
+            table,
+            partition_on=partition_on,
+            secondary_indices=secondary_indices,
+            sort_partitions_by=options.sort_partitions_by,
+        )
+        staged.schema = merge_schemas(staged.schema, table.schema, dataset_uuid=dataset_uuid)
+        staged.categories = merge_categories(staged.categories, table, staged.schema)
+        staged.parts.extend(
+            write_partitions(
+                store,
+                dataset_uuid,
+                table,
+                table_name=table_name,
+                partition_on=partition_on,
+                secondary_indices=secondary_indices,
+                options=options,
+                logical_schema=staged.schema,
+            )
+        )
+        staged.frames += 1
+    return staged
+
+
+def build_indices(
+    store: Store,
+    dataset_uuid: str,
+    schema: pa.Schema,
+    columns: Iterable[str],
+    *,
+    base: DatasetMetadata | None,
+    added: Mapping[str, Mapping[str, pa.Array]],
+    removed: Iterable[str],
+) -> dict[str, Any]:
+    """New index references: base indices merged with ``added`` minus ``removed`` labels.
+
+    ``added`` maps column -> label -> distinct values. Unchanged indices keep their file.
+    """
+    removed = list(removed)
+    result: dict[str, Any] = {}
+    for col in columns:
+        new_entries = added.get(col, {})
+        t = schema.field(col).type
+        ref = base.indices.get(col) if base is not None else None
+        if ref is not None and not new_entries and not removed:
+            result[col] = ref
+            continue
+        current = (
+            load_index(store, dataset_uuid, col, ref, t) if ref is not None else empty_index(col, t)
+        )
+        merged = merge_index(current, col, added=new_entries, removed=removed)
+        result[col] = store_index(store, dataset_uuid, col, merged)
+    return result
+
+
+def delete_scope_labels(store: Store, meta: DatasetMetadata, delete_scope: Any) -> set[str]:
+    """Labels of the partitions a ``delete_scope`` selects.
+
+    Each scope is a dict ``{column: value}`` over partition columns and indexed columns; a
+    partition matches a scope if it matches every entry (for an indexed column: holds the
+    value). The result is the union over scopes.
+
+    Raises
+    ------
+    DeleteScopeError
+        For a scope naming an unknown or non-indexed column, or a malformed scope.
+    """
+    if delete_scope is None:
+        return set()
+    if isinstance(delete_scope, Mapping) or not isinstance(delete_scope, Sequence):
+        raise DeleteScopeError("delete_scope must be a list of {column: value} dicts")
+    schema = meta.schema
+    keys = list(meta.partition_keys)
+    selected: set[str] = set()
+    decoded = {label: naming.decode_label(label)[0] for label in meta.partitions}
+    for scope in delete_scope:
+        if not isinstance(scope, Mapping) or not scope:
+            raise DeleteScopeError(f"delete_scope entry {scope!r} must be a non-empty dict")
+        for col in scope:
+            if col not in keys and col not in meta.indices:
+                known = (
+                    "unknown column"
+                    if schema is None or col not in schema.names
+                    else ("a column without a secondary index")
+                )
+                raise DeleteScopeError(
+                    f"delete_scope on {col!r}: {known}; only partition columns {keys} and "
+                    f"indexed columns {sorted(meta.indices)} can select partitions (refusing "
+                    "to guess, which in kartothek deleted everything)"
+                )
+        labels = set(meta.partitions)
+        for col, value in scope.items():
+            if isinstance(value, list | tuple | set):
+                raise DeleteScopeError(
+                    f"delete_scope value for {col!r} must be a scalar; use one dict per value"
+                )
+            assert schema is not None
+            t = schema.field(col).type
+            if col in keys:
+                pos = keys.index(col)
+                labels = {
+                    lb for lb in labels if _equal(decode_value(decoded[lb][pos][1], t), value)
+                }
+            else:
+                from dataset_kit.core.predicates import parse_predicates
+                from dataset_kit.io.index import prune_labels
+
+                (terms,) = parse_predicates([[(col, "==", value)]], schema) or [[]]
+                index = load_index(store, meta.uuid, col, meta.indices[col], t)
+                labels &= prune_labels(index, terms)
+        selected |= labels
+    return selected
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def check_partition_keys(meta: DatasetMetadata, partition_on: list[str] | None) -> list[str]:
+    """The partition keys of an update: the dataset's; a different request is an error."""
+    keys = list(meta.partition_keys)
+    if partition_on is not None and partition_on != keys:
+        raise InvalidInputError(
+            f"dataset {meta.uuid!r} is partitioned on {keys}, not {partition_on}; the "
+            "partitioning of a dataset cannot change (repartition it instead)"
+        )
+    return keys
+
+
+def check_schema_keys(schema: pa.Schema | None, keys: list[str], uuid: str) -> None:
+    """Partition keys must be columns of the schema."""
+    if schema is None:
+        return
+    missing = [k for k in keys if k not in schema.names]
+    if missing:
+        raise SchemaMismatchError(f"dataset {uuid!r}: partition columns {missing} missing")
+
+
+def conflict_on_any_change(
+    what: str,
+) -> Callable[[DatasetMetadata | None, DatasetMetadata | None], None]:
+    """An ``on_conflict`` that refuses to rebase (overwrite, delete, write mode=error)."""
+
+    def on_conflict(old: DatasetMetadata | None, new: DatasetMetadata | None) -> None:
+        if old is None and new is not None:
+            raise DatasetExistsError(
+                f"dataset {new.uuid!r} was created by another writer during this {what}"
+            )
+        raise CommitConflictError(
+            f"another writer committed to the dataset during this {what}; nothing was "
+            "changed, retry the operation"
+        )
+
+    return on_conflict
+
+
+def resolve_or_none(store: Store, dataset_uuid: str) -> _commit.Resolved | None:
+    """The newest state of a dataset, or None if it does not exist."""
+    try:
+        return _commit.resolve(store, dataset_uuid)
+    except DatasetNotFoundError:
+        return None

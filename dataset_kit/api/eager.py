@@ -1,0 +1,617 @@
+"""The synchronous API: write, update, read, index, delete and list datasets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from dataset_kit.api._ops import (
+    StagedWrite,
+    as_list,
+    build_indices,
+    check_partition_keys,
+    conflict_on_any_change,
+    delete_scope_labels,
+    resolve_or_none,
+    stage_tables,
+)
+from dataset_kit.core import naming
+from dataset_kit.core.metadata import DatasetMetadata
+from dataset_kit.core.schema import merge_schemas
+from dataset_kit.exceptions import (
+    CommitConflictError,
+    DatasetExistsError,
+    DatasetNotFoundError,
+    InvalidInputError,
+)
+from dataset_kit.io import commit as _commit
+from dataset_kit.io import read as _read
+from dataset_kit.io.index import check_indexable, distinct_values
+from dataset_kit.io.parquet import read_blob
+from dataset_kit.io.write import WriteOptions
+from dataset_kit.store import Store, open_store
+
+__all__ = [
+    "build_dataset_indices",
+    "delete_dataset",
+    "list_datasets",
+    "read_dataset_as_dataframes",
+    "read_table",
+    "update_dataset",
+    "write_dataset",
+]
+
+logger = logging.getLogger(__name__)
+
+StoreInput = Store | str | Any
+Output = Literal["pandas", "arrow"]
+
+
+def _options(compression: str, row_group_size: int | None, sort_partitions_by: Any) -> WriteOptions:
+    return WriteOptions(
+        compression=compression,
+        row_group_size=row_group_size,
+        sort_partitions_by=tuple(as_list(sort_partitions_by, "sort_partitions_by")),
+    )
+
+
+def _user_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
+    return dict(metadata)
+
+
+def _new_metadata(
+    uuid: str,
+    staged: StagedWrite,
+    *,
+    table_name: str,
+    partition_on: list[str],
+    indices: dict[str, Any],
+    metadata: dict[str, Any],
+) -> DatasetMetadata:
+    return DatasetMetadata(
+        uuid=uuid,
+        partitions={p.label: p.key for p in staged.parts},
+        partition_keys=tuple(partition_on),
+        table_name=table_name,
+        indices=indices,
+        metadata=metadata,
+        schema=staged.schema,
+        stats={p.label: (p.rows, p.nbytes) for p in staged.parts},
+        categories=staged.categories,
+    )
+
+
+def _added_index_values(staged: StagedWrite, columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+    return {c: {p.label: p.index_values[c] for p in staged.parts} for c in columns}
+
+
+def write_dataset(
+    data: Any,
+    *,
+    store: StoreInput,
+    dataset_uuid: str,
+    partition_on: str | Sequence[str] | None = None,
+    secondary_indices: str | Sequence[str] | None = None,
+    mode: Literal["error", "overwrite"] = "error",
+    metadata: Mapping[str, Any] | None = None,
+    table_name: str = naming.DEFAULT_TABLE,
+    compression: str = "zstd",
+    row_group_size: int | None = None,
+    sort_partitions_by: str | Sequence[str] | None = None,
+) -> DatasetMetadata:
+    """Write a dataset from a DataFrame, an Arrow table, or an iterable of them.
+
+    All blobs are written first; one commit makes them visible as a new version.
+
+    Parameters
+    ----------
+    data
+        A pandas DataFrame, a pyarrow Table/RecordBatch, or an iterable of them (written
+        one at a time: memory stays bounded by one frame).
+    store
+        A :class:`~dataset_kit.store.Store`, a URL or path, or a simplekv/minimalkv store.
+    dataset_uuid
+        Name of the dataset (``[A-Za-z0-9_+-]+``).
+    partition_on
+        Columns whose values split the data into partitions (hive-style keys).
+    secondary_indices
+        Columns to build secondary (inverted) indices on, for predicate pruning.
+    mode
+        ``"error"``: fail if the dataset exists; ``"overwrite"``: replace its content with
+        a new version (old blobs stay until garbage collection; old versions stay readable).
+    metadata
+        User metadata stored with the dataset.
+    table_name
+        Table name in the key layout (kartothek's ``table``).
+    compression
+        Parquet codec (``zstd`` default, ``snappy``, ``gzip``, ``lz4``, ``brotli``, ``none``).
+    row_group_size
+        Rows per Parquet row group (None: pyarrow's default).
+    sort_partitions_by
+        Sort each file by these columns so row-group statistics prune well.
+
+    Returns
+    -------
+    DatasetMetadata
+        The committed version.
+
+    Raises
+    ------
+    DatasetExistsError
+        ``mode="error"`` and the dataset exists (or was created concurrently).
+    CommitConflictError
+        ``mode="overwrite"`` and another writer committed meanwhile.
+    InvalidInputError, PartitionValueError, SchemaMismatchError
+        Bad input; nothing is committed.
+
+    Examples
+    --------
+    >>> import pandas as pd, dataset_kit as dk
+    >>> store = dk.open_store("memory://")
+    >>> df = pd.DataFrame({"day": ["2024-01-01", "2024-01-02"], "sales": [1.5, 2.5]})
+    >>> meta = dk.write_dataset(df, store=store, dataset_uuid="sales", partition_on=["day"])
+    >>> meta.version, meta.num_partitions
+    (0, 2)
+    """
+    kv = open_store(store)
+    uuid = naming.validate_uuid(dataset_uuid)
+    table_name = naming.validate_table(table_name)
+    if mode not in ("error", "overwrite"):
+        raise InvalidInputError(f"mode must be 'error' or 'overwrite', got {mode!r}")
+    keys = as_list(partition_on, "partition_on")
+    index_cols = as_list(secondary_indices, "secondary_indices")
+    options = _options(compression, row_group_size, sort_partitions_by)
+    user_meta = _user_metadata(metadata)
+    base = resolve_or_none(kv, uuid)
+    if base is not None and mode == "error":
+        raise DatasetExistsError(f"dataset {uuid!r} already exists (pass mode='overwrite')")
+    staged = stage_tables(
+        kv,
+        uuid,
+        data,
+        table_name=table_name,
+        partition_on=keys,
+        secondary_indices=index_cols,
+        options=options,
+        base_schema=None,
+        base_categories={},
+    )
+    if staged.frames == 0:
+        raise InvalidInputError("no data given: pass a DataFrame, a Table or a non-empty iterable")
+    added = _added_index_values(staged, index_cols)
+
+    def build(_: DatasetMetadata | None) -> DatasetMetadata:
+        assert staged.schema is not None
+        indices = build_indices(
+            kv, uuid, staged.schema, index_cols, base=None, added=added, removed=()
+        )
+        return _new_metadata(
+            uuid,
+            staged,
+            table_name=table_name,
+            partition_on=keys,
+            indices=indices,
+            metadata=user_meta,
+        )
+
+    return _commit.commit(
+        kv,
+        uuid,
+        base=base,
+        build=build,
+        on_conflict=conflict_on_any_change("write"),
+        operation="write" if base is None else "overwrite",
+        commit_info={"added": len(staged.parts), "rows": sum(p.rows for p in staged.parts)},
+    )
+
+
+def update_dataset(
+    data: Any = None,
+    *,
+    store: StoreInput,
+    dataset_uuid: str,
+    delete_scope: Sequence[Mapping[str, Any]] | None = None,
+    partition_on: str | Sequence[str] | None = None,
+    secondary_indices: str | Sequence[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    compression: str = "zstd",
+    row_group_size: int | None = None,
+    sort_partitions_by: str | Sequence[str] | None = None,
+) -> DatasetMetadata:
+    """Append data to a dataset and/or remove partitions, as one new version.
+
+    Appends rebase onto concurrent commits (nothing is lost); a ``delete_scope`` whose
+    selection was changed by a concurrent writer fails with :class:`CommitConflictError`.
+    Every existing secondary index is kept up to date. A missing dataset is created.
+
+    Parameters
+    ----------
+    data
+        Frames to append (as for :func:`write_dataset`), or None.
+    store, dataset_uuid
+        The dataset.
+    delete_scope
+        A list of ``{column: value}`` dicts over partition columns and indexed columns:
+        partitions matching any dict are removed in the same commit.
+    partition_on
+        Must equal the dataset's partition columns if given.
+    secondary_indices
+        Must be among the dataset's indexed columns (use :func:`build_dataset_indices` to
+        add one).
+    metadata
+        Merged into the user metadata.
+    compression, row_group_size, sort_partitions_by
+        As for :func:`write_dataset`.
+
+    Returns
+    -------
+    DatasetMetadata
+        The committed version.
+
+    Raises
+    ------
+    DeleteScopeError
+        A scope names an unknown or non-indexed column.
+    SchemaMismatchError
+        The new data does not fit the dataset schema.
+    CommitConflictError
+        A concurrent commit changed what ``delete_scope`` selects.
+
+    Examples
+    --------
+    >>> import pandas as pd, dataset_kit as dk
+    >>> store = dk.open_store("memory://")
+    >>> _ = dk.write_dataset(pd.DataFrame({"p": [1], "x": [1.0]}), store=store,
+    ...                      dataset_uuid="ds", partition_on="p")
+    >>> meta = dk.update_dataset(pd.DataFrame({"p": [2], "x": [2.0]}), store=store,
+    ...                          dataset_uuid="ds", delete_scope=[{"p": 1}])
+    >>> dk.read_table(store=store, dataset_uuid="ds")
+       p    x
+    0  2  2.0
+    """
+    kv = open_store(store)
+    uuid = naming.validate_uuid(dataset_uuid)
+    base = resolve_or_none(kv, uuid)
+    if base is None:
+        if data is None:
+            raise DatasetNotFoundError(f"dataset {uuid!r} does not exist")
+        return write_dataset(
+            data,
+            store=kv,
+            dataset_uuid=uuid,
+            partition_on=partition_on,
+            secondary_indices=secondary_indices,
+            metadata=metadata,
+            compression=compression,
+            row_group_size=row_group_size,
+            sort_partitions_by=sort_partitions_by,
+        )
+    meta0 = base.meta
+    keys = check_partition_keys(
+        meta0, None if partition_on is None else as_list(partition_on, "partition_on")
+    )
+    requested = as_list(secondary_indices, "secondary_indices")
+    unknown = [c for c in requested if c not in meta0.indices]
+    if unknown:
+        raise InvalidInputError(
+            f"dataset {uuid!r} has no secondary index on {unknown}; build it first with "
+            "build_dataset_indices"
+        )
+    index_cols = list(meta0.indices)
+    options = _options(compression, row_group_size, sort_partitions_by)
+    user_meta = _user_metadata(metadata)
+    removed0 = delete_scope_labels(kv, meta0, delete_scope)
+    staged = StagedWrite()
+    if data is not None:
+        staged = stage_tables(
+            kv,
+            uuid,
+            data,
+            table_name=meta0.table_name,
+            partition_on=keys,
+            secondary_indices=index_cols,
+            options=options,
+            base_schema=meta0.schema,
+            base_categories=meta0.categories,
+        )
+    if not staged.parts and not removed0 and not user_meta and staged.schema == meta0.schema:
+        logger.info("dataset %s: nothing to update", uuid)
+        return meta0
+    added = _added_index_values(staged, index_cols)
+
+    def on_conflict(old: DatasetMetadata | None, new: DatasetMetadata | None) -> None:
+        if new is None:
+            raise DatasetNotFoundError(f"dataset {uuid!r} was deleted during the update")
+        if list(new.partition_keys) != keys or set(new.indices) != set(index_cols):
+            raise CommitConflictError(
+                f"dataset {uuid!r} was rewritten with another layout during the update"
+            )
+        if delete_scope is not None and delete_scope_labels(kv, new, delete_scope) != removed0:
+            raise CommitConflictError(
+                f"dataset {uuid!r}: a concurrent commit changed the partitions selected by "
+                "delete_scope; nothing was changed, retry the update"
+            )
+
+    def build(current: DatasetMetadata | None) -> DatasetMetadata:
+        assert current is not None
+        schema = current.schema
+        if staged.schema is not None:
+            schema = merge_schemas(schema, staged.schema, dataset_uuid=uuid)
+        categories = dict(current.categories)
+        for col, cats in staged.categories.items():
+            base_cats = categories.get(col)
+            categories[col] = cats if base_cats is None else _union(base_cats, cats)
+        partitions = {lb: k for lb, k in current.partitions.items() if lb not in removed0}
+        partitions.update({p.label: p.key for p in staged.parts})
+        stats = {lb: s for lb, s in current.stats.items() if lb in partitions}
+        stats.update({p.label: (p.rows, p.nbytes) for p in staged.parts})
+        assert schema is not None or not partitions
+        indices = (
+            build_indices(kv, uuid, schema, index_cols, base=current, added=added, removed=removed0)
+            if schema is not None
+            else {}
+        )
+        return current.evolve(
+            partitions=partitions,
+            indices=indices,
+            schema=schema,
+            stats=stats,
+            categories=categories,
+            metadata={**current.metadata, **user_meta},
+        )
+
+    return _commit.commit(
+        kv,
+        uuid,
+        base=base,
+        build=build,
+        on_conflict=on_conflict,
+        operation="update" if removed0 else "append",
+        commit_info={
+            "added": len(staged.parts),
+            "removed": len(removed0),
+            "rows": sum(p.rows for p in staged.parts),
+        },
+    )
+
+
+def _union(a: pa.Array, b: pa.Array) -> pa.Array:
+    import pyarrow.compute as pc
+
+    return pc.unique(pa.concat_arrays([a, b.cast(a.type)]))
+
+
+def _plan(
+    store: StoreInput,
+    dataset_uuid: str,
+    columns: Sequence[str] | None,
+    predicates: Any,
+    version: int | None,
+) -> tuple[Store, _read.ReadPlan]:
+    kv = open_store(store)
+    meta = _commit.load_version(kv, dataset_uuid, version)
+    return kv, _read.plan_read(kv, meta, columns=columns, predicates=predicates)
+
+
+def _finish(
+    plan: _read.ReadPlan, table: pa.Table, output: Output, categoricals: Sequence[str] | None
+) -> Any:
+    if output not in ("pandas", "arrow"):
+        raise InvalidInputError(f"output must be 'pandas' or 'arrow', got {output!r}")
+    for col in as_list(categoricals, "categoricals"):
+        if col not in table.column_names:
+            raise InvalidInputError(f"categoricals names column {col!r} that is not read")
+        idx = table.column_names.index(col)
+        if not pa.types.is_dictionary(table.schema.field(idx).type):
+            table = table.set_column(idx, col, table.column(idx).dictionary_encode())
+    return _read.to_output(plan, table, output)
+
+
+def read_table(
+    *,
+    store: StoreInput,
+    dataset_uuid: str,
+    columns: Sequence[str] | None = None,
+    predicates: Any = None,
+    version: int | None = None,
+    output: Output = "pandas",
+    categoricals: Sequence[str] | None = None,
+) -> Any:
+    """Read a dataset (or a selection of it) as one pandas DataFrame or Arrow table.
+
+    Parameters
+    ----------
+    store, dataset_uuid
+        The dataset.
+    columns
+        Columns to return, in this order (None: all, in the dataset's order).
+    predicates
+        DNF filter ``[[(col, op, value), ...], ...]`` with ``== != < <= > >= in not in``;
+        pruned by partition values, secondary indices and row-group statistics, then
+        applied to rows exactly (pandas null semantics).
+    version
+        A retained version to read (None: the newest).
+    output
+        ``"pandas"`` (default) or ``"arrow"``.
+    categoricals
+        Columns to return as categoricals.
+
+    Returns
+    -------
+    pandas.DataFrame or pyarrow.Table
+        Rows in deterministic order: partitions sorted by partition values, then in
+        commit order.
+
+    Raises
+    ------
+    DatasetNotFoundError, VersionNotFoundError, PredicateError, InvalidInputError,
+    MetadataFormatError, DataBlobMissingError
+
+    Examples
+    --------
+    >>> import pandas as pd, dataset_kit as dk
+    >>> store = dk.open_store("memory://")
+    >>> df = pd.DataFrame({"p": [1, 1, 2], "x": [1.0, 2.0, 3.0]})
+    >>> _ = dk.write_dataset(df, store=store, dataset_uuid="t", partition_on="p")
+    >>> dk.read_table(store=store, dataset_uuid="t", predicates=[[("x", ">", 1.5)]])
+       p    x
+    0  1  2.0
+    1  2  3.0
+    """
+    kv, plan = _plan(store, dataset_uuid, columns, predicates, version)
+    table = _read.concat(plan, _read.read_partitions(kv, plan))
+    return _finish(plan, table, output, categoricals)
+
+
+def read_dataset_as_dataframes(
+    *,
+    store: StoreInput,
+    dataset_uuid: str,
+    columns: Sequence[str] | None = None,
+    predicates: Any = None,
+    version: int | None = None,
+    dispatch_by: str | Sequence[str] | None = None,
+    output: Output = "pandas",
+    categoricals: Sequence[str] | None = None,
+) -> list[Any]:
+    """Read a dataset as a list of frames: one per partition, or per ``dispatch_by`` group.
+
+    ``dispatch_by=[]`` gives one frame with everything. Frames left empty by the
+    predicates are omitted. See :func:`read_table` for the other parameters.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``dispatch_by`` names a column that is not a partition column.
+    """
+    kv, plan = _plan(store, dataset_uuid, columns, predicates, version)
+    groups = list(
+        _read.iter_groups(
+            plan, None if dispatch_by is None else as_list(dispatch_by, "dispatch_by")
+        )
+    )
+    tables = _read.read_partitions(kv, plan)
+    by_label = {p.label: t for p, t in zip(plan.parts, tables, strict=True)}
+    out = []
+    for group in groups:
+        table = _read.concat(plan, [by_label[p.label] for p in group])
+        if table.num_rows:
+            out.append(_finish(plan, table, output, categoricals))
+    return out
+
+
+def delete_dataset(*, store: StoreInput, dataset_uuid: str) -> None:
+    """Delete a dataset: it stops existing at once, then its blobs are removed.
+
+    A tombstone version is committed first, so writers working on the old state fail
+    instead of resurrecting it; then the pointer goes (the dataset no longer exists for
+    any reader, plateau included), then every other blob of the dataset.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If the dataset does not exist.
+    """
+    kv = open_store(store)
+    uuid = naming.validate_uuid(dataset_uuid)
+    base = _commit.resolve(kv, uuid)
+    tomb = _commit.commit(
+        kv,
+        uuid,
+        base=base,
+        build=lambda cur: DatasetMetadata(
+            uuid=uuid, table_name=base.meta.table_name, tombstone=True
+        ),
+        on_conflict=lambda old, new: None,
+        operation="delete",
+    )
+    kv.delete(naming.pointer_key(uuid))
+    kv.delete(naming.pointer_msgpack_key(uuid))
+    assert tomb.version is not None
+    keep = naming.snapshot_key(uuid, tomb.version)
+    keys = [k for k in kv.iter_keys(naming.dataset_prefix(uuid)) if k != keep]
+    report = kv.delete_many(keys)
+    if report.failed:
+        logger.warning(
+            "dataset %s: %d blobs could not be deleted (garbage now)", uuid, len(report.failed)
+        )
+    logger.info("dataset %s: deleted (%d blobs)", uuid, len(report.deleted))
+
+
+def build_dataset_indices(
+    *, store: StoreInput, dataset_uuid: str, columns: str | Sequence[str]
+) -> DatasetMetadata:
+    """Build (or rebuild) secondary indices on ``columns`` and commit them.
+
+    Raises
+    ------
+    InvalidInputError
+        For unknown, partition or non-indexable columns.
+    """
+    kv = open_store(store)
+    uuid = naming.validate_uuid(dataset_uuid)
+    cols = as_list(columns, "columns")
+    base = _commit.resolve(kv, uuid)
+    cache: dict[str, dict[str, pa.Array]] = {}
+
+    def compute(meta: DatasetMetadata) -> dict[str, dict[str, pa.Array]]:
+        schema = _read.logical_schema(meta)
+        for col in cols:
+            if col not in schema.names:
+                raise InvalidInputError(f"dataset {uuid!r} has no column {col!r}")
+            check_indexable(col, schema.field(col).type, meta.partition_keys)
+        for label, key in meta.partitions.items():
+            if label in cache:
+                continue
+            table = read_blob(kv, key, columns=cols, row_filter=None, dataset_uuid=uuid)
+            cache[label] = {
+                c: distinct_values(table.column(c), schema.field(c).type)
+                if c in table.column_names
+                else pa.array([], schema.field(c).type)
+                for c in cols
+            }
+        return {c: {lb: cache[lb][c] for lb in meta.partitions} for c in cols}
+
+    compute(base.meta)
+
+    def build(current: DatasetMetadata | None) -> DatasetMetadata:
+        assert current is not None
+        added = compute(current)
+        schema = _read.logical_schema(current)
+        fresh = build_indices(kv, uuid, schema, cols, base=None, added=added, removed=())
+        return current.evolve(indices={**current.indices, **fresh})
+
+    def on_conflict(old: DatasetMetadata | None, new: DatasetMetadata | None) -> None:
+        if new is None:
+            raise DatasetNotFoundError(f"dataset {uuid!r} was deleted meanwhile")
+
+    return _commit.commit(
+        kv,
+        uuid,
+        base=base,
+        build=build,
+        on_conflict=on_conflict,
+        operation="build_indices",
+        commit_info={"columns": cols},
+    )
+
+
+def list_datasets(store: StoreInput) -> list[str]:
+    """Uuids of the datasets in a store (by their pointer files), sorted.
+
+    Examples
+    --------
+    >>> import pandas as pd, dataset_kit as dk
+    >>> store = dk.open_store("memory://")
+    >>> _ = dk.write_dataset(pd.DataFrame({"a": [1]}), store=store, dataset_uuid="one")
+    >>> dk.list_datasets(store)
+    ['one']
+    """
+    return _commit.list_dataset_uuids(open_store(store))

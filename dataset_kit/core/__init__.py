@@ -1,0 +1,1 @@
+"""Pure dataset model: key naming, metadata, partition values, schema rules, predicates."""

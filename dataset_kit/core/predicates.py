@@ -1,0 +1,266 @@
+"""DNF predicates: validation against a schema, and evaluation as Arrow expressions.
+
+A predicate is a list of conjunctions ``[[(col, op, value), ...], ...]``: the inner lists are
+AND-ed, the outer list is OR-ed. Operators: ``== != < <= > >= in not in``.
+
+Null semantics are pandas' (so results equal a pandas evaluation of the same predicate):
+a comparison with a null row is False, except ``!=`` and ``not in``, which are True for null
+rows. ``("c", "==", None)`` selects null rows, ``("c", "!=", None)`` non-null rows, and a
+``None`` inside an ``in`` list matches null rows.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dataset_kit.core.partition import value_type
+from dataset_kit.exceptions import PredicateError
+
+__all__ = ["OPERATORS", "Term", "conjunction_expression", "dnf_expression", "parse_predicates"]
+
+OPERATORS = frozenset({"==", "!=", "<", "<=", ">", ">=", "in", "not in"})
+_LIST_OPS = frozenset({"in", "not in"})
+_NULL_OK_OPS = frozenset({"==", "!="})
+
+
+@dataclass(frozen=True)
+class Term:
+    """One validated ``(column, op, value)`` predicate.
+
+    ``value`` is an Arrow scalar (or an Arrow array for ``in``/``not in``) of the column's
+    value type, or None for a null comparison; ``has_null`` tells whether an ``in`` list
+    contained a null.
+    """
+
+    column: str
+    op: str
+    value: Any
+    has_null: bool = False
+
+    @property
+    def excludes_nulls(self) -> bool:
+        """True if null rows never satisfy this term (so value indices can prune)."""
+        if self.op in ("!=", "not in"):
+            return False
+        if self.op == "==" and self.value is None:
+            return False
+        return not (self.op == "in" and self.has_null)
+
+
+def _is_null(value: Any) -> bool:
+    if value is None or value is pd.NaT:
+        return True
+    if isinstance(value, float | np.floating):
+        return math.isnan(value)
+    return False
+
+
+def _coerce(column: str, op: str, value: Any, t: pa.DataType) -> pa.Scalar:
+    """Turn a user value into an Arrow scalar comparable with a column of type ``t``."""
+
+    def fail(why: str = "") -> PredicateError:
+        return PredicateError(
+            f"predicate ({column!r}, {op!r}, {value!r}): value of type {type(value).__name__} "
+            f"does not fit column type {t}{': ' + why if why else ''}"
+        )
+
+    try:
+        if pa.types.is_boolean(t):
+            if not isinstance(value, bool | np.bool_):
+                raise fail()
+            return pa.scalar(bool(value))
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+            if isinstance(value, bool | np.bool_) or not isinstance(
+                value, int | float | np.integer | np.floating | decimal.Decimal
+            ):
+                raise fail()
+            if pa.types.is_decimal(t):
+                return pa.scalar(decimal.Decimal(str(value)), t)
+            if isinstance(value, int | np.integer) and pa.types.is_integer(t):
+                try:  # the column's own type: no implicit cast of the column needed
+                    return pa.scalar(int(value), t)
+                except (OverflowError, pa.ArrowInvalid):
+                    return pa.scalar(float(value), pa.float64())
+            if isinstance(value, int | np.integer):
+                return pa.scalar(int(value), pa.int64() if -(2**63) <= value < 2**63 else None)
+            return pa.scalar(float(value), pa.float64())
+        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+            if not isinstance(value, str):
+                raise fail()
+            return pa.scalar(value, pa.large_string())
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            if not isinstance(value, bytes):
+                raise fail()
+            return pa.scalar(value, pa.large_binary())
+        if pa.types.is_date(t):
+            if isinstance(value, str):
+                value = _dt.date.fromisoformat(value)
+            if isinstance(value, _dt.datetime | pd.Timestamp) or not isinstance(value, _dt.date):
+                raise fail("use a datetime.date or an ISO date string")
+            return pa.scalar(value, pa.date32())
+        if pa.types.is_timestamp(t):
+            if not isinstance(value, str | _dt.datetime | np.datetime64 | pd.Timestamp):
+                raise fail()
+            ts = pd.Timestamp(value)
+            if (ts.tzinfo is None) != (t.tz is None):
+                raise fail("tz-aware and naive timestamps cannot be compared")
+            if t.tz is not None:
+                ts = ts.tz_convert("UTC")
+                return pa.scalar(ts.as_unit("ns"), pa.timestamp("ns", tz=t.tz))
+            return pa.scalar(ts.as_unit("ns"), pa.timestamp("ns"))
+    except PredicateError:
+        raise
+    except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
+        raise fail(str(exc)) from exc
+    raise PredicateError(f"predicates on column {column!r} of type {t} are not supported")
+
+
+def _parse_term(raw: Any, schema: pa.Schema) -> Term:
+    if not isinstance(raw, tuple | list) or len(raw) != 3:
+        raise PredicateError(f"predicate {raw!r} is not a (column, op, value) triple")
+    column, op, value = raw
+    if not isinstance(column, str) or schema.get_field_index(column) < 0:
+        raise PredicateError(
+            f"predicate {tuple(raw)!r}: unknown column {column!r}; columns: {schema.names}"
+        )
+    if op not in OPERATORS:
+        raise PredicateError(
+            f"predicate {tuple(raw)!r}: unknown operator {op!r}; use one of {sorted(OPERATORS)}"
+        )
+    t = value_type(schema.field(column).type)
+    if op in _LIST_OPS:
+        if isinstance(value, str | bytes) or not isinstance(
+            value, Sequence | set | frozenset | np.ndarray | pd.Series | pd.Index
+        ):
+            raise PredicateError(f"predicate {tuple(raw)!r}: {op!r} needs a list of values")
+        items = list(value)
+        has_null = any(_is_null(v) for v in items)
+        scalars = [_coerce(column, op, v, t) for v in items if not _is_null(v)]
+        arr = _scalars_to_array(scalars)
+        return Term(column, op, arr, has_null)
+    if _is_null(value):
+        if op not in _NULL_OK_OPS:
+            raise PredicateError(f"predicate {tuple(raw)!r}: null only works with == and !=")
+        return Term(column, op, None)
+    return Term(column, op, _coerce(column, op, value, t))
+
+
+def _scalars_to_array(scalars: list[pa.Scalar]) -> pa.Array:
+    if not scalars:
+        return pa.array([], pa.null())
+    types = {s.type for s in scalars}
+    if len(types) > 1:  # mixed ints and floats
+        return pa.array([float(s.as_py()) for s in scalars], pa.float64())
+    return pa.array([s.as_py() for s in scalars], scalars[0].type)
+
+
+def parse_predicates(predicates: Any, schema: pa.Schema) -> list[list[Term]] | None:
+    """Validate DNF predicates against ``schema`` and coerce their values.
+
+    Raises
+    ------
+    PredicateError
+        Empty lists, malformed triples, unknown columns or operators, values of the
+        wrong type.
+
+    Examples
+    --------
+    >>> schema = pa.schema([("a", pa.int64()), ("s", pa.large_string())])
+    >>> [[t.op for t in c] for c in parse_predicates([[("a", ">", 1), ("s", "in", ["x"])]], schema)]
+    [['>', 'in']]
+    """
+    if predicates is None:
+        return None
+    if not isinstance(predicates, list | tuple) or not predicates:
+        raise PredicateError("predicates must be a non-empty list of conjunctions (DNF)")
+    result = []
+    for conj in predicates:
+        if not isinstance(conj, list | tuple) or not conj:
+            raise PredicateError(f"conjunction {conj!r} must be a non-empty list of triples")
+        if len(conj) == 3 and isinstance(conj[0], str) and isinstance(conj[1], str):
+            raise PredicateError(
+                f"predicates must be nested: [[{tuple(conj)!r}]], not [{tuple(conj)!r}]"
+            )
+        result.append([_parse_term(raw, schema) for raw in conj])
+    return result
+
+
+def _field(term: Term, schema: pa.Schema) -> pc.Expression:
+    field = pc.field(term.column)
+    t = schema.field(term.column).type
+    if pa.types.is_dictionary(t):
+        return field.cast(t.value_type)
+    return field
+
+
+def _value_set(term: Term, schema: pa.Schema) -> pa.Array:
+    """The ``in`` list cast to the column's value type (is_in needs equal types)."""
+    target = value_type(schema.field(term.column).type)
+    try:
+        return term.value.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # e.g. a value outside the range of an int8 column: it can never match
+        kept = [v for v in term.value.to_pylist() if _fits(v, target)]
+        return pa.array(kept, target)
+
+
+def _fits(value: Any, target: pa.DataType) -> bool:
+    try:
+        pa.array([value]).cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
+def term_expression(term: Term, schema: pa.Schema) -> pc.Expression:
+    """The Arrow expression of one term, with pandas null semantics."""
+    f = _field(term, schema)
+    if term.op in _LIST_OPS:
+        hit = f.isin(_value_set(term, schema)) if len(term.value) else pc.scalar(False)
+        if term.has_null:
+            hit = hit | f.is_null()
+        if term.op == "in":
+            return hit
+        return ~hit if (term.has_null or len(term.value)) else pc.scalar(True)
+    if term.value is None:
+        return f.is_null() if term.op == "==" else f.is_valid()
+    v = pc.scalar(term.value)
+    if term.op == "==":
+        return f == v
+    if term.op == "!=":
+        return (f != v) | f.is_null()
+    if term.op == "<":
+        return f < v
+    if term.op == "<=":
+        return f <= v
+    if term.op == ">":
+        return f > v
+    return f >= v
+
+
+def conjunction_expression(terms: Iterable[Term], schema: pa.Schema) -> pc.Expression:
+    """AND of the terms (``True`` for no terms)."""
+    expr: pc.Expression | None = None
+    for term in terms:
+        e = term_expression(term, schema)
+        expr = e if expr is None else expr & e
+    return pc.scalar(True) if expr is None else expr
+
+
+def dnf_expression(dnf: list[list[Term]], schema: pa.Schema) -> pc.Expression:
+    """OR of the conjunctions."""
+    expr: pc.Expression | None = None
+    for conj in dnf:
+        e = conjunction_expression(conj, schema)
+        expr = e if expr is None else expr | e
+    return pc.scalar(False) if expr is None else expr

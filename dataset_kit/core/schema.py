@@ -1,0 +1,292 @@
+"""Schema rules: the exact logical schema, compatibility and evolution, plateau's view.
+
+dataset_kit keeps the *exact* logical Arrow schema of a dataset (with its pandas metadata)
+in every snapshot, so every type round-trips exactly (int8 stays int8, ``string`` stays
+``string``, categoricals stay categorical). ``_common_metadata`` gets the schema normalized
+the way plateau does it, so plateau can read and update our datasets.
+
+Compatibility of new data with a dataset (:func:`merge_schemas`):
+
+* same column, same type family -> accepted; integers/floats widen to the wider type,
+  timestamps to the finer unit; ``string``/``large_string``/legacy object strings are one
+  family, and so are a categorical and its value type;
+* a column that is all-null in the new data takes the dataset type;
+* a new column is added (schema evolution; older partitions read it as null);
+* anything else (signed vs unsigned, int vs float, naive vs tz-aware, a missing column)
+  raises :class:`SchemaMismatchError` naming the column and both types.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from dataset_kit.exceptions import MetadataFormatError, SchemaMismatchError
+
+__all__ = [
+    "file_schema_metadata",
+    "merge_schemas",
+    "pandas_metadata",
+    "plateau_schema",
+    "schema_from_b64",
+    "schema_to_b64",
+    "type_family",
+    "with_pandas_metadata",
+]
+
+_PANDAS = b"pandas"
+
+
+def type_family(t: pa.DataType) -> str:
+    """A coarse name of the family an Arrow type belongs to, for compatibility checks.
+
+    Examples
+    --------
+    >>> type_family(pa.int8()) == type_family(pa.int64())
+    True
+    >>> type_family(pa.string()) == type_family(pa.dictionary(pa.int8(), pa.large_string()))
+    True
+    >>> type_family(pa.uint8()) == type_family(pa.int8())
+    False
+    """
+    if pa.types.is_dictionary(t):
+        return type_family(t.value_type)
+    if pa.types.is_signed_integer(t):
+        return "int"
+    if pa.types.is_unsigned_integer(t):
+        return "uint"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return "binary"
+    if pa.types.is_timestamp(t):
+        return f"timestamp[tz={t.tz}]"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list<{type_family(t.value_type)}>"
+    return str(t)
+
+
+_UNIT_RANK = {"s": 0, "ms": 1, "us": 2, "ns": 3}
+
+
+def _wider(current: pa.DataType, new: pa.DataType) -> pa.DataType:
+    """The type both ``current`` and ``new`` (same family) cast to losslessly."""
+    if pa.types.is_dictionary(current) or pa.types.is_dictionary(new):
+        return current  # the dataset's choice (categorical or plain) wins
+    if pa.types.is_integer(current) or pa.types.is_floating(current):
+        return new if new.bit_width > current.bit_width else current
+    if pa.types.is_timestamp(current):
+        return new if _UNIT_RANK[new.unit] > _UNIT_RANK[current.unit] else current
+    return current
+
+
+def pandas_metadata(schema: pa.Schema) -> dict[str, Any] | None:
+    """The decoded ``b"pandas"`` metadata of a schema, or None."""
+    raw = (schema.metadata or {}).get(_PANDAS)
+    return json.loads(raw) if raw else None
+
+
+def with_pandas_metadata(schema: pa.Schema, meta: dict[str, Any] | None) -> pa.Schema:
+    """``schema`` with its pandas metadata replaced (removed when ``meta`` is None)."""
+    other = {k: v for k, v in (schema.metadata or {}).items() if k != _PANDAS}
+    if meta is not None:
+        other[_PANDAS] = json.dumps(meta).encode()
+    return schema.with_metadata(other) if other else schema.remove_metadata()
+
+
+def _column_entries(meta: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    if not meta:
+        return {}
+    return {c["name"]: c for c in meta.get("columns", []) if c.get("name") is not None}
+
+
+def merge_schemas(
+    current: pa.Schema | None, incoming: pa.Schema, *, dataset_uuid: str = "?"
+) -> pa.Schema:
+    """Merge the schema of new data into a dataset's logical schema.
+
+    Raises
+    ------
+    SchemaMismatchError
+        Names the column and both types.
+
+    Examples
+    --------
+    >>> cur = pa.schema([("a", pa.int8()), ("s", pa.large_string())])
+    >>> merge_schemas(cur, pa.schema([("a", pa.int64()), ("s", pa.string()), ("n", pa.float64())]))
+    a: int64
+    s: large_string
+    n: double
+    """
+    incoming = _drop_index_fields(incoming)
+    if current is None:
+        return incoming
+    cur_meta = pandas_metadata(current)
+    new_meta = pandas_metadata(incoming)
+    new_entries = _column_entries(new_meta)
+    fields: list[pa.Field] = []
+    changed_entries: dict[str, dict[str, Any]] = {}
+    for field in current:
+        idx = incoming.get_field_index(field.name)
+        if idx < 0:
+            raise SchemaMismatchError(
+                f"dataset {dataset_uuid!r}: column {field.name!r} ({field.type}) is missing "
+                "from the new data"
+            )
+        new_type = incoming.field(idx).type
+        cur_type = field.type
+        if pa.types.is_null(new_type) or cur_type == new_type:
+            fields.append(field)
+            continue
+        if pa.types.is_null(cur_type):
+            fields.append(field.with_type(new_type))
+            if field.name in new_entries:
+                changed_entries[field.name] = new_entries[field.name]
+            continue
+        if type_family(cur_type) != type_family(new_type):
+            raise SchemaMismatchError(
+                f"dataset {dataset_uuid!r}: column {field.name!r} has type {cur_type} in the "
+                f"dataset but {new_type} in the new data"
+            )
+        wider = _wider(cur_type, new_type)
+        fields.append(field.with_type(wider))
+        if wider != cur_type and field.name in new_entries:
+            changed_entries[field.name] = new_entries[field.name]
+    added = [f for f in incoming if current.get_field_index(f.name) < 0]
+    fields.extend(f.with_nullable(True) for f in added)
+    merged = pa.schema(fields)
+    if cur_meta is None:
+        return merged
+    meta = dict(cur_meta)
+    columns = [changed_entries.get(c.get("name"), c) for c in meta.get("columns", [])]
+    for f in added:
+        entry = new_entries.get(f.name) or _default_entry(f)
+        columns.append(entry)
+    meta["columns"] = columns
+    return with_pandas_metadata(merged, meta)
+
+
+def _default_entry(field: pa.Field) -> dict[str, Any]:
+    meta = pandas_metadata(pa.Schema.from_pandas(pa.schema([field]).empty_table().to_pandas()))
+    assert meta is not None  # from_pandas always writes it
+    return _column_entries(meta)[field.name]
+
+
+def _drop_index_fields(schema: pa.Schema) -> pa.Schema:
+    meta = pandas_metadata(schema)
+    names = [n for n in (meta or {}).get("index_columns", []) if isinstance(n, str)]
+    for name in names:
+        idx = schema.get_field_index(name)
+        if idx >= 0:
+            schema = schema.remove(idx)
+    if meta is not None and names:
+        meta = dict(meta)
+        meta["index_columns"] = []
+        meta["columns"] = [c for c in meta["columns"] if c.get("field_name") not in names]
+        schema = with_pandas_metadata(schema, meta)
+    return schema
+
+
+def file_schema_metadata(schema: pa.Schema, drop: list[str]) -> dict[bytes, bytes] | None:
+    """Schema metadata for a data file that holds ``schema`` minus the ``drop`` columns."""
+    meta = pandas_metadata(schema)
+    if meta is None:
+        return None
+    meta = dict(meta)
+    meta["columns"] = [c for c in meta.get("columns", []) if c.get("name") not in drop]
+    return {_PANDAS: json.dumps(meta).encode()}
+
+
+def _normalize_type(
+    t: pa.DataType, entry: dict[str, Any] | None
+) -> tuple[pa.DataType, dict[str, Any] | None]:
+    """plateau's ``normalize_type`` (so plateau accepts our ``_common_metadata``)."""
+    entry = dict(entry) if entry is not None else None
+    if pa.types.is_dictionary(t):
+        if entry is not None and entry.get("pandas_type") == "categorical":
+            value_entry = {**entry, "pandas_type": None, "numpy_type": None}
+            if pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type):
+                value_entry = {**entry, "pandas_type": "object", "numpy_type": "str"}
+                return pa.large_string(), {**value_entry, "metadata": None}
+            nt, _ = _normalize_type(t.value_type, None)
+            return nt, {**entry, "pandas_type": str(nt), "numpy_type": str(nt), "metadata": None}
+        return _normalize_type(t.value_type, entry)
+    if pa.types.is_signed_integer(t):
+        return pa.int64(), _set(entry, "int64", "int64")
+    if pa.types.is_unsigned_integer(t):
+        return pa.uint64(), _set(entry, "uint64", "uint64")
+    if pa.types.is_floating(t):
+        return pa.float64(), _set(entry, "float64", "float64")
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        np_type = entry.get("numpy_type") if entry else "str"
+        if np_type == "string":
+            return pa.string(), _set(entry, "unicode", "string")
+        return pa.large_string(), _set(entry, "object", "str")
+    return t, entry
+
+
+def _set(entry: dict[str, Any] | None, pd_type: str, np_type: str) -> dict[str, Any] | None:
+    if entry is None:
+        return None
+    return {**entry, "pandas_type": pd_type, "numpy_type": np_type, "metadata": None}
+
+
+def plateau_schema(schema: pa.Schema, partition_keys: list[str]) -> pa.Schema:
+    """The schema plateau writes to ``_common_metadata`` for a dataset of ``schema``.
+
+    Types are normalized (ints -> int64, floats -> float64, categoricals -> value type,
+    strings -> ``large_string``/``string`` by pandas dtype), columns ordered as partition
+    keys, then the rest alphabetically, and pandas metadata is always present.
+    """
+    meta = pandas_metadata(schema)
+    if meta is None:
+        empty = schema.empty_table().to_pandas()
+        meta = pandas_metadata(pa.Schema.from_pandas(empty, preserve_index=False))
+        assert meta is not None
+    entries = _column_entries(meta)
+    fields: dict[str, pa.Field] = {}
+    new_entries: dict[str, dict[str, Any]] = {}
+    for field in schema:
+        t, entry = _normalize_type(field.type, entries.get(field.name))
+        fields[field.name] = pa.field(field.name, t)
+        if entry is not None:
+            new_entries[field.name] = entry
+    order = [k for k in partition_keys if k in fields]
+    order += sorted(n for n in fields if n not in partition_keys)
+    meta = dict(meta)
+    meta["columns"] = [new_entries[n] for n in order if n in new_entries]
+    meta["index_columns"] = [{"kind": "range", "name": None, "start": 0, "step": 1, "stop": 0}]
+    meta["column_indexes"] = meta.get("column_indexes") or []
+    return pa.schema([fields[n] for n in order], {_PANDAS: json.dumps(meta).encode()})
+
+
+def schema_to_b64(schema: pa.Schema) -> str:
+    """Serialize a schema (Arrow IPC) as base64 text for the snapshot JSON."""
+    return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
+
+
+def schema_from_b64(text: str) -> pa.Schema:
+    """Inverse of :func:`schema_to_b64`.
+
+    Raises
+    ------
+    MetadataFormatError
+        If the text is not a serialized schema.
+    """
+    try:
+        return pa.ipc.read_schema(
+            pa.py_buffer(base64.b64decode(text.encode("ascii"), validate=True))
+        )
+    except Exception as exc:
+        raise MetadataFormatError(f"invalid serialized schema: {exc}") from exc
+
+
+def empty_frame(schema: pa.Schema) -> pd.DataFrame:
+    """An empty pandas frame with the dtypes the schema reads back as."""
+    return schema.empty_table().to_pandas()

@@ -1,0 +1,1 @@
+"""Parquet I/O, indices, the commit protocol and read/write steps on one dataset."""

@@ -1,0 +1,514 @@
+"""The commit protocol: versioned snapshots written create-only, then the pointer.
+
+1. Data and index blobs are immutable and uniquely named; a commit never rewrites them.
+2. Whoever creates ``<uuid>/_versions/<v>.json`` (create-only) has committed version ``v``.
+3. Then the kartothek pointer ``<uuid>.by-dataset-metadata.json`` (and
+   ``_common_metadata`` when the schema changed) is brought up to date for plateau and
+   kartothek readers, by compare-and-swap so it never moves backwards.
+4. Readers take the pointer (the existence marker) and probe forward for newer snapshots,
+   so a writer that died between 2 and 3 loses nothing.
+5. A pointer without our ``dataset_kit`` block was written by plateau/kartothek after us:
+   it is read as the newest state and, on our next commit, adopted as a snapshot.
+6. A create-only conflict means another writer won: the operation rebases onto the new
+   version (appends) or fails with :class:`CommitConflictError` (overwrites, deletes).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import random
+import time
+import uuid as _uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from dataset_kit.core import naming
+from dataset_kit.core.metadata import DatasetMetadata, parse_json, parse_msgpack_zstd
+from dataset_kit.core.schema import plateau_schema
+from dataset_kit.exceptions import (
+    CommitConflictError,
+    CommitStateUnknownError,
+    DatasetNotFoundError,
+    KeyExistsError,
+    KeyNotFoundError,
+    MetadataFormatError,
+    PreconditionFailedError,
+    StoreError,
+    StoreUnavailableError,
+    UnsupportedOperationError,
+    VersionNotFoundError,
+)
+from dataset_kit.io.parquet import read_common_metadata, write_common_metadata
+from dataset_kit.store import Capability, Store
+
+__all__ = [
+    "Resolved",
+    "commit",
+    "list_dataset_uuids",
+    "load_version",
+    "resolve",
+    "snapshot_versions",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How often a commit retries after losing a create-only race before giving up.
+DEFAULT_MAX_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The newest state of a dataset and how the pointer looked when it was read.
+
+    Attributes
+    ----------
+    meta
+        Newest metadata (a snapshot, or a foreign pointer not yet adopted).
+    pointer_etag
+        Etag of the pointer as read (None: msgpack-only or missing).
+    pointer_version
+        Version the pointer carried (None for foreign pointers).
+    msgpack_pointer
+        True if the dataset's pointer is the msgpack variant only.
+    """
+
+    meta: DatasetMetadata
+    pointer_etag: str | None
+    pointer_version: int | None
+    msgpack_pointer: bool = False
+
+
+# --------------------------------------------------------------------------- reading
+def _listing_partitions(store: Store, uuid: str, table: str | None) -> dict[str, str]:
+    """Partitions of a kartothek dataset with implicit partitions (found by listing)."""
+    found: dict[str, str] = {}
+    tables: set[str] = set()
+    for key in sorted(store.iter_keys(naming.dataset_prefix(uuid))):
+        parts = key.split("/")
+        if len(parts) >= 3 and parts[1] not in (naming.INDICES_DIR, naming.VERSIONS_DIR):
+            if key.endswith(naming.DATA_SUFFIX):
+                tables.add(parts[1])
+                tbl = table or parts[1]
+                label = naming.label_from_data_key(uuid, tbl, key)
+                if label is not None:
+                    found[label] = key
+    if len(tables) > 1:
+        raise MetadataFormatError(
+            f"dataset {uuid!r}: implicit partitions in several tables {sorted(tables)}"
+        )
+    return found
+
+
+def _parse_pointer(store: Store, uuid: str, data: bytes, *, msgpack: bool) -> DatasetMetadata:
+    what = f"metadata of dataset {uuid!r}"
+    doc = parse_msgpack_zstd(data, what=what) if msgpack else parse_json(data, what=what)
+    listing = None
+    if isinstance(doc, dict) and "partitions" not in doc:
+        listing = _listing_partitions(store, uuid, None)
+    return DatasetMetadata.from_dict(doc, dataset_uuid=uuid, partitions_from_listing=listing)
+
+
+def _read_snapshot(store: Store, uuid: str, version: int) -> DatasetMetadata:
+    data = store.get(naming.snapshot_key(uuid, version))
+    meta = _parse_pointer(store, uuid, data, msgpack=False)
+    if meta.version != version:
+        raise MetadataFormatError(
+            f"dataset {uuid!r}: snapshot {version} claims to be version {meta.version}"
+        )
+    return meta
+
+
+def snapshot_versions(store: Store, uuid: str) -> list[int]:
+    """All snapshot versions present in the store, ascending (listing; not on hot paths)."""
+    versions = []
+    for key in store.iter_keys(naming.snapshot_prefix(uuid)):
+        v = naming.parse_snapshot_key(uuid, key)
+        if v is not None:
+            versions.append(v)
+    return sorted(versions)
+
+
+def _foreign_schema(store: Store, meta: DatasetMetadata) -> DatasetMetadata:
+    key = naming.common_metadata_key(meta.uuid, meta.table_name)
+    try:
+        data = store.get(key)
+    except KeyNotFoundError:
+        return meta
+    return meta.evolve(schema=read_common_metadata(data, what=repr(key)))
+
+
+def _adopt_foreign(store: Store, meta: DatasetMetadata) -> DatasetMetadata:
+    """Place a foreign pointer after the newest snapshot of its history."""
+    versions = snapshot_versions(store, meta.uuid)
+    meta = _foreign_schema(store, meta)
+    if not versions:
+        return meta.evolve(version=None, history_start=0)
+    newest = _read_snapshot(store, meta.uuid, versions[-1])
+    start = versions[-1] + 1 if newest.tombstone else newest.history_start
+    return meta.evolve(version=None, parent=versions[-1], history_start=start)
+
+
+def resolve(store: Store, dataset_uuid: str) -> Resolved:
+    """Find the newest committed state of a dataset.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If the dataset has no pointer (or was deleted).
+    MetadataFormatError
+        If its metadata is corrupt, truncated or of an unknown format.
+    """
+    uuid = naming.validate_uuid(dataset_uuid)
+    msgpack = False
+    try:
+        info = store.stat(naming.pointer_key(uuid))
+        data = store.get(naming.pointer_key(uuid))
+        etag: str | None = info.etag
+    except KeyNotFoundError:
+        try:
+            data = store.get(naming.pointer_msgpack_key(uuid))
+        except KeyNotFoundError:
+            raise DatasetNotFoundError(f"dataset {uuid!r} does not exist in {store!r}") from None
+        etag, msgpack = None, True
+    meta = _parse_pointer(store, uuid, data, msgpack=msgpack)
+    if meta.foreign:
+        return Resolved(_adopt_foreign(store, meta), etag, None, msgpack)
+    assert meta.version is not None  # the dataset_kit block always has a version
+    pointer_version = meta.version
+    version = pointer_version
+    while store.exists(naming.snapshot_key(uuid, version + 1)):
+        version += 1
+    if version != pointer_version:
+        logger.debug(
+            "dataset %s: pointer at %d, newest snapshot %d", uuid, pointer_version, version
+        )
+        meta = _read_snapshot(store, uuid, version)
+    if meta.tombstone:
+        raise DatasetNotFoundError(f"dataset {uuid!r} was deleted")
+    return Resolved(meta, etag, pointer_version, msgpack)
+
+
+def load_version(store: Store, dataset_uuid: str, version: int | None) -> DatasetMetadata:
+    """The metadata of ``version`` (None: the newest).
+
+    Raises
+    ------
+    DatasetNotFoundError, VersionNotFoundError, MetadataFormatError
+    """
+    latest = resolve(store, dataset_uuid).meta
+    if version is None or version == latest.version:
+        return latest
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise VersionNotFoundError(f"version must be an int, got {version!r}")
+    newest = latest.version if latest.version is not None else (latest.parent or 0)
+    if version < latest.history_start or version > newest:
+        raise VersionNotFoundError(
+            f"dataset {dataset_uuid!r} has no version {version} "
+            f"(versions {latest.history_start}..{newest})"
+        )
+    try:
+        return _read_snapshot(store, dataset_uuid, version)
+    except KeyNotFoundError:
+        raise VersionNotFoundError(
+            f"version {version} of dataset {dataset_uuid!r} has expired"
+        ) from None
+
+
+def list_dataset_uuids(store: Store) -> list[str]:
+    """Uuids of every dataset with a pointer in the store, sorted."""
+    found = set()
+    for key in store.iter_keys(""):
+        if "/" in key:
+            continue
+        uuid = naming.uuid_from_pointer_key(key)
+        if uuid is not None:
+            found.add(uuid)
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------- committing
+def _next_free_version(store: Store, uuid: str) -> int:
+    versions = snapshot_versions(store, uuid)
+    return versions[-1] + 1 if versions else 0
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0, min(1.0, 0.005 * 2**attempt)))
+
+
+def _require_atomic(store: Store) -> None:
+    if Capability.ATOMIC_CREATE not in store.capabilities:
+        raise UnsupportedOperationError(
+            f"{store!r} has no atomic create-only writes, so commits could silently lose "
+            "data; use a store that has them, or wrap a simplekv/minimalkv store with "
+            "KVStoreAdapter(..., allow_unsafe_commits=True) to opt in explicitly"
+        )
+
+
+def _create_snapshot(store: Store, meta: DatasetMetadata) -> bool:
+    """Create the snapshot file; True if we created it, False if another writer had."""
+    assert meta.version is not None
+    key = naming.snapshot_key(meta.uuid, meta.version)
+    try:
+        store.put(key, meta.to_json(), if_absent=True)
+        return True
+    except KeyExistsError:
+        return False
+    except (StoreUnavailableError, TimeoutError, OSError) as exc:
+        # Outcome unknown: look at what is there now.
+        try:
+            existing = store.get(key)
+        except KeyNotFoundError:
+            raise _Retry() from exc
+        except StoreError as exc2:
+            raise CommitStateUnknownError(
+                f"dataset {meta.uuid!r}: writing snapshot {meta.version} failed ({exc}) and its "
+                f"state could not be checked ({exc2}); the written blobs are kept"
+            ) from exc2
+        try:
+            ours = parse_json(existing, what=key).get("dataset_kit", {}).get("commit", {})
+        except MetadataFormatError:
+            ours = {}
+        if ours.get("id") == meta.commit.get("id"):
+            return True
+        return False
+
+
+class _Retry(Exception):
+    """Internal: the snapshot write failed before it happened; try the same version again."""
+
+
+def commit(
+    store: Store,
+    dataset_uuid: str,
+    *,
+    base: Resolved | None,
+    build: Callable[[DatasetMetadata | None], DatasetMetadata],
+    on_conflict: Callable[[DatasetMetadata | None, DatasetMetadata | None], None],
+    operation: str,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    commit_info: dict[str, Any] | None = None,
+) -> DatasetMetadata:
+    """Commit the state ``build(base_meta)`` as the next version of a dataset.
+
+    Parameters
+    ----------
+    store
+        The store.
+    dataset_uuid
+        The dataset.
+    base
+        The state the operation was planned on (None: the dataset does not exist).
+    build
+        Makes the new metadata from a base (called again after every rebase); the
+        version fields are filled in here.
+    on_conflict
+        Called as ``on_conflict(old_base, new_base)`` when another writer committed
+        first; raises (e.g. :class:`CommitConflictError`) if the operation cannot rebase.
+    operation
+        Name recorded in the snapshot (``write``, ``append``, ``delete``...).
+    max_attempts
+        Upper bound of rebase attempts.
+    commit_info
+        Extra fields for the snapshot's commit record.
+
+    Raises
+    ------
+    CommitConflictError
+        If ``on_conflict`` refuses to rebase or the attempts run out.
+    CommitStateUnknownError
+        If the outcome of the snapshot write cannot be established.
+    """
+    _require_atomic(store)
+    commit_id = _uuid.uuid4().hex
+    for attempt in range(max_attempts):
+        base_meta = base.meta if base is not None else None
+        new = build(base_meta)
+        if base_meta is not None and base_meta.foreign:
+            adopted = _persist_adoption(store, base_meta)
+            if adopted is None:
+                base = _reload(store, dataset_uuid, base_meta, on_conflict)
+                _backoff(attempt)
+                continue
+            base_meta = adopted
+        if base_meta is None:
+            version, parent = _next_free_version(store, dataset_uuid), None
+            start = version
+        else:
+            assert base_meta.version is not None
+            version, parent, start = (
+                base_meta.version + 1,
+                base_meta.version,
+                base_meta.history_start,
+            )
+        schema_changed = base_meta is None or base_meta.foreign or new.schema != base_meta.schema
+        info = {
+            "id": commit_id,
+            "timestamp": _dt.datetime.now(_dt.UTC).isoformat(),
+            "operation": operation,
+            **(commit_info or {}),
+        }
+        snapshot = new.with_creation_time().evolve(
+            uuid=dataset_uuid,
+            version=version,
+            parent=parent,
+            history_start=start,
+            commit=info,
+            foreign=False,
+        )
+        try:
+            created = _create_snapshot(store, snapshot)
+        except _Retry:
+            _backoff(attempt)
+            continue
+        if not created:
+            logger.info("dataset %s: version %d taken by another writer", dataset_uuid, version)
+            base = _reload(store, dataset_uuid, base_meta, on_conflict)
+            _backoff(attempt)
+            continue
+        logger.info(
+            "dataset %s: committed version %d (%s, %d partitions)",
+            dataset_uuid,
+            version,
+            operation,
+            len(snapshot.partitions),
+        )
+        _publish(store, snapshot, base, schema_changed=bool(schema_changed))
+        return snapshot
+    raise CommitConflictError(
+        f"dataset {dataset_uuid!r}: gave up after {max_attempts} commit attempts "
+        "(too many concurrent writers)"
+    )
+
+
+def _reload(
+    store: Store,
+    uuid: str,
+    old: DatasetMetadata | None,
+    on_conflict: Callable[[DatasetMetadata | None, DatasetMetadata | None], None],
+) -> Resolved | None:
+    try:
+        new = resolve(store, uuid)
+    except DatasetNotFoundError:
+        new = None
+    on_conflict(old, new.meta if new is not None else None)
+    return new
+
+
+def _persist_adoption(store: Store, foreign: DatasetMetadata) -> DatasetMetadata | None:
+    """Write a foreign pointer's state as a snapshot; None if another writer got there."""
+    version = _next_free_version(store, foreign.uuid)
+    start = foreign.history_start
+    adopted = foreign.with_creation_time().evolve(
+        version=version,
+        parent=version - 1 if version > start else None,
+        history_start=start,
+        commit={
+            "id": _uuid.uuid4().hex,
+            "timestamp": _dt.datetime.now(_dt.UTC).isoformat(),
+            "operation": "adopt",
+        },
+        foreign=False,
+    )
+    try:
+        store.put(naming.snapshot_key(foreign.uuid, version), adopted.to_json(), if_absent=True)
+    except KeyExistsError:
+        return None
+    logger.info(
+        "dataset %s: adopted a pointer written by another tool as version %d", foreign.uuid, version
+    )
+    return adopted
+
+
+def _publish(
+    store: Store, snapshot: DatasetMetadata, base: Resolved | None, *, schema_changed: bool
+) -> None:
+    """Bring the pointer (and ``_common_metadata``) up to ``snapshot``; never backwards."""
+    uuid = snapshot.uuid
+    assert snapshot.version is not None
+    try:
+        if schema_changed and snapshot.schema is not None:
+            _write_common_metadata(store, snapshot)
+        etag = base.pointer_etag if base is not None else None
+        _cas_pointer(store, snapshot, etag)
+        if base is not None and base.msgpack_pointer:
+            store.delete(naming.pointer_msgpack_key(uuid))
+    except StoreError as exc:  # the commit stands; readers probe past a lagging pointer
+        logger.warning(
+            "dataset %s: version %d committed but the pointer update failed: %s",
+            uuid,
+            snapshot.version,
+            exc,
+        )
+
+
+def _write_common_metadata(store: Store, meta: DatasetMetadata) -> None:
+    assert meta.schema is not None
+    schema = plateau_schema(meta.schema, list(meta.partition_keys))
+    store.put(naming.common_metadata_key(meta.uuid, meta.table_name), write_common_metadata(schema))
+
+
+def _cas_pointer(store: Store, snapshot: DatasetMetadata, etag: str | None) -> None:
+    key = naming.pointer_key(snapshot.uuid)
+    uuid = snapshot.uuid
+    data = snapshot.to_json()
+    if snapshot.version is None:
+        raise ValueError("only versioned snapshots can be published")
+    version: int = snapshot.version
+    cas = Capability.COMPARE_AND_SWAP in store.capabilities
+    for _ in range(100):
+        if not cas:
+            store.put(key, data)
+            # repair: a newer snapshot may have published before us
+            if store.exists(naming.snapshot_key(uuid, version + 1)):
+                newest = resolve(store, uuid).meta
+                if newest.version is not None and newest.version > version:
+                    version, data = newest.version, newest.to_json()
+                    continue
+            return
+        try:
+            if etag is None:
+                store.put(key, data, if_absent=True)
+            else:
+                store.put(key, data, if_match=etag)
+            return
+        except (KeyExistsError, PreconditionFailedError):
+            current, etag = _pointer_state(store, uuid)
+            if current is None and store.exists(naming.snapshot_key(uuid, version + 1)):
+                return  # deleted or superseded meanwhile: never resurrect an older state
+            if current is not None and current >= version:
+                if snapshot.schema is not None and current > version:
+                    newest = _read_snapshot(store, uuid, current)
+                    if newest.schema is not None and not newest.tombstone:
+                        _write_common_metadata(store, newest)
+                return
+    logger.warning("dataset %s: pointer update kept losing races", uuid)
+
+
+def _pointer_state(store: Store, uuid: str) -> tuple[int | None, str | None]:
+    key = naming.pointer_key(uuid)
+    try:
+        info = store.stat(key)
+        data = store.get(key)
+    except KeyNotFoundError:
+        return None, None
+    try:
+        doc = parse_json(data, what=key)
+        version = doc.get("dataset_kit", {}).get("version")
+    except (MetadataFormatError, AttributeError):
+        version = None
+    return (version if isinstance(version, int) else None), info.etag
+
+
+def iter_snapshots(store: Store, uuid: str) -> Iterator[DatasetMetadata]:
+    """Every readable snapshot of the current history, oldest first."""
+    latest = resolve(store, uuid).meta
+    for v in snapshot_versions(store, uuid):
+        if v < latest.history_start:
+            continue
+        try:
+            yield _read_snapshot(store, uuid, v)
+        except (KeyNotFoundError, MetadataFormatError):
+            continue

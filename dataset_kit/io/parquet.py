@@ -1,0 +1,139 @@
+"""Parquet bytes <-> Arrow tables, for data blobs and ``_common_metadata``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from dataset_kit.exceptions import DataBlobMissingError, KeyNotFoundError, MetadataFormatError
+from dataset_kit.store import Capability, Store
+
+__all__ = [
+    "COMPRESSIONS",
+    "read_blob",
+    "read_common_metadata",
+    "table_to_parquet",
+    "write_common_metadata",
+]
+
+logger = logging.getLogger(__name__)
+
+COMPRESSIONS = frozenset({"zstd", "snappy", "gzip", "lz4", "brotli", "none"})
+_FORMAT = pads.ParquetFileFormat()
+_LOCAL_FS = pafs.LocalFileSystem()
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary-encoding: strings, binary, categoricals, booleans.
+
+    Dictionary encoding of high-cardinality numbers costs time and space; for text it is
+    the single biggest write-speed and size lever (measured: see docs/performance.md).
+    """
+    out = []
+    for f in schema:
+        t = f.type
+        if (
+            pa.types.is_dictionary(t)
+            or pa.types.is_string(t)
+            or pa.types.is_large_string(t)
+            or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t)
+        ):
+            out.append(f.name)
+    return out
+
+
+def table_to_parquet(
+    table: pa.Table,
+    *,
+    compression: str = "zstd",
+    row_group_size: int | None = None,
+) -> bytes:
+    """Serialize a table as one Parquet file (statistics on, format 2.6: exact timestamps)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        compression=None if compression == "none" else compression,
+        row_group_size=row_group_size,
+        use_dictionary=_dictionary_columns(table.schema),
+        write_statistics=True,
+        store_schema=True,
+    )
+    return sink.getvalue().to_pybytes()
+
+
+def _source(store: Store, key: str) -> Any:
+    if Capability.LOCAL_PATH in store.capabilities:
+        path = store.local_path(key)
+        if path is not None:
+            return path
+    return pa.BufferReader(store.get(key))
+
+
+def read_blob(
+    store: Store,
+    key: str,
+    *,
+    columns: list[str] | None,
+    row_filter: pc.Expression | None,
+    dataset_uuid: str,
+    payload_fields: list[pa.Field] | None = None,
+) -> pa.Table:
+    """Read one data blob: only ``columns`` (None: all), rows matching ``row_filter``.
+
+    ``row_filter`` also prunes row groups by their statistics before anything is decoded.
+
+    Raises
+    ------
+    DataBlobMissingError
+        If the blob referenced by the metadata does not exist.
+    """
+    try:
+        source = _source(store, key)
+        if row_filter is None:
+            return pq.read_table(source, columns=columns, use_threads=False)
+        if isinstance(source, str):
+            fragment = _FORMAT.make_fragment(source, filesystem=_LOCAL_FS)
+        else:
+            fragment = _FORMAT.make_fragment(source)
+        physical = fragment.physical_schema
+        # columns added by schema evolution after this blob was written read as null
+        extra = [f for f in payload_fields or [] if physical.get_field_index(f.name) < 0]
+        scan_schema = pa.schema(list(physical) + extra) if extra else physical
+        wanted = None if columns is None else [c for c in columns if c in physical.names]
+        return fragment.to_table(
+            schema=scan_schema, columns=wanted, filter=row_filter, use_threads=False
+        )
+    except (KeyNotFoundError, FileNotFoundError) as exc:
+        raise DataBlobMissingError(
+            f"dataset {dataset_uuid!r}: data blob {key!r} is referenced but missing"
+        ) from exc
+
+
+def write_common_metadata(schema: pa.Schema) -> bytes:
+    """``_common_metadata`` bytes as plateau writes them (empty Parquet file, schema only)."""
+    sink = pa.BufferOutputStream()
+    pq.write_metadata(schema, sink, version="2.4", coerce_timestamps="us")
+    return sink.getvalue().to_pybytes()
+
+
+def read_common_metadata(data: bytes, *, what: str) -> pa.Schema:
+    """Read the schema of a ``_common_metadata`` file.
+
+    Raises
+    ------
+    MetadataFormatError
+        If the bytes are not a Parquet footer.
+    """
+    try:
+        schema = pq.read_schema(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise MetadataFormatError(f"{what} is not a valid Parquet schema file: {exc}") from exc
+    return schema

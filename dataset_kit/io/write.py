@@ -1,0 +1,333 @@
+"""Writing data blobs: input -> Arrow, split by partition values, one Parquet blob each.
+
+The split uses Arrow dictionary indices and one stable (radix) sort of group ids instead of
+a pandas groupby; blobs are serialized and stored by a small thread pool (pyarrow releases
+the GIL). Nothing written here is visible until a commit references it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dataset_kit.core import naming
+from dataset_kit.core.partition import check_partition_type, encode_value, value_type
+from dataset_kit.core.schema import _drop_index_fields, file_schema_metadata
+from dataset_kit.exceptions import InvalidInputError, PartitionValueError
+from dataset_kit.io.index import check_indexable, distinct_values
+from dataset_kit.io.parquet import COMPRESSIONS, table_to_parquet
+from dataset_kit.store import Store
+
+__all__ = [
+    "WriteOptions",
+    "WrittenPartition",
+    "merge_categories",
+    "to_arrow",
+    "write_partitions",
+]
+
+logger = logging.getLogger(__name__)
+
+DataInput = pd.DataFrame | pa.Table | pa.RecordBatch
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How blobs are written.
+
+    Attributes
+    ----------
+    compression
+        Parquet codec: ``zstd`` (default), ``snappy``, ``gzip``, ``lz4``, ``brotli``, ``none``.
+    row_group_size
+        Rows per row group (None: pyarrow's default).
+    sort_partitions_by
+        Sort each blob by these columns first, so row-group statistics prune well.
+    threads
+        Blobs serialized and stored in parallel.
+    """
+
+    compression: str = "zstd"
+    row_group_size: int | None = None
+    sort_partitions_by: tuple[str, ...] = ()
+    threads: int = field(default_factory=lambda: min(4, (os.cpu_count() or 2) + 1))
+
+    def __post_init__(self) -> None:
+        if self.compression not in COMPRESSIONS:
+            raise InvalidInputError(
+                f"compression {self.compression!r} is not one of {sorted(COMPRESSIONS)}"
+            )
+        if self.row_group_size is not None and self.row_group_size < 1:
+            raise InvalidInputError(f"row_group_size must be positive, got {self.row_group_size}")
+
+
+@dataclass(frozen=True)
+class WrittenPartition:
+    """A blob written (not yet committed): what the commit needs to reference it."""
+
+    label: str
+    key: str
+    rows: int
+    nbytes: int
+    index_values: dict[str, pa.Array]
+
+
+def to_arrow(data: Any) -> pa.Table:
+    """Convert a pandas DataFrame, Arrow table or record batch to an Arrow table.
+
+    The pandas index is not stored (a RangeIndex is returned on read), as in kartothek.
+
+    Raises
+    ------
+    InvalidInputError
+        For other inputs, non-string or duplicate column names.
+    """
+    if isinstance(data, pd.DataFrame):
+        bad = [c for c in data.columns if not isinstance(c, str)]
+        if bad:
+            raise InvalidInputError(f"column names must be strings, got {bad!r}")
+        if data.columns.has_duplicates:
+            dup = sorted(set(data.columns[data.columns.duplicated()]))
+            raise InvalidInputError(f"duplicate column names {dup!r}")
+        try:
+            table = pa.Table.from_pandas(data, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InvalidInputError(f"cannot convert the frame to Arrow: {exc}") from exc
+    elif isinstance(data, pa.RecordBatch):
+        table = pa.Table.from_batches([data])
+    elif isinstance(data, pa.Table):
+        table = data
+    else:
+        raise InvalidInputError(
+            f"expected a pandas DataFrame or pyarrow Table, got {type(data).__name__}"
+        )
+    names = table.column_names
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"duplicate column names in {names!r}")
+    return _drop_index_fields_table(table)
+
+
+def _drop_index_fields_table(table: pa.Table) -> pa.Table:
+    schema = _drop_index_fields(table.schema)
+    if schema.names != table.column_names:
+        table = table.select(schema.names)
+    return table.replace_schema_metadata(schema.metadata)
+
+
+def merge_categories(
+    current: dict[str, pa.Array], table: pa.Table, schema: pa.Schema
+) -> dict[str, pa.Array]:
+    """Categories of the dataset's categorical columns after adding ``table``.
+
+    Existing categories keep their order; new ones are appended in order of appearance.
+    """
+    out = dict(current)
+    for f in schema:
+        if not pa.types.is_dictionary(f.type) or f.name not in table.column_names:
+            continue
+        col = table.column(f.name)
+        seen = [ch.dictionary for ch in col.chunks if pa.types.is_dictionary(ch.type)]
+        if not seen:
+            continue
+        new = pa.concat_arrays([d.cast(f.type.value_type) for d in seen])
+        base = out.get(f.name)
+        if base is not None:
+            new = pa.concat_arrays([base, new])
+        out[f.name] = pc.unique(new)
+    return out
+
+
+def _group_ids(table: pa.Table, cols: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Dense group id per row (groups in lexicographic order of dictionary codes)."""
+    gid: np.ndarray | None = None
+    for name in cols:
+        col = table.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        enc = pc.dictionary_encode(arr)
+        idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        n = len(enc.dictionary)
+        gid = idx if gid is None else gid * n + idx
+    assert gid is not None
+    if len(gid) == 0:
+        return gid, 0
+    top = int(gid.max()) + 1
+    if top <= 4 * len(gid) + 1_000_000:
+        present = np.bincount(gid, minlength=top) > 0
+        lookup = np.cumsum(present) - 1
+        return lookup[gid], int(present.sum())
+    uniq, inverse = np.unique(gid, return_inverse=True)
+    return inverse.astype(np.int64), len(uniq)
+
+
+def _check_nulls(table: pa.Table, cols: Sequence[str]) -> None:
+    for name in cols:
+        col = table.column(name)
+        nulls = col.null_count
+        if pa.types.is_floating(value_type(col.type)):
+            nulls += pc.sum(pc.is_nan(col.cast(value_type(col.type)))).as_py() or 0
+        if nulls:
+            raise PartitionValueError(
+                f"partition column {name!r} has {nulls} null/NaN values; partition values "
+                "must not be null (fill them, or keep the column out of partition_on)"
+            )
+
+
+def split_table(table: pa.Table, partition_on: Sequence[str]) -> list[tuple[list[str], pa.Table]]:
+    """Split ``table`` by the values of ``partition_on``: ``(encoded values, rows)`` per group.
+
+    Raises
+    ------
+    PartitionValueError
+        For null/NaN values or unsupported partition column types.
+    """
+    if table.num_rows == 0:
+        return []
+    if not partition_on:
+        return [([], table)]
+    for name in partition_on:
+        check_partition_type(name, table.schema.field(name).type)
+    _check_nulls(table, partition_on)
+    dense, n_groups = _group_ids(table, partition_on)
+    if n_groups == 1:
+        order = None
+        starts = np.array([0])
+        ends = np.array([len(dense)])
+    else:
+        if len(dense) > 1 and bool(np.all(dense[1:] >= dense[:-1])):
+            order = None
+        else:
+            key = dense.astype(np.uint16 if n_groups <= 65536 else np.int64)
+            order = np.argsort(key, kind="stable")
+        counts = np.bincount(dense, minlength=n_groups)
+        ends = np.cumsum(counts)
+        starts = ends - counts
+    first_rows = starts if order is None else order[starts]
+    encoded: list[list[str]] = [[] for _ in range(n_groups)]
+    for name in partition_on:
+        values = table.column(name).take(pa.array(first_rows))
+        for g in range(n_groups):
+            encoded[g].append(encode_value(name, values[g]))
+    groups = []
+    for g in range(n_groups):
+        s, e = int(starts[g]), int(ends[g])
+        rows = table.slice(s, e - s) if order is None else table.take(pa.array(order[s:e]))
+        groups.append((encoded[g], rows))
+    return groups
+
+
+def _write_one(
+    store: Store,
+    uuid: str,
+    table_name: str,
+    encoded: list[str],
+    rows: pa.Table,
+    partition_on: Sequence[str],
+    secondary_indices: Sequence[str],
+    options: WriteOptions,
+    file_metadata: dict[bytes, bytes] | None,
+) -> WrittenPartition:
+    label = naming.make_label(list(zip(partition_on, encoded, strict=True)), naming.new_blob_name())
+    index_values = {
+        col: distinct_values(rows.column(col), rows.schema.field(col).type)
+        for col in secondary_indices
+    }
+    payload = rows.drop_columns(list(partition_on)) if partition_on else rows
+    if options.sort_partitions_by:
+        payload = payload.sort_by([(c, "ascending") for c in options.sort_partitions_by])
+    payload = payload.replace_schema_metadata(file_metadata)
+    data = table_to_parquet(
+        payload, compression=options.compression, row_group_size=options.row_group_size
+    )
+    key = naming.data_key(uuid, table_name, label)
+    store.put(key, data)
+    logger.debug("wrote %s (%d rows, %d bytes)", key, rows.num_rows, len(data))
+    return WrittenPartition(label, key, rows.num_rows, len(data), index_values)
+
+
+def validate_write_columns(
+    table: pa.Table,
+    *,
+    partition_on: Sequence[str],
+    secondary_indices: Sequence[str],
+    sort_partitions_by: Sequence[str],
+) -> None:
+    """Check that every named column exists and can play its role."""
+    names = set(table.column_names)
+    for role, cols in (
+        ("partition_on", partition_on),
+        ("secondary_indices", secondary_indices),
+        ("sort_partitions_by", sort_partitions_by),
+    ):
+        missing = [c for c in cols if c not in names]
+        if missing:
+            raise InvalidInputError(f"{role} names unknown columns {missing!r}")
+    for col in secondary_indices:
+        check_indexable(col, table.schema.field(col).type, partition_on)
+    for col in sort_partitions_by:
+        if col in partition_on:
+            raise InvalidInputError(f"sort_partitions_by: {col!r} is a partition column")
+
+
+def write_partitions(
+    store: Store,
+    dataset_uuid: str,
+    table: pa.Table,
+    *,
+    table_name: str,
+    partition_on: Sequence[str],
+    secondary_indices: Sequence[str],
+    options: WriteOptions,
+    logical_schema: pa.Schema,
+) -> list[WrittenPartition]:
+    """Write ``table`` as immutable blobs, one per partition value; nothing is committed.
+
+    Empty input writes nothing (never an empty file).
+    """
+    groups = split_table(table, partition_on)
+    if not groups:
+        return []
+    file_metadata = file_schema_metadata(logical_schema, list(partition_on))
+
+    def job(group: tuple[list[str], pa.Table]) -> WrittenPartition:
+        encoded, rows = group
+        return _write_one(
+            store,
+            dataset_uuid,
+            table_name,
+            encoded,
+            rows,
+            partition_on,
+            secondary_indices,
+            options,
+            file_metadata,
+        )
+
+    if len(groups) == 1 or options.threads <= 1:
+        return [job(g) for g in groups]
+    with ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="dk-write") as pool:
+        return list(pool.map(job, groups))
+
+
+def iter_tables(data: Any) -> Iterable[pa.Table]:
+    """One Arrow table per input frame: accepts a frame/table or an iterable of them."""
+    if isinstance(data, pd.DataFrame | pa.Table | pa.RecordBatch):
+        yield to_arrow(data)
+        return
+    if isinstance(data, str | bytes) or not isinstance(data, Iterable):
+        raise InvalidInputError(
+            "expected a DataFrame, a pyarrow Table or an iterable of them, "
+            f"got {type(data).__name__}"
+        )
+    for item in data:
+        yield to_arrow(item)

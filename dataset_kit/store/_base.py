@@ -1,0 +1,340 @@
+"""The store protocol: bytes under string keys, with the conditional writes a commit needs.
+
+The store layer knows nothing about datasets. Every backend derives from :class:`Store`,
+implements the ``_hook`` methods and declares what it can do in ``capabilities``; the
+public methods validate keys once and translate nothing else.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from dataset_kit.exceptions import InvalidKeyError, KeyNotFoundError, UnsupportedOperationError
+
+__all__ = ["BlobInfo", "Capability", "DeleteReport", "Store", "validate_key"]
+
+# Keys are '/'-separated paths of non-empty components. Dataset keys only ever contain
+# URL-quoted text, but the store accepts any printable text except what could escape a root.
+_BAD_COMPONENTS = frozenset({".", ".."})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def validate_key(key: object) -> str:
+    """Check that ``key`` is a well-formed store key and return it.
+
+    Raises
+    ------
+    InvalidKeyError
+        If the key is not a non-empty ``str``, starts or ends with ``/``, has an empty,
+        ``.`` or ``..`` component, or contains a control character or a backslash.
+
+    Examples
+    --------
+    >>> validate_key("sales/table/date=2024-01-01/abc.parquet")
+    'sales/table/date=2024-01-01/abc.parquet'
+    >>> validate_key("../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    dataset_kit.exceptions.InvalidKeyError: invalid key '../etc/passwd': '..' component
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidKeyError(f"invalid key {key!r}: must be a non-empty str", key=None)
+    if _CONTROL.search(key):
+        raise InvalidKeyError(f"invalid key {key!r}: control character or backslash", key=key)
+    parts = key.split("/")
+    for part in parts:
+        if not part:
+            raise InvalidKeyError(f"invalid key {key!r}: empty path component", key=key)
+        if part in _BAD_COMPONENTS:
+            raise InvalidKeyError(f"invalid key {key!r}: {part!r} component", key=key)
+    return key
+
+
+class Capability(enum.Enum):
+    """What a backend can do beyond plain get/put/delete/list."""
+
+    ATOMIC_CREATE = "atomic_create"
+    """``put(if_absent=True)`` is atomic across processes and machines."""
+    COMPARE_AND_SWAP = "compare_and_swap"
+    """``put(if_match=etag)`` / ``delete(if_match=etag)`` are atomic."""
+    SERVER_COPY = "server_copy"
+    """``copy`` runs inside the store without moving bytes through the client."""
+    RANGE_READ = "range_read"
+    """``get_range`` reads a byte range without fetching the whole blob."""
+    LOCAL_PATH = "local_path"
+    """``local_path`` returns a filesystem path that readers may open directly."""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What a store knows about one blob.
+
+    Attributes
+    ----------
+    key
+        The blob's key.
+    size
+        Size in bytes.
+    mtime
+        Last modification, seconds since the epoch (UTC).
+    etag
+        Opaque version tag; changes whenever the content is replaced.
+    """
+
+    key: str
+    size: int
+    mtime: float
+    etag: str
+
+
+@dataclass
+class DeleteReport:
+    """Outcome of :meth:`Store.delete_many`.
+
+    Attributes
+    ----------
+    deleted
+        Keys that were deleted (or were already absent).
+    failed
+        Keys that could not be deleted, with the error for each.
+    """
+
+    deleted: list[str] = field(default_factory=list)
+    failed: dict[str, BaseException] = field(default_factory=dict)
+
+
+class Store(abc.ABC):
+    """A blob store: bytes under ``/``-separated string keys.
+
+    Implementations are thread-safe and pickle by ``(url, options)`` so that they can
+    travel into dask tasks and be rebuilt in another process (``open_store(url,
+    **options)``), never as live clients.
+
+    Subclasses implement the ``_get``/``_put``/... hooks; the public methods validate
+    keys and conditional-write arguments once.
+    """
+
+    #: What this backend can do; callers branch on it instead of sniffing types.
+    capabilities: frozenset[Capability] = frozenset()
+
+    # ------------------------------------------------------------------ identity
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """A URL that :func:`dataset_kit.store.open_store` turns back into this store."""
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """Keyword options that, with :attr:`url`, rebuild this store (no live clients)."""
+        return {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from dataset_kit.store._factory import _rebuild_store
+
+        return (_rebuild_store, (self.url, dict(self.options)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    # ------------------------------------------------------------------ reads
+    def get(self, key: str) -> bytes:
+        """Return the blob's bytes.
+
+        Raises
+        ------
+        KeyNotFoundError
+            If the key does not exist.
+        """
+        return self._get(validate_key(key))
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Return up to ``length`` bytes starting at offset ``start``.
+
+        Raises
+        ------
+        KeyNotFoundError
+            If the key does not exist.
+        """
+        if start < 0 or length < 0:
+            raise ValueError(f"invalid range start={start} length={length}")
+        return self._get_range(validate_key(key), start, length)
+
+    def stat(self, key: str) -> BlobInfo:
+        """Return size, mtime and etag of a blob.
+
+        Raises
+        ------
+        KeyNotFoundError
+            If the key does not exist.
+        """
+        return self._stat(validate_key(key))
+
+    def exists(self, key: str) -> bool:
+        """Whether the key exists."""
+        return self._exists(validate_key(key))
+
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        """Yield every key that starts with ``prefix`` (plain string prefix, any order)."""
+        return self._iter_keys(prefix)
+
+    def iter_infos(self, prefix: str = "") -> Iterator[BlobInfo]:
+        """Yield :class:`BlobInfo` for every key that starts with ``prefix`` (any order)."""
+        return self._iter_infos(prefix)
+
+    def local_path(self, key: str) -> str | None:
+        """A filesystem path holding the blob, for stores with ``LOCAL_PATH``; else None."""
+        return None
+
+    # ------------------------------------------------------------------ writes
+    def put(
+        self,
+        key: str,
+        data: bytes | bytearray | memoryview,
+        *,
+        if_absent: bool = False,
+        if_match: str | None = None,
+    ) -> BlobInfo:
+        """Store ``data`` under ``key`` and return the new blob's info.
+
+        Parameters
+        ----------
+        key
+            The key.
+        data
+            The bytes.
+        if_absent
+            Create-only: fail with :class:`KeyExistsError` if the key exists. Needs
+            ``Capability.ATOMIC_CREATE``.
+        if_match
+            Compare-and-swap: replace only if the current etag equals this one, else
+            :class:`PreconditionFailedError` (also when the key is absent). Needs
+            ``Capability.COMPARE_AND_SWAP``.
+
+        Raises
+        ------
+        KeyExistsError, PreconditionFailedError, UnsupportedOperationError
+        TypeError
+            If ``data`` is not ``bytes``, ``bytearray`` or ``memoryview``.
+        """
+        validate_key(key)
+        if if_absent and if_match is not None:
+            raise ValueError("if_absent and if_match are mutually exclusive")
+        if if_absent and Capability.ATOMIC_CREATE not in self.capabilities:
+            raise UnsupportedOperationError(
+                f"{self!r} cannot do atomic create-only writes", key=key
+            )
+        if if_match is not None and Capability.COMPARE_AND_SWAP not in self.capabilities:
+            raise UnsupportedOperationError(f"{self!r} cannot do compare-and-swap", key=key)
+        return self._put(key, _as_bytes_like(data), if_absent=if_absent, if_match=if_match)
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Delete a blob; deleting a missing key is not an error (unless ``if_match``).
+
+        Raises
+        ------
+        PreconditionFailedError
+            With ``if_match``, if the etag differs or the key is missing.
+        """
+        validate_key(key)
+        if if_match is not None and Capability.COMPARE_AND_SWAP not in self.capabilities:
+            raise UnsupportedOperationError(f"{self!r} cannot do compare-and-swap", key=key)
+        self._delete(key, if_match=if_match)
+
+    def delete_many(self, keys: Iterable[str]) -> DeleteReport:
+        """Delete many blobs (missing ones count as deleted); never raises per key."""
+        report = DeleteReport()
+        for key in keys:
+            try:
+                self.delete(key)
+            except Exception as exc:  # reported per key, never raised
+                report.failed[key] = exc
+            else:
+                report.deleted.append(key)
+        return report
+
+    def copy(self, src: str, dst: str, *, if_absent: bool = False) -> BlobInfo:
+        """Copy ``src`` to ``dst`` (server-side with ``SERVER_COPY``) and return dst's info.
+
+        Raises
+        ------
+        KeyNotFoundError
+            If ``src`` does not exist.
+        KeyExistsError
+            With ``if_absent``, if ``dst`` exists.
+        UnsupportedOperationError
+            With ``if_absent``, if the store lacks ``Capability.ATOMIC_CREATE``.
+        """
+        validate_key(src)
+        validate_key(dst)
+        if if_absent and Capability.ATOMIC_CREATE not in self.capabilities:
+            raise UnsupportedOperationError(
+                f"{self!r} cannot do atomic create-only writes", key=dst
+            )
+        return self._copy(src, dst, if_absent=if_absent)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and connections (the store can be used again afterwards)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ hooks
+    @abc.abstractmethod
+    def _get(self, key: str) -> bytes: ...
+
+    def _get_range(self, key: str, start: int, length: int) -> bytes:
+        return self._get(key)[start : start + length]
+
+    @abc.abstractmethod
+    def _stat(self, key: str) -> BlobInfo: ...
+
+    @abc.abstractmethod
+    def _iter_infos(self, prefix: str) -> Iterator[BlobInfo]: ...
+
+    def _iter_keys(self, prefix: str) -> Iterator[str]:
+        # Backends that can list names without a per-blob stat override this.
+        for info in self._iter_infos(prefix):
+            yield info.key
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self._stat(key)
+        except KeyNotFoundError:
+            return False
+        return True
+
+    @abc.abstractmethod
+    def _put(
+        self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
+    ) -> BlobInfo: ...
+
+    @abc.abstractmethod
+    def _delete(self, key: str, *, if_match: str | None) -> None: ...
+
+    def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
+        return self.put(dst, self.get(src), if_absent=if_absent)
+
+
+def _as_bytes_like(data: object) -> bytes | memoryview:
+    """Normalize the ``data`` argument of :meth:`Store.put` to bytes or a flat byte view.
+
+    ``len()`` of the result is its size in bytes, whatever the format and shape of a
+    ``memoryview`` passed in (``len(memoryview(array("d", [1.0])))`` is 1, not 8).
+    """
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray):
+        return bytes(data)
+    if isinstance(data, memoryview):
+        if data.format == "B" and data.ndim == 1 and data.c_contiguous:
+            return data
+        return data.cast("B") if data.c_contiguous else memoryview(data.tobytes())
+    raise TypeError(f"data must be bytes, bytearray or memoryview, not {type(data).__name__}")
