@@ -21,7 +21,7 @@ def all_types_frame() -> pd.DataFrame:
     berlin = pd.to_datetime(
         ["2024-01-01 10:00", "2024-03-31 03:30", "2024-10-27 02:30", "2024-07-04 00:00"],
         format="ISO8601",
-    ).tz_localize("Europe/Berlin", ambiguous=[True, False, True, False])
+    ).tz_localize("Europe/Berlin", ambiguous=np.array([True, False, True, False]))
     return pd.DataFrame(
         {
             "key": np.arange(4, dtype="int64"),

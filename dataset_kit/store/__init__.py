@@ -1,0 +1,27 @@
+"""Blob stores: bytes under ``/``-separated keys, with the conditional writes commits need.
+
+:func:`open_store` turns a URL, a path, a store object or a factory into a :class:`Store`.
+Backends: :class:`LocalStore` (a directory tree, the default), :class:`MemoryStore`
+(in-process, shared by name), :class:`KVStoreAdapter` (any simplekv/minimalkv store) and
+:class:`FaultInjectingStore` (a wrapper that injects failures, for tests).
+"""
+
+from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store, validate_key
+from dataset_kit.store._factory import open_store
+from dataset_kit.store.faults import FaultInjectingStore
+from dataset_kit.store.kv import KVStoreAdapter
+from dataset_kit.store.local import LocalStore
+from dataset_kit.store.memory import MemoryStore
+
+__all__ = [
+    "BlobInfo",
+    "Capability",
+    "DeleteReport",
+    "FaultInjectingStore",
+    "KVStoreAdapter",
+    "LocalStore",
+    "MemoryStore",
+    "Store",
+    "open_store",
+    "validate_key",
+]

@@ -1,0 +1,543 @@
+"""The default backend: blobs as files in a directory tree.
+
+Key ``a/b/c`` is the file ``<root>/a/b/c``. Writes go to a hidden temporary file in the
+target directory and are then renamed into place, so readers never see partial content.
+Create-only writes use ``os.link`` (which fails atomically if the name exists) and
+compare-and-swap runs under an exclusive ``flock`` on a hidden per-directory lock file, so
+both are atomic across the processes of one machine (and across machines on a network
+filesystem with working ``link`` and ``flock``).
+
+Names whose path component starts with ``.dk-`` are reserved for these temporary and lock
+files: they are never listed and cannot be used as keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import pathlib
+import random
+import re
+import secrets
+import shutil
+import stat as stat_mod
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dataset_kit.exceptions import (
+    ConfigError,
+    InvalidKeyError,
+    KeyExistsError,
+    KeyNotFoundError,
+    PreconditionFailedError,
+    StoreError,
+    StoreUnavailableError,
+)
+from dataset_kit.store._base import BlobInfo, Capability, Store, validate_key
+
+if sys.platform != "win32":
+    import fcntl
+
+__all__ = ["LocalStore"]
+
+_log = logging.getLogger(__name__)
+
+#: Path components starting with this are ours (temporary and lock files), never keys.
+HIDDEN_PREFIX = ".dk-"
+_TMP_PREFIX = ".dk-tmp-"
+_LOCK_NAME = ".dk-lock"
+
+# A directory that a concurrent delete prunes between our makedirs and our create is
+# recreated and the create retried. Every lost race means another delete completed, so
+# writers only starve under an endless stream of deletes; jittered sleeps after the first
+# few attempts break lockstep between threads. The bound is a safety net.
+_DIR_RETRIES = 1000
+_DIR_RETRY_JITTER = 0.002  # seconds, upper bound of the random sleep
+
+_MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+_TRANSIENT_ERRNOS = frozenset({errno.ETIMEDOUT, errno.ESTALE})
+_BAD_NAME = re.compile(r"[\x00-\x1f\x7f\\]")
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+_CAPABILITIES = {
+    Capability.ATOMIC_CREATE,
+    Capability.RANGE_READ,
+    Capability.LOCAL_PATH,
+    Capability.SERVER_COPY,
+}
+if sys.platform != "win32":  # compare-and-swap needs flock
+    _CAPABILITIES.add(Capability.COMPARE_AND_SWAP)
+
+
+def _etag(st: os.stat_result) -> str:
+    return f"{st.st_mtime_ns:x}-{st.st_size:x}-{st.st_ino:x}"
+
+
+def _info(key: str, st: os.stat_result) -> BlobInfo:
+    return BlobInfo(key=key, size=st.st_size, mtime=st.st_mtime, etag=_etag(st))
+
+
+def _unlink_quiet(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _translate_oserror(exc: OSError, op: str, key: str) -> StoreError:
+    if exc.errno == errno.ENAMETOOLONG:
+        return InvalidKeyError(f"invalid key {key!r}: name too long for the filesystem", key=key)
+    if exc.errno in _TRANSIENT_ERRNOS:
+        return StoreUnavailableError(f"{op} {key!r} failed: {exc}", key=key)
+    return StoreError(f"{op} {key!r} failed: {exc}", key=key)
+
+
+@contextlib.contextmanager
+def _oserrors(op: str, key: str) -> Iterator[None]:
+    """Turn OSErrors that escape an operation into :class:`StoreError`."""
+    try:
+        yield
+    except StoreError:  # ours, including KeyExistsError (an OSError too)
+        raise
+    except OSError as exc:
+        raise _translate_oserror(exc, op, key) from exc
+
+
+class LocalStore(Store):
+    """Blobs as files under a root directory; the default backend.
+
+    Parameters
+    ----------
+    root
+        The directory holding the blobs. Relative paths are resolved against the current
+        working directory when the store is created.
+    fsync
+        Flush each written file and its directory to disk before a write returns
+        (slower; protects against power loss, not needed against process crashes).
+    create
+        Create ``root`` if it does not exist; if False, a missing root is an error.
+
+    Raises
+    ------
+    ConfigError
+        If ``root`` is missing and ``create`` is False, or is not a directory.
+
+    Notes
+    -----
+    * ``put`` writes a hidden temporary file next to the target and renames it into place:
+      readers see the old or the new content, never a mix.
+    * ``put(if_absent=True)`` hard-links the temporary file to the key, which fails
+      atomically if the key exists (the filesystem must support hard links).
+    * ``put(if_match=...)`` and ``delete(if_match=...)`` compare and replace under an
+      exclusive ``flock`` on ``<dir>/.dk-lock``; plain puts and deletes take no lock.
+    * The etag combines modification time (set by the store with nanosecond precision),
+      size and inode, so it changes whenever a blob is replaced.
+    * A key and a key prefix cannot share a name: ``a`` and ``a/b`` cannot both exist.
+    * Keys never escape the root: a key whose real path (after symlinks) leaves the root
+      is rejected with :class:`InvalidKeyError`. Listing skips symlinks that leave the
+      root and does not descend into symlinked directories.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> store = LocalStore(tmp.name)
+    >>> store.put("table/part-0.parquet", b"PAR1").size
+    4
+    >>> store.get("table/part-0.parquet")
+    b'PAR1'
+    >>> sorted(store.iter_keys("table/"))
+    ['table/part-0.parquet']
+    >>> store.url == "file://" + tmp.name
+    True
+    >>> tmp.cleanup()
+    """
+
+    capabilities = frozenset(_CAPABILITIES)
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, fsync: bool = False, create: bool = True
+    ) -> None:
+        path = os.path.abspath(os.fspath(root))
+        if create:
+            try:
+                os.makedirs(path, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create store root {path!r}: {exc}") from exc
+        if not os.path.isdir(path):
+            what = "is not a directory" if os.path.exists(path) else "does not exist"
+            raise ConfigError(f"store root {path!r} {what}")
+        self._root = path
+        real = os.path.realpath(path)
+        self._real_root = real
+        self._real_root_slash = real if real.endswith(os.sep) else real + os.sep
+        self._fsync = bool(fsync)
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def root(self) -> str:
+        """The absolute root directory."""
+        return self._root
+
+    @property
+    def url(self) -> str:
+        """``file://`` plus the absolute, percent-encoded root path."""
+        return pathlib.PurePath(self._root).as_uri()
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """``{"fsync": True}`` if set, else empty."""
+        return {"fsync": True} if self._fsync else {}
+
+    def local_path(self, key: str) -> str:
+        """Return the path of the file that holds (or would hold) ``key``.
+
+        Parameters
+        ----------
+        key
+            The key.
+
+        Returns
+        -------
+        str
+            The path, whether or not the blob exists. Treat the file as read-only.
+
+        Raises
+        ------
+        InvalidKeyError
+            If the key is malformed or would escape the root.
+        """
+        return self._path(validate_key(key))
+
+    # ------------------------------------------------------------------ paths
+    def _inside(self, real: str) -> bool:
+        return real == self._real_root or real.startswith(self._real_root_slash)
+
+    def _path(self, key: str) -> str:
+        parts = key.split("/")
+        for part in parts:
+            if part.startswith(HIDDEN_PREFIX):
+                raise InvalidKeyError(
+                    f"invalid key {key!r}: components starting with {HIDDEN_PREFIX!r} are "
+                    "reserved for LocalStore's temporary and lock files",
+                    key=key,
+                )
+        path = os.path.join(self._root, *parts)
+        if not self._inside(os.path.realpath(path)):
+            raise InvalidKeyError(
+                f"invalid key {key!r}: resolves outside the store root {self._root!r} "
+                "(through a symlink)",
+                key=key,
+            )
+        return path
+
+    # ------------------------------------------------------------------ reads
+    def _get(self, key: str) -> bytes:
+        path = self._path(key)
+        with _oserrors("get", key):
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except _MISSING:
+                raise self._not_found(key) from None
+
+    def _get_range(self, key: str, start: int, length: int) -> bytes:
+        path = self._path(key)
+        with _oserrors("get_range", key):
+            try:
+                with open(path, "rb") as f:
+                    if length == 0:
+                        return b""
+                    f.seek(start)
+                    return f.read(length)
+            except _MISSING:
+                raise self._not_found(key) from None
+
+    def _stat(self, key: str) -> BlobInfo:
+        path = self._path(key)
+        with _oserrors("stat", key):
+            try:
+                st = os.stat(path)
+            except _MISSING:
+                raise self._not_found(key) from None
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise self._not_found(key)
+        return _info(key, st)
+
+    def _not_found(self, key: str) -> KeyNotFoundError:
+        return KeyNotFoundError(f"key {key!r} not found in {self!r}", key=key)
+
+    # ------------------------------------------------------------------ listing
+    def _walk(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """Yield ``(key, entry)`` for candidate files whose key starts with ``prefix``."""
+        dir_part = prefix.rpartition("/")[0]
+        if dir_part:
+            parts = dir_part.split("/")
+            if any(
+                not p or p in (".", "..") or p.startswith(HIDDEN_PREFIX) or _BAD_NAME.search(p)
+                for p in parts
+            ):
+                return  # no valid key can start with this prefix
+            start = os.path.join(self._root, *parts)
+            if not self._inside(os.path.realpath(start)):
+                return
+            stack = [(start, dir_part + "/")]
+        else:
+            stack = [(self._root, "")]
+        while stack:
+            directory, rel = stack.pop()
+            try:
+                with os.scandir(directory) as it:
+                    entries = list(it)  # do not hold a directory handle across yields
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # vanished (or replaced) while we walked
+            except OSError as exc:
+                raise _translate_oserror(exc, "list", rel or prefix) from exc
+            for entry in entries:
+                name = entry.name
+                if name.startswith(HIDDEN_PREFIX) or _BAD_NAME.search(name):
+                    continue
+                key = rel + name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        sub = key + "/"
+                        if sub.startswith(prefix) or prefix.startswith(sub):
+                            stack.append((entry.path, sub))
+                        continue
+                    if not key.startswith(prefix):
+                        continue
+                    if entry.is_symlink():
+                        if not self._inside(os.path.realpath(entry.path)):
+                            continue
+                        if not entry.is_file():
+                            continue
+                    elif not entry.is_file(follow_symlinks=False):
+                        continue
+                except OSError:
+                    continue  # vanished
+                yield key, entry
+
+    def _iter_keys(self, prefix: str) -> Iterator[str]:
+        for key, _entry in self._walk(prefix):
+            yield key
+
+    def _iter_infos(self, prefix: str) -> Iterator[BlobInfo]:
+        for key, entry in self._walk(prefix):
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _translate_oserror(exc, "stat", key) from exc
+            if stat_mod.S_ISREG(st.st_mode):
+                yield _info(key, st)
+
+    # ------------------------------------------------------------------ write helpers
+    def _create_temp(self, directory: str, key: str) -> tuple[str, int]:
+        """Create an empty hidden temporary file in ``directory`` (made if missing)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_BINARY
+        for attempt in range(_DIR_RETRIES):
+            if attempt >= 3:
+                time.sleep(random.random() * _DIR_RETRY_JITTER)
+            tmp = os.path.join(directory, _TMP_PREFIX + secrets.token_hex(8))
+            try:
+                return tmp, os.open(tmp, flags, 0o666)
+            except NotADirectoryError as exc:
+                raise StoreError(
+                    f"cannot write {key!r}: a parent of it is an existing key", key=key
+                ) from exc
+            except FileNotFoundError:
+                # First write into this directory, or a concurrent delete pruned it.
+                try:
+                    os.makedirs(directory, exist_ok=True)
+                except (FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+                    # makedirs raises FileExistsError when a concurrent delete prunes the
+                    # directory between its mkdir and its isdir check: only a file on the
+                    # way is a real conflict.
+                    if self._file_on_the_way(directory):
+                        raise StoreError(
+                            f"cannot write {key!r}: a parent of it is an existing key",
+                            key=key,
+                        ) from exc
+        raise StoreError(f"cannot write {key!r}: its directory keeps vanishing", key=key)
+
+    def _file_on_the_way(self, directory: str) -> bool:
+        """Whether a component of ``directory`` below the root is not a directory."""
+        while directory.startswith(self._root) and directory != self._root:
+            try:
+                mode = os.lstat(directory).st_mode
+            except FileNotFoundError:
+                directory = os.path.dirname(directory)
+                continue
+            return not stat_mod.S_ISDIR(mode) and not stat_mod.S_ISLNK(mode)
+        return False
+
+    def _finish_temp(self, fd: int) -> os.stat_result:
+        """Stamp a fine-grained mtime (so etags differ), fsync if asked, and stat."""
+        now = time.time_ns()
+        os.utime(fd, ns=(now, now))
+        if self._fsync:
+            os.fsync(fd)
+        return os.fstat(fd)
+
+    def _write_temp(
+        self, directory: str, key: str, data: bytes | memoryview
+    ) -> tuple[str, os.stat_result]:
+        tmp, fd = self._create_temp(directory, key)
+        try:
+            with open(fd, "wb", closefd=True) as f:
+                f.write(data)
+                f.flush()
+                st = self._finish_temp(fd)
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+        return tmp, st
+
+    def _fsync_dir(self, directory: str) -> None:
+        if not self._fsync or sys.platform == "win32":
+            return
+        fd = os.open(directory, os.O_RDONLY | _O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _locked(self, directory: str, key: str) -> Iterator[None]:
+        """Hold the exclusive lock of ``directory`` (for compare-and-swap)."""
+        lock_path = os.path.join(directory, _LOCK_NAME)
+        try:
+            # Read-only is enough for flock and works for other users of a shared tree.
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | _O_CLOEXEC, 0o666)
+        except _MISSING:
+            # The directory is gone, so is the key.
+            raise PreconditionFailedError(
+                f"compare-and-swap on {key!r} failed: the key does not exist", key=key
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _check_etag(self, path: str, key: str, expected: str) -> None:
+        try:
+            st = os.stat(path)
+        except _MISSING:
+            st = None
+        if st is None or not stat_mod.S_ISREG(st.st_mode):
+            raise PreconditionFailedError(
+                f"compare-and-swap on {key!r} failed: the key does not exist", key=key
+            )
+        current = _etag(st)
+        if current != expected:
+            raise PreconditionFailedError(
+                f"compare-and-swap on {key!r} failed: etag is {current!r}, expected {expected!r}",
+                key=key,
+            )
+
+    def _install(
+        self,
+        tmp: str,
+        path: str,
+        key: str,
+        st: os.stat_result,
+        *,
+        if_absent: bool,
+        if_match: str | None,
+    ) -> BlobInfo:
+        """Move a finished temporary file to ``path`` honouring the write condition."""
+        directory = os.path.dirname(path)
+        try:
+            if if_absent:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    if os.path.isdir(path):
+                        raise StoreError(
+                            f"cannot create {key!r}: keys with the prefix {key + '/'!r} exist",
+                            key=key,
+                        ) from None
+                    raise KeyExistsError(f"key {key!r} already exists", key=key) from None
+            elif if_match is not None:
+                with self._locked(directory, key):
+                    self._check_etag(path, key, if_match)
+                    os.replace(tmp, path)
+            else:
+                os.replace(tmp, path)
+        except IsADirectoryError:
+            raise StoreError(
+                f"cannot write {key!r}: keys with the prefix {key + '/'!r} exist", key=key
+            ) from None
+        finally:
+            # After a link (or a failure) the temporary name is still there.
+            _unlink_quiet(tmp)
+        self._fsync_dir(directory)
+        return _info(key, st)
+
+    # ------------------------------------------------------------------ writes
+    def _put(
+        self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
+    ) -> BlobInfo:
+        path = self._path(key)
+        with _oserrors("put", key):
+            if if_match is not None:
+                self._check_etag(path, key, if_match)  # fail fast, before writing anything
+            tmp, st = self._write_temp(os.path.dirname(path), key, data)
+            info = self._install(tmp, path, key, st, if_absent=if_absent, if_match=if_match)
+        _log.debug("put %r (%d bytes) in %s", key, info.size, self._root)
+        return info
+
+    def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
+        src_path = self._path(src)
+        dst_path = self._path(dst)
+        with _oserrors("copy", dst):
+            tmp, fd = self._create_temp(os.path.dirname(dst_path), dst)
+            os.close(fd)
+            try:
+                try:
+                    shutil.copyfile(src_path, tmp)
+                except _MISSING:
+                    raise self._not_found(src) from None
+                fd = os.open(tmp, os.O_RDWR | _O_CLOEXEC | _O_BINARY)
+                try:
+                    st = self._finish_temp(fd)
+                finally:
+                    os.close(fd)
+            except BaseException:
+                _unlink_quiet(tmp)
+                raise
+            return self._install(tmp, dst_path, dst, st, if_absent=if_absent, if_match=None)
+
+    def _delete(self, key: str, *, if_match: str | None) -> None:
+        path = self._path(key)
+        directory = os.path.dirname(path)
+        with _oserrors("delete", key):
+            if if_match is None:
+                try:
+                    os.unlink(path)
+                except _MISSING:
+                    return
+            else:
+                self._check_etag(path, key, if_match)  # fail fast without the lock
+                with self._locked(directory, key):
+                    self._check_etag(path, key, if_match)
+                    os.unlink(path)
+            self._fsync_dir(directory)
+        self._prune(directory)
+
+    def _prune(self, directory: str) -> None:
+        """Remove now-empty directories from ``directory`` up to (never including) root."""
+        root_slash = self._root if self._root.endswith(os.sep) else self._root + os.sep
+        while directory.startswith(root_slash):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return  # not empty (or gone, or not ours): stop
+            directory = os.path.dirname(directory)

@@ -1,0 +1,1 @@
+"""Public test helpers for dataset_kit backends (the ``testing`` extra; imports pytest)."""

@@ -1,0 +1,308 @@
+"""LocalStore specifics: the file layout, root confinement, atomicity, options."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from dataset_kit.exceptions import (
+    ConfigError,
+    InvalidKeyError,
+    KeyExistsError,
+    KeyNotFoundError,
+    StoreError,
+)
+from dataset_kit.store import LocalStore, open_store
+from dataset_kit.testing.store_suite import race_create_only_in_processes
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "root"
+
+
+@pytest.fixture
+def store(root: Path) -> LocalStore:
+    return LocalStore(root)
+
+
+def _all_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------- layout
+def test_key_is_a_file_under_root(store: LocalStore, root: Path) -> None:
+    store.put("a/b/c.bin", b"data")
+    assert (root / "a" / "b" / "c.bin").read_bytes() == b"data"
+    assert store.local_path("a/b/c.bin") == str(root / "a" / "b" / "c.bin")
+    assert _all_files(root) == ["a/b/c.bin"]
+
+
+def test_files_written_outside_the_store_are_listed(store: LocalStore, root: Path) -> None:
+    (root / "x").mkdir()
+    (root / "x" / "external.parquet").write_bytes(b"12345")
+    assert list(store.iter_keys()) == ["x/external.parquet"]
+    assert store.stat("x/external.parquet").size == 5
+
+
+def test_new_files_follow_the_umask(store: LocalStore, root: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    store.put("perm", b"x")
+    store.copy("perm", "perm-copy")
+    store.put("perm-excl", b"x", if_absent=True)
+    for name in ("perm", "perm-copy", "perm-excl"):
+        assert stat.S_IMODE((root / name).stat().st_mode) == 0o666 & ~umask
+
+
+def test_root_is_created_or_required(tmp_path: Path) -> None:
+    LocalStore(tmp_path / "new" / "nested")
+    assert (tmp_path / "new" / "nested").is_dir()
+    with pytest.raises(ConfigError, match="does not exist"):
+        LocalStore(tmp_path / "missing", create=False)
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(ConfigError):
+        LocalStore(tmp_path / "file")
+
+
+def test_relative_root_resolves_against_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = LocalStore("rel")
+    assert store.root == str(tmp_path / "rel")
+    monkeypatch.chdir("/")
+    store.put("k", b"v")
+    assert (tmp_path / "rel" / "k").read_bytes() == b"v"
+
+
+# --------------------------------------------------------------------------- confinement
+def test_symlinked_directory_escaping_root_is_rejected(
+    store: LocalStore, root: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    for call in (
+        lambda: store.get("link/secret"),
+        lambda: store.stat("link/secret"),
+        lambda: store.exists("link/secret"),
+        lambda: store.put("link/new", b"x"),
+        lambda: store.delete("link/secret"),
+        lambda: store.copy("link/secret", "stolen"),
+        lambda: store.local_path("link/secret"),
+    ):
+        with pytest.raises(InvalidKeyError, match="outside the store root"):
+            call()
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+    assert list(store.iter_keys()) == []
+    assert list(store.iter_keys("link/")) == []
+
+
+def test_symlinked_file_escaping_root_is_rejected(
+    store: LocalStore, root: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"secret")
+    (root / "leak").symlink_to(secret)
+    with pytest.raises(InvalidKeyError):
+        store.get("leak")
+    assert list(store.iter_keys()) == []
+    assert list(store.iter_infos()) == []
+
+
+def test_symlinks_inside_root_are_followed(store: LocalStore, root: Path) -> None:
+    store.put("real/blob", b"content")
+    (root / "alias").symlink_to(root / "real" / "blob")
+    assert store.get("alias") == b"content"
+    assert sorted(store.iter_keys()) == ["alias", "real/blob"]
+
+
+def test_root_itself_may_be_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "target").mkdir()
+    (tmp_path / "via-link").symlink_to(tmp_path / "target", target_is_directory=True)
+    store = LocalStore(tmp_path / "via-link")
+    store.put("a/b", b"x")
+    assert (tmp_path / "target" / "a" / "b").read_bytes() == b"x"
+    assert list(store.iter_keys()) == ["a/b"]
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../x", "a/../../x", "..", "/etc/passwd", "a//b", ".dk-tmp-1234", "a/.dk-lock", ".dk-x/y"],
+)
+def test_crafted_keys_are_rejected(store: LocalStore, root: Path, key: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        store.put(key, b"x")
+    with pytest.raises(InvalidKeyError):
+        store.get(key)
+    assert _all_files(root) == []
+
+
+def test_overlong_key_is_invalid(store: LocalStore) -> None:
+    with pytest.raises(InvalidKeyError, match="too long"):
+        store.put("x" * 1000, b"x")
+    with pytest.raises(InvalidKeyError):
+        store.get("x" * 1000)
+
+
+# --------------------------------------------------------------------------- hidden files
+def test_temporary_and_lock_files_are_invisible(store: LocalStore, root: Path) -> None:
+    info = store.put("d/blob", b"v1")
+    store.put("d/blob", b"v2", if_match=info.etag)  # leaves d/.dk-lock behind
+    assert (root / "d" / ".dk-lock").exists()
+    # leftovers of a crashed writer
+    (root / "d" / ".dk-tmp-0123456789abcdef").write_bytes(b"partial")
+    (root / ".dk-tmp-fedcba9876543210").write_bytes(b"partial")
+    (root / ".dk-somedir").mkdir()
+    (root / ".dk-somedir" / "x").write_bytes(b"x")
+    assert list(store.iter_keys()) == ["d/blob"]
+    assert list(store.iter_keys("d/.dk")) == []
+    assert [i.key for i in store.iter_infos()] == ["d/blob"]
+
+
+def test_failed_put_leaves_no_temporary_file(
+    store: LocalStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.put("d/old", b"old")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError(5, "injected I/O error")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(StoreError, match="injected") as info:
+        store.put("d/new", b"new")
+    assert info.value.key == "d/new"
+    assert isinstance(info.value.__cause__, OSError)
+    monkeypatch.undo()
+    assert sorted(os.listdir(root / "d")) == ["old"]
+    assert list(store.iter_keys()) == ["d/old"]
+
+
+def test_failed_create_only_leaves_no_temporary_file(store: LocalStore, root: Path) -> None:
+    store.put("k", b"first")
+    with pytest.raises(KeyExistsError):
+        store.put("k", b"second", if_absent=True)
+    assert sorted(os.listdir(root)) == ["k"]
+
+
+# --------------------------------------------------------------------------- writes
+def test_put_replaces_the_inode(store: LocalStore, root: Path) -> None:
+    store.put("k", b"one")
+    with open(root / "k", "rb") as reader:  # an open reader keeps the old content
+        store.put("k", b"two")
+        assert reader.read() == b"one"
+    assert store.get("k") == b"two"
+
+
+def test_etag_changes_even_for_identical_rewrites(store: LocalStore) -> None:
+    etags = {store.put("same", b"identical bytes").etag for _ in range(200)}
+    assert len(etags) == 200
+
+
+def test_copy_is_a_real_copy_not_a_hardlink(store: LocalStore, root: Path) -> None:
+    store.put("src", b"original")
+    store.copy("src", "dst")
+    assert (root / "src").stat().st_ino != (root / "dst").stat().st_ino
+    assert (root / "src").stat().st_nlink == 1
+    with open(root / "dst", "r+b") as f:  # a user mutating a blob in place
+        f.write(b"MUTATED!")
+    assert store.get("src") == b"original"
+
+
+def test_key_and_prefix_cannot_share_a_name(store: LocalStore) -> None:
+    store.put("a/b", b"x")
+    with pytest.raises(StoreError) as info:
+        store.put("a", b"y")
+    assert not isinstance(info.value, KeyNotFoundError)
+    with pytest.raises(StoreError):
+        store.put("a", b"y", if_absent=True)
+    store.put("f", b"file")
+    with pytest.raises(StoreError, match="parent"):
+        store.put("f/child", b"x")
+    assert store.get("a/b") == b"x"
+    assert store.get("f") == b"file"
+
+
+def test_delete_prunes_empty_directories_but_never_root(store: LocalStore, root: Path) -> None:
+    store.put("a/b/c/d", b"x")
+    store.put("a/keep", b"y")
+    store.delete("a/b/c/d")
+    assert not (root / "a" / "b").exists()
+    assert (root / "a" / "keep").exists()
+    store.delete("a/keep")
+    assert root.is_dir()
+    assert list(root.iterdir()) == []
+
+
+def test_concurrent_puts_and_deletes_in_one_directory(store: LocalStore, root: Path) -> None:
+    """Deletes prune the directory that other threads are writing into."""
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(150):
+                key = f"deep/shared/dir/t{i}"
+                store.put(key, b"x")
+                store.delete(key)
+                store.put(f"deep/shared/dir/c{i}", b"y", if_absent=True)
+                store.delete(f"deep/shared/dir/c{i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert list(store.iter_keys()) == []
+    assert not (root / "deep").exists()
+
+
+def test_create_only_across_processes(store: LocalStore) -> None:
+    outcomes = race_create_only_in_processes(store, "ds/_metadata/00000000000000000001.json", 4)
+    assert sorted(outcomes.values()) == ["exists", "exists", "exists", "won"], outcomes
+    (winner,) = [payload for payload, outcome in outcomes.items() if outcome == "won"]
+    assert store.get("ds/_metadata/00000000000000000001.json") == winner
+    assert list(store.iter_keys()) == ["ds/_metadata/00000000000000000001.json"]
+
+
+# --------------------------------------------------------------------------- identity
+def test_url_and_options(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path, fsync=True)
+    assert store.url == f"file://{tmp_path}"
+    assert store.options == {"fsync": True}
+    assert LocalStore(tmp_path).options == {}
+    assert repr(store) == f"LocalStore('file://{tmp_path}')"
+
+
+def test_fsync_option_round_trips_through_url_and_pickle(tmp_path: Path) -> None:
+    store = open_store(f"file://{tmp_path}?fsync=true")
+    assert isinstance(store, LocalStore)
+    assert store.options == {"fsync": True}
+    assert store.url == f"file://{tmp_path}"  # the query is not part of the url
+    store.put("k", b"durable")
+    clone = pickle.loads(pickle.dumps(store))
+    assert isinstance(clone, LocalStore)
+    assert clone.options == {"fsync": True}
+    assert clone.get("k") == b"durable"
+    again = open_store(store.url, **store.options)
+    assert again.options == {"fsync": True}
+    assert open_store(f"file://{tmp_path}?fsync=0").options == {}
+
+
+def test_url_of_unusual_root_round_trips(tmp_path: Path) -> None:
+    root = tmp_path / "with space#hash?query%pct"
+    store = LocalStore(root)
+    assert " " not in store.url
+    assert "#" not in store.url
+    reopened = open_store(store.url)
+    assert isinstance(reopened, LocalStore)
+    assert reopened.root == str(root)
