@@ -219,9 +219,7 @@ def load_version(store: Store, dataset_uuid: str, version: int | None) -> Datase
 def list_dataset_uuids(store: Store) -> list[str]:
     """Uuids of every dataset with a pointer in the store, sorted."""
     found = set()
-    for key in store.iter_keys(""):
-        if "/" in key:
-            continue
+    for key in store.iter_shallow_keys(""):
         uuid = naming.uuid_from_pointer_key(key)
         if uuid is not None:
             found.add(uuid)

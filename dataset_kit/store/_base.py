@@ -186,6 +186,15 @@ class Store(abc.ABC):
         """Yield :class:`BlobInfo` for every key that starts with ``prefix`` (any order)."""
         return self._iter_infos(prefix)
 
+    def iter_shallow_keys(self, prefix: str = "") -> Iterator[str]:
+        """Yield the keys that start with ``prefix`` and have no ``/`` after it.
+
+        Lists one "directory" level only (``iter_shallow_keys("")`` gives the top-level
+        keys, e.g. every dataset pointer) without walking the whole store where the
+        backend can avoid it.
+        """
+        return self._iter_shallow_keys(prefix)
+
     def local_path(self, key: str) -> str | None:
         """A filesystem path holding the blob, for stores with ``LOCAL_PATH``; else None."""
         return None
@@ -303,6 +312,10 @@ class Store(abc.ABC):
         # Backends that can list names without a per-blob stat override this.
         for info in self._iter_infos(prefix):
             yield info.key
+
+    def _iter_shallow_keys(self, prefix: str) -> Iterator[str]:
+        n = len(prefix)
+        return (k for k in self._iter_keys(prefix) if "/" not in k[n:])
 
     def _exists(self, key: str) -> bool:
         try:

@@ -273,8 +273,13 @@ class LocalStore(Store):
         return KeyNotFoundError(f"key {key!r} not found in {self!r}", key=key)
 
     # ------------------------------------------------------------------ listing
-    def _walk(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
-        """Yield ``(key, entry)`` for candidate files whose key starts with ``prefix``."""
+    def _walk(
+        self, prefix: str, *, recursive: bool = True
+    ) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """Yield ``(key, entry)`` for candidate files whose key starts with ``prefix``.
+
+        With ``recursive=False`` only the directory that holds the prefix is listed.
+        """
         dir_part = prefix.rpartition("/")[0]
         if dir_part:
             parts = dir_part.split("/")
@@ -306,7 +311,7 @@ class LocalStore(Store):
                 try:
                     if entry.is_dir(follow_symlinks=False):
                         sub = key + "/"
-                        if sub.startswith(prefix) or prefix.startswith(sub):
+                        if recursive and (sub.startswith(prefix) or prefix.startswith(sub)):
                             stack.append((entry.path, sub))
                         continue
                     if not key.startswith(prefix):
@@ -325,6 +330,12 @@ class LocalStore(Store):
     def _iter_keys(self, prefix: str) -> Iterator[str]:
         for key, _entry in self._walk(prefix):
             yield key
+
+    def _iter_shallow_keys(self, prefix: str) -> Iterator[str]:
+        dir_part, _, _ = prefix.rpartition("/")
+        for key, entry in self._walk(prefix, recursive=False):
+            if "/" not in key[len(dir_part) + 1 if dir_part else 0 :] and entry.is_file():
+                yield key
 
     def _iter_infos(self, prefix: str) -> Iterator[BlobInfo]:
         for key, entry in self._walk(prefix):

@@ -382,6 +382,22 @@ class StoreConformanceSuite:
             assert info.size == len(key.encode())
             assert info.etag == store.stat(key).etag
 
+    def test_shallow_listing(self, store: Store) -> None:
+        """``iter_shallow_keys`` lists one level: no key with a ``/`` after the prefix."""
+        keys = ["ab.json", "ab/x", "ab/c/d", "abc/y", "a", "b/ab", "zz/top", "ab/c.json"]
+        for key in keys:
+            store.put(key, key.encode())
+
+        def shallow(prefix: str) -> list[str]:
+            return sorted(store.iter_shallow_keys(prefix))
+
+        assert shallow("") == ["a", "ab.json"]
+        assert shallow("ab") == ["ab.json"]
+        assert shallow("ab/") == ["ab/c.json", "ab/x"]
+        assert shallow("ab/c") == ["ab/c.json"]
+        assert shallow("ab/c/") == ["ab/c/d"]
+        assert shallow("nothing/") == []
+
     def test_listing_skips_deleted(self, store: Store) -> None:
         """Deleted keys are neither listed by keys nor by infos."""
         for i in range(5):
