@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck docs unit bench clean
 
 # A virtual environment with the package and every test/benchmark dependency.
 # uv installs in seconds; --compile-bytecode matters because this machine kind sets
@@ -30,13 +30,16 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
+docs: install
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+
 unit: install
 	$(PY) -m pytest -n 2 -p no:cacheprovider $(PYTEST_ARGS)
 
-test: lint typecheck unit
+test: lint typecheck docs unit
 
 bench: install
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-data build .pytest_cache .mypy_cache .ruff_cache

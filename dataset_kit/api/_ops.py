@@ -8,9 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from dataset_kit.core import naming
 from dataset_kit.core.metadata import DatasetMetadata
-from dataset_kit.core.partition import decode_value
 from dataset_kit.core.schema import merge_schemas
 from dataset_kit.exceptions import (
     CommitConflictError,
@@ -18,6 +16,7 @@ from dataset_kit.exceptions import (
     DatasetNotFoundError,
     DeleteScopeError,
     InvalidInputError,
+    PredicateError,
     SchemaMismatchError,
 )
 from dataset_kit.io import commit as _commit
@@ -142,60 +141,46 @@ def delete_scope_labels(store: Store, meta: DatasetMetadata, delete_scope: Any) 
     Raises
     ------
     DeleteScopeError
-        For a scope naming an unknown or non-indexed column, or a malformed scope.
+        For a scope naming an unknown or non-indexed column, a value of the wrong type or
+        a malformed scope.
     """
+    from dataset_kit.io.read import plan_read
+
     if delete_scope is None:
         return set()
-    if isinstance(delete_scope, Mapping) or not isinstance(delete_scope, Sequence):
+    if isinstance(delete_scope, Mapping | str) or not isinstance(delete_scope, Sequence):
         raise DeleteScopeError("delete_scope must be a list of {column: value} dicts")
-    schema = meta.schema
     keys = list(meta.partition_keys)
-    selected: set[str] = set()
-    decoded = {label: naming.decode_label(label)[0] for label in meta.partitions}
+    names = meta.schema.names if meta.schema is not None else []
+    dnf = []
     for scope in delete_scope:
         if not isinstance(scope, Mapping) or not scope:
             raise DeleteScopeError(f"delete_scope entry {scope!r} must be a non-empty dict")
-        for col in scope:
+        for col, value in scope.items():
             if col not in keys and col not in meta.indices:
-                known = (
-                    "unknown column"
-                    if schema is None or col not in schema.names
-                    else ("a column without a secondary index")
-                )
+                known = "a column without a secondary index" if col in names else "unknown column"
                 raise DeleteScopeError(
                     f"delete_scope on {col!r}: {known}; only partition columns {keys} and "
                     f"indexed columns {sorted(meta.indices)} can select partitions (refusing "
                     "to guess, which in kartothek deleted everything)"
                 )
-        labels = set(meta.partitions)
-        for col, value in scope.items():
-            if isinstance(value, list | tuple | set):
+            if value is None or (isinstance(value, float) and value != value):
+                raise DeleteScopeError(
+                    f"delete_scope value for {col!r} is null: partitions cannot be selected "
+                    "by null values"
+                )
+            if isinstance(value, list | tuple | set | frozenset):
                 raise DeleteScopeError(
                     f"delete_scope value for {col!r} must be a scalar; use one dict per value"
                 )
-            assert schema is not None
-            t = schema.field(col).type
-            if col in keys:
-                pos = keys.index(col)
-                labels = {
-                    lb for lb in labels if _equal(decode_value(decoded[lb][pos][1], t), value)
-                }
-            else:
-                from dataset_kit.core.predicates import parse_predicates
-                from dataset_kit.io.index import prune_labels
-
-                (terms,) = parse_predicates([[(col, "==", value)]], schema) or [[]]
-                index = load_index(store, meta.uuid, col, meta.indices[col], t)
-                labels &= prune_labels(index, terms)
-        selected |= labels
-    return selected
-
-
-def _equal(a: Any, b: Any) -> bool:
+        dnf.append([(col, "==", value) for col, value in scope.items()])
+    if not meta.partitions:
+        return set()
     try:
-        return bool(a == b)
-    except (TypeError, ValueError):
-        return False
+        plan = plan_read(store, meta, columns=[], predicates=dnf)
+    except PredicateError as exc:
+        raise DeleteScopeError(f"invalid delete_scope: {exc}") from exc
+    return {part.label for part in plan.parts}
 
 
 def check_partition_keys(meta: DatasetMetadata, partition_on: list[str] | None) -> list[str]:

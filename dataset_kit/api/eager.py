@@ -279,49 +279,47 @@ def update_dataset(
     kv = open_store(store)
     uuid = naming.validate_uuid(dataset_uuid)
     base = resolve_or_none(kv, uuid)
-    if base is None:
+    meta0 = base.meta if base is not None else None
+    requested_keys = None if partition_on is None else as_list(partition_on, "partition_on")
+    requested = as_list(secondary_indices, "secondary_indices")
+    if meta0 is None:
         if data is None:
             raise DatasetNotFoundError(f"dataset {uuid!r} does not exist")
-        return write_dataset(
-            data,
-            store=kv,
-            dataset_uuid=uuid,
-            partition_on=partition_on,
-            secondary_indices=secondary_indices,
-            metadata=metadata,
-            compression=compression,
-            row_group_size=row_group_size,
-            sort_partitions_by=sort_partitions_by,
-        )
-    meta0 = base.meta
-    keys = check_partition_keys(
-        meta0, None if partition_on is None else as_list(partition_on, "partition_on")
-    )
-    requested = as_list(secondary_indices, "secondary_indices")
-    unknown = [c for c in requested if c not in meta0.indices]
-    if unknown:
-        raise InvalidInputError(
-            f"dataset {uuid!r} has no secondary index on {unknown}; build it first with "
-            "build_dataset_indices"
-        )
-    index_cols = list(meta0.indices)
+        keys, index_cols, table_name = requested_keys or [], requested, naming.DEFAULT_TABLE
+    else:
+        keys = check_partition_keys(meta0, requested_keys)
+        unknown = [c for c in requested if c not in meta0.indices]
+        if unknown:
+            raise InvalidInputError(
+                f"dataset {uuid!r} has no secondary index on {unknown}; build it first with "
+                "build_dataset_indices"
+            )
+        index_cols, table_name = list(meta0.indices), meta0.table_name
     options = _options(compression, row_group_size, sort_partitions_by)
     user_meta = _user_metadata(metadata)
-    removed0 = delete_scope_labels(kv, meta0, delete_scope)
+    removed0 = delete_scope_labels(kv, meta0, delete_scope) if meta0 is not None else set()
     staged = StagedWrite()
     if data is not None:
         staged = stage_tables(
             kv,
             uuid,
             data,
-            table_name=meta0.table_name,
+            table_name=table_name,
             partition_on=keys,
             secondary_indices=index_cols,
             options=options,
-            base_schema=meta0.schema,
-            base_categories=meta0.categories,
+            base_schema=meta0.schema if meta0 is not None else None,
+            base_categories=meta0.categories if meta0 is not None else {},
         )
-    if not staged.parts and not removed0 and not user_meta and staged.schema == meta0.schema:
+        if meta0 is None and staged.frames == 0:
+            raise InvalidInputError("no data given: pass a DataFrame, a Table or frames")
+    if (
+        meta0 is not None
+        and not staged.parts
+        and not removed0
+        and not user_meta
+        and (staged.frames == 0 or staged.schema == meta0.schema)
+    ):
         logger.info("dataset %s: nothing to update", uuid)
         return meta0
     added = _added_index_values(staged, index_cols)
@@ -329,9 +327,14 @@ def update_dataset(
     def on_conflict(old: DatasetMetadata | None, new: DatasetMetadata | None) -> None:
         if new is None:
             raise DatasetNotFoundError(f"dataset {uuid!r} was deleted during the update")
-        if list(new.partition_keys) != keys or set(new.indices) != set(index_cols):
+        if (
+            list(new.partition_keys) != keys
+            or set(new.indices) != set(index_cols)
+            or new.table_name != table_name
+        ):
             raise CommitConflictError(
-                f"dataset {uuid!r} was rewritten with another layout during the update"
+                f"dataset {uuid!r} was (re)written with another layout during the update; "
+                "nothing was changed, retry the update"
             )
         if delete_scope is not None and delete_scope_labels(kv, new, delete_scope) != removed0:
             raise CommitConflictError(
@@ -340,7 +343,8 @@ def update_dataset(
             )
 
     def build(current: DatasetMetadata | None) -> DatasetMetadata:
-        assert current is not None
+        if current is None:
+            current = DatasetMetadata(uuid=uuid, partition_keys=tuple(keys), table_name=table_name)
         schema = current.schema
         if staged.schema is not None:
             schema = merge_schemas(schema, staged.schema, dataset_uuid=uuid)
@@ -350,14 +354,13 @@ def update_dataset(
             categories[col] = cats if base_cats is None else _union(base_cats, cats)
         partitions = {lb: k for lb, k in current.partitions.items() if lb not in removed0}
         partitions.update({p.label: p.key for p in staged.parts})
-        stats = {lb: s for lb, s in current.stats.items() if lb in partitions}
+        stats = {lb: st for lb, st in current.stats.items() if lb in partitions}
         stats.update({p.label: (p.rows, p.nbytes) for p in staged.parts})
-        assert schema is not None or not partitions
-        indices = (
-            build_indices(kv, uuid, schema, index_cols, base=current, added=added, removed=removed0)
-            if schema is not None
-            else {}
-        )
+        indices: dict[str, Any] = {}
+        if schema is not None:
+            indices = build_indices(
+                kv, uuid, schema, index_cols, base=current, added=added, removed=removed0
+            )
         return current.evolve(
             partitions=partitions,
             indices=indices,
@@ -373,7 +376,7 @@ def update_dataset(
         base=base,
         build=build,
         on_conflict=on_conflict,
-        operation="update" if removed0 else "append",
+        operation="update" if removed0 else ("append" if meta0 is not None else "write"),
         commit_info={
             "added": len(staged.parts),
             "removed": len(removed0),

@@ -221,6 +221,8 @@ def _load_partitions(
 ) -> tuple[dict[str, str], str]:
     raw = doc.get("partitions")
     table = block.get("table") if block else None
+    if table is not None and not isinstance(table, str):
+        raise MetadataFormatError(f"{where}: table name {table!r} is not a string")
     if raw is None:
         if from_listing is None:
             raise MetadataFormatError(f"{where}: no 'partitions' and no listing given")
@@ -238,7 +240,7 @@ def _load_partitions(
                 "multi-table (kartothek 3.x) datasets are not supported"
             )
         ((tbl, key),) = files.items()
-        if not isinstance(key, str) or not isinstance(tbl, str):
+        if not isinstance(key, str) or not isinstance(tbl, str) or not tbl or "/" in tbl:
             raise MetadataFormatError(f"{where}: partition {label!r} has a non-string file key")
         if table is None:
             table = tbl

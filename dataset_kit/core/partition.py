@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import re
 from typing import Any
 
 import numpy as np
@@ -93,8 +94,7 @@ def encode_value(column: str, scalar: pa.Scalar) -> str:
     elif pa.types.is_date(t):
         text = scalar.as_py().isoformat()
     elif pa.types.is_timestamp(t):
-        ts = _timestamp_of(scalar)
-        text = str(ts)
+        text = str(_timestamp_of(column, scalar))
     elif pa.types.is_decimal(t):
         text = str(scalar.as_py())
     else:
@@ -102,13 +102,44 @@ def encode_value(column: str, scalar: pa.Scalar) -> str:
     return quote_component(text)
 
 
-def _timestamp_of(scalar: pa.Scalar) -> pd.Timestamp:
+def _timestamp_of(column: str, scalar: pa.Scalar) -> pd.Timestamp:
     t = scalar.type
     raw = scalar.cast(pa.int64()).as_py()
-    ts = pd.Timestamp(raw, unit=t.unit)
-    if t.tz is not None:
-        ts = ts.tz_localize("UTC").tz_convert(t.tz)
+    try:
+        ts = pd.Timestamp(raw, unit=t.unit)
+        if t.tz is not None:
+            ts = ts.tz_localize("UTC").tz_convert(t.tz)
+    except (OverflowError, ValueError) as exc:  # OutOfBoundsDatetime is a ValueError
+        raise PartitionValueError(
+            f"partition column {column!r}: timestamp {raw} {t.unit} is out of range"
+        ) from exc
+    if not 1 <= ts.year <= 9999:
+        raise PartitionValueError(
+            f"partition column {column!r}: timestamp {ts} is outside years 1-9999, which "
+            "keys cannot encode"
+        )
     return ts
+
+
+_OFFSET = re.compile(r"^(?P<local>.+?)(?P<sign>[+-])(?P<h>\d{2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?$")
+
+
+def _parse_timestamp(text: str) -> pd.Timestamp:
+    """Parse ``str(pd.Timestamp)`` output, including UTC offsets with seconds (LMT)."""
+    try:
+        return pd.Timestamp(text)
+    except ValueError:
+        match = _OFFSET.match(text)
+        if not match or " " not in match.group("local"):
+            raise
+    local = pd.Timestamp(match.group("local"))
+    offset = pd.Timedelta(
+        hours=int(match.group("h")),
+        minutes=int(match.group("m")),
+        seconds=int(match.group("s") or 0),
+    )
+    utc = local - offset if match.group("sign") == "+" else local + offset
+    return utc.tz_localize("UTC")
 
 
 _TRUE = frozenset({"True", "true", "1"})
@@ -152,7 +183,7 @@ def decode_value(quoted: str, arrow_type: pa.DataType) -> Any:
         except ValueError:  # kartothek may have written a timestamp string
             return pd.Timestamp(text).date()
     if pa.types.is_timestamp(t):
-        ts = pd.Timestamp(text)
+        ts = _parse_timestamp(text)
         if t.tz is not None:
             ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
             return ts.tz_convert(t.tz)

@@ -226,12 +226,26 @@ def term_expression(term: Term, schema: pa.Schema) -> pc.Expression:
     """The Arrow expression of one term, with pandas null semantics."""
     f = _field(term, schema)
     if term.op in _LIST_OPS:
-        hit = f.isin(_value_set(term, schema)) if len(term.value) else pc.scalar(False)
+        values = _value_set(term, schema)
+        if not len(values):
+            hit = pc.scalar(False)
+        elif pa.types.is_floating(values.type):
+            # OR of equalities: pyarrow prunes row groups with min=-0.0/max=0.0 statistics
+            # wrongly for is_in (it would skip rows equal to 0.0)
+            hit = f == pc.scalar(values[0])
+            for v in values[1:]:
+                hit = hit | (f == pc.scalar(v))
+        else:
+            hit = f.isin(values)
         if term.has_null:
             hit = hit | f.is_null()
         if term.op == "in":
             return hit
-        return ~hit if (term.has_null or len(term.value)) else pc.scalar(True)
+        if term.has_null:
+            return ~hit
+        # null rows are "not in" any list of non-null values (pandas semantics); the
+        # equality chain used for floats yields null there, so add them explicitly
+        return (~hit | f.is_null()) if len(values) else pc.scalar(True)
     if term.value is None:
         return f.is_null() if term.op == "==" else f.is_valid()
     v = pc.scalar(term.value)

@@ -197,11 +197,11 @@ def load_version(store: Store, dataset_uuid: str, version: int | None) -> Datase
     ------
     DatasetNotFoundError, VersionNotFoundError, MetadataFormatError
     """
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        raise VersionNotFoundError(f"version must be an int, got {version!r}")
     latest = resolve(store, dataset_uuid).meta
     if version is None or version == latest.version:
         return latest
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise VersionNotFoundError(f"version must be an int, got {version!r}")
     newest = latest.version if latest.version is not None else (latest.parent or 0)
     if version < latest.history_start or version > newest:
         raise VersionNotFoundError(
@@ -433,7 +433,8 @@ def _publish(
         _cas_pointer(store, snapshot, etag)
         if base is not None and base.msgpack_pointer:
             store.delete(naming.pointer_msgpack_key(uuid))
-    except StoreError as exc:  # the commit stands; readers probe past a lagging pointer
+    except (StoreError, DatasetNotFoundError, MetadataFormatError) as exc:
+        # the commit stands; readers probe past a lagging pointer
         logger.warning(
             "dataset %s: version %d committed but the pointer update failed: %s",
             uuid,
@@ -458,14 +459,20 @@ def _cas_pointer(store: Store, snapshot: DatasetMetadata, etag: str | None) -> N
     cas = Capability.COMPARE_AND_SWAP in store.capabilities
     for _ in range(100):
         if not cas:
-            store.put(key, data)
-            # repair: a newer snapshot may have published before us
-            if store.exists(naming.snapshot_key(uuid, version + 1)):
+            if not store.exists(naming.snapshot_key(uuid, version + 1)):
+                store.put(key, data)
+            # repair: a newer snapshot may have been committed meanwhile (or a tombstone)
+            if not store.exists(naming.snapshot_key(uuid, version + 1)):
+                return
+            try:
                 newest = resolve(store, uuid).meta
-                if newest.version is not None and newest.version > version:
-                    version, data = newest.version, newest.to_json()
-                    continue
-            return
+            except DatasetNotFoundError:  # deleted meanwhile: never resurrect the pointer
+                store.delete(key)
+                return
+            if newest.version is None or newest.version <= version:
+                return
+            version, data = newest.version, newest.to_json()
+            continue
         try:
             if etag is None:
                 store.put(key, data, if_absent=True)

@@ -98,7 +98,14 @@ def read_blob(
     try:
         source = _source(store, key)
         if row_filter is None:
-            return pq.read_table(source, columns=columns, use_threads=False)
+            pf = pq.ParquetFile(source)
+            physical = pf.schema_arrow.names
+            if columns is None:
+                return pf.read(use_threads=False)
+            present = [c for c in columns if c in physical]
+            if not present:  # keep the row count: a table without columns has rows too
+                return pa.table([pa.nulls(pf.metadata.num_rows)], names=["_"]).select([])
+            return pf.read(columns=present, use_threads=False)
         if isinstance(source, str):
             fragment = _FORMAT.make_fragment(source, filesystem=_LOCAL_FS)
         else:

@@ -293,6 +293,8 @@ def read_partition(store: Store, plan: ReadPlan, part: PartitionRead) -> pa.Tabl
         else:  # column added by a later schema evolution
             arrays.append(pa.nulls(n, f.type))
         fields.append(f.with_type(arrays[-1].type))
+    if not arrays:  # no columns asked for: keep the row count
+        return pa.table([pa.nulls(n)], names=["_"]).select([])
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
@@ -317,6 +319,8 @@ def concat(plan: ReadPlan, tables: list[pa.Table]) -> pa.Table:
     """Concatenate partition tables (or an empty table of the right schema)."""
     if not tables:
         return empty_table(plan)
+    if not plan.columns:  # zero-column tables: concat_tables would drop the row count
+        return pa.table([pa.nulls(sum(t.num_rows for t in tables))], names=["_"]).select([])
     if len(tables) == 1:
         return tables[0]
     try:
@@ -327,6 +331,10 @@ def concat(plan: ReadPlan, tables: list[pa.Table]) -> pa.Table:
 
 def to_output(plan: ReadPlan, table: pa.Table, output: str) -> Any:
     """Return the table as Arrow or as pandas with the dataset's exact dtypes."""
+    if not table.num_columns:  # replacing metadata would drop the row count
+        if output == "arrow":
+            return table
+        return pd.DataFrame(index=pd.RangeIndex(table.num_rows))
     meta = pandas_metadata(plan.schema)
     if meta is not None:
         wanted = set(plan.columns)
@@ -337,8 +345,7 @@ def to_output(plan: ReadPlan, table: pa.Table, output: str) -> Any:
     table = table.replace_schema_metadata(with_pandas_metadata(table.schema, meta).metadata)
     if output == "arrow":
         return table
-    df = table.to_pandas()
-    return df
+    return table.to_pandas()
 
 
 def iter_groups(plan: ReadPlan, dispatch_by: Sequence[str] | None) -> Iterator[list[PartitionRead]]:

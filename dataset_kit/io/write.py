@@ -135,10 +135,13 @@ def merge_categories(
         if not pa.types.is_dictionary(f.type) or f.name not in table.column_names:
             continue
         col = table.column(f.name)
-        seen = [ch.dictionary for ch in col.chunks if pa.types.is_dictionary(ch.type)]
+        if pa.types.is_dictionary(col.type):
+            seen = [ch.dictionary.cast(f.type.value_type) for ch in col.chunks]
+        else:  # plain values appended to a categorical column become new categories
+            seen = [pc.unique(col.drop_null()).cast(f.type.value_type)]
         if not seen:
             continue
-        new = pa.concat_arrays([d.cast(f.type.value_type) for d in seen])
+        new = pa.concat_arrays(seen)
         base = out.get(f.name)
         if base is not None:
             new = pa.concat_arrays([base, new])
@@ -183,8 +186,27 @@ def _check_nulls(table: pa.Table, cols: Sequence[str]) -> None:
             )
 
 
-def split_table(table: pa.Table, partition_on: Sequence[str]) -> list[tuple[list[str], pa.Table]]:
-    """Split ``table`` by the values of ``partition_on``: ``(encoded values, rows)`` per group.
+@dataclass(frozen=True)
+class _Group:
+    """Rows of one partition value tuple: a slice or a take of the source table."""
+
+    encoded: list[str]
+    start: int
+    stop: int
+    order: np.ndarray | None
+
+    def rows(self, table: pa.Table) -> pa.Table:
+        if self.order is None:
+            return table.slice(self.start, self.stop - self.start)
+        return table.take(pa.array(self.order[self.start : self.stop]))
+
+    @property
+    def num_rows(self) -> int:
+        return self.stop - self.start
+
+
+def _split(table: pa.Table, partition_on: Sequence[str]) -> list[_Group]:
+    """Plan the split of ``table`` by ``partition_on`` (rows are taken later, in parallel).
 
     Raises
     ------
@@ -194,36 +216,37 @@ def split_table(table: pa.Table, partition_on: Sequence[str]) -> list[tuple[list
     if table.num_rows == 0:
         return []
     if not partition_on:
-        return [([], table)]
+        return [_Group([], 0, table.num_rows, None)]
     for name in partition_on:
         check_partition_type(name, table.schema.field(name).type)
     _check_nulls(table, partition_on)
     dense, n_groups = _group_ids(table, partition_on)
-    if n_groups == 1:
-        order = None
-        starts = np.array([0])
-        ends = np.array([len(dense)])
-    else:
-        if len(dense) > 1 and bool(np.all(dense[1:] >= dense[:-1])):
-            order = None
-        else:
-            key = dense.astype(np.uint16 if n_groups <= 65536 else np.int64)
-            order = np.argsort(key, kind="stable")
-        counts = np.bincount(dense, minlength=n_groups)
-        ends = np.cumsum(counts)
-        starts = ends - counts
+    order: np.ndarray | None = None
+    if n_groups > 1 and not bool(np.all(dense[1:] >= dense[:-1])):
+        # radix sort for up to 65536 groups
+        key = dense.astype(np.uint16 if n_groups <= 65536 else np.int64)
+        order = np.argsort(key, kind="stable")
+    counts = np.bincount(dense, minlength=n_groups)
+    ends = np.cumsum(counts)
+    starts = ends - counts
     first_rows = starts if order is None else order[starts]
     encoded: list[list[str]] = [[] for _ in range(n_groups)]
     for name in partition_on:
         values = table.column(name).take(pa.array(first_rows))
         for g in range(n_groups):
             encoded[g].append(encode_value(name, values[g]))
-    groups = []
-    for g in range(n_groups):
-        s, e = int(starts[g]), int(ends[g])
-        rows = table.slice(s, e - s) if order is None else table.take(pa.array(order[s:e]))
-        groups.append((encoded[g], rows))
-    return groups
+    return [_Group(encoded[g], int(starts[g]), int(ends[g]), order) for g in range(n_groups)]
+
+
+def split_table(table: pa.Table, partition_on: Sequence[str]) -> list[tuple[list[str], pa.Table]]:
+    """Split ``table`` by the values of ``partition_on``: ``(encoded values, rows)`` per group.
+
+    Raises
+    ------
+    PartitionValueError
+        For null/NaN values or unsupported partition column types.
+    """
+    return [(g.encoded, g.rows(table)) for g in _split(table, partition_on)]
 
 
 def _write_one(
@@ -233,21 +256,19 @@ def _write_one(
     encoded: list[str],
     rows: pa.Table,
     partition_on: Sequence[str],
-    secondary_indices: Sequence[str],
     options: WriteOptions,
     file_metadata: dict[bytes, bytes] | None,
+    index_columns: Sequence[str],
 ) -> WrittenPartition:
     label = naming.make_label(list(zip(partition_on, encoded, strict=True)), naming.new_blob_name())
     index_values = {
-        col: distinct_values(rows.column(col), rows.schema.field(col).type)
-        for col in secondary_indices
+        col: distinct_values(rows.column(col), rows.schema.field(col).type) for col in index_columns
     }
-    payload = rows.drop_columns(list(partition_on)) if partition_on else rows
     if options.sort_partitions_by:
-        payload = payload.sort_by([(c, "ascending") for c in options.sort_partitions_by])
-    payload = payload.replace_schema_metadata(file_metadata)
+        rows = rows.sort_by([(c, "ascending") for c in options.sort_partitions_by])
+    rows = rows.replace_schema_metadata(file_metadata)
     data = table_to_parquet(
-        payload, compression=options.compression, row_group_size=options.row_group_size
+        rows, compression=options.compression, row_group_size=options.row_group_size
     )
     key = naming.data_key(uuid, table_name, label)
     store.put(key, data)
@@ -294,23 +315,28 @@ def write_partitions(
 
     Empty input writes nothing (never an empty file).
     """
-    groups = split_table(table, partition_on)
+    groups = _split(table, partition_on)
     if not groups:
         return []
     file_metadata = file_schema_metadata(logical_schema, list(partition_on))
+    # Partition columns live in the keys: drop them before the (costly) row takes. When no
+    # other column is left, keep them: a Parquet file without columns loses its row count.
+    keep_all = len(partition_on) == table.num_columns
+    payload = table.drop_columns(list(partition_on)) if partition_on and not keep_all else table
+    if keep_all:
+        file_metadata = file_schema_metadata(logical_schema, [])
 
-    def job(group: tuple[list[str], pa.Table]) -> WrittenPartition:
-        encoded, rows = group
+    def job(group: _Group) -> WrittenPartition:
         return _write_one(
             store,
             dataset_uuid,
             table_name,
-            encoded,
-            rows,
+            group.encoded,
+            group.rows(payload),
             partition_on,
-            secondary_indices,
             options,
             file_metadata,
+            secondary_indices,
         )
 
     if len(groups) == 1 or options.threads <= 1:

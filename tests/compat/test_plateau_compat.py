@@ -193,3 +193,11 @@ def test_plateau_reads_every_payload_type(root: Path) -> None:
     assert len(theirs) == len(df)
     for col in ["i8", "u64", "f32", "s", "d", "ts", "tz", "bin"]:
         assert list(theirs[col]) == list(df[col]), col
+
+
+def test_plateau_reads_a_dataset_of_partition_columns_only(root: Path) -> None:
+    df = pd.DataFrame({"p": [1, 2, 2], "q": ["x", "y", "y"]})
+    dk.write_dataset(df, store=str(root), dataset_uuid="keys", partition_on=["p", "q"])
+    assert len(dk.read_table(store=str(root), dataset_uuid="keys")) == 3
+    theirs = p_read_table("keys", store=url(root))
+    assert sorted(zip(theirs["p"], theirs["q"], strict=True)) == [(1, "x"), (2, "y"), (2, "y")]

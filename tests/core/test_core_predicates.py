@@ -1,0 +1,392 @@
+"""Unit and property tests of ``dataset_kit.core.predicates`` (DNF validation, evaluation)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import operator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataset_kit.core.predicates import (
+    OPERATORS,
+    Term,
+    conjunction_expression,
+    dnf_expression,
+    parse_predicates,
+)
+from dataset_kit.exceptions import DatasetKitError, InvalidInputError, PredicateError
+
+SCHEMA = pa.schema(
+    [
+        ("i", pa.int64()),
+        ("i8", pa.int8()),
+        ("u", pa.uint64()),
+        ("f", pa.float64()),
+        ("s", pa.large_string()),
+        ("b", pa.bool_()),
+        ("d", pa.date32()),
+        ("ts", pa.timestamp("us")),
+        ("tz", pa.timestamp("ns", tz="Europe/Berlin")),
+        ("bin", pa.binary()),
+        ("dec", pa.decimal128(6, 2)),
+        ("cat", pa.dictionary(pa.int8(), pa.large_string())),
+        ("lst", pa.list_(pa.int64())),
+    ]
+)
+
+
+def _err(predicates: Any) -> PredicateError:
+    with pytest.raises(PredicateError) as info:
+        parse_predicates(predicates, SCHEMA)
+    assert isinstance(info.value, InvalidInputError)
+    assert isinstance(info.value, DatasetKitError)
+    return info.value
+
+
+# --------------------------------------------------------------------------- structure
+def test_none_means_no_predicates() -> None:
+    assert parse_predicates(None, SCHEMA) is None
+
+
+@pytest.mark.parametrize(
+    "predicates",
+    [[], (), [[]], [[("i", "==", 1)], []], "i == 1", 5, {"i": 1}, [("i", "==", 1)]],
+    ids=repr,
+)
+def test_malformed_structure(predicates: Any) -> None:
+    _err(predicates)
+
+
+def test_unnested_triple_names_the_fix() -> None:
+    exc = _err([("i", "==", 1)])
+    assert "nested" in str(exc)
+
+
+@pytest.mark.parametrize("term", [("i", "=="), ("i", "==", 1, 2), "i==1", None, ("i",)], ids=repr)
+def test_malformed_terms(term: Any) -> None:
+    _err([[term]])
+
+
+def test_unknown_column_named() -> None:
+    exc = _err([[("nope", "==", 1)]])
+    assert "'nope'" in str(exc)
+
+
+@pytest.mark.parametrize("column", [1, None, b"i"])
+def test_non_string_column(column: Any) -> None:
+    _err([[(column, "==", 1)]])
+
+
+@pytest.mark.parametrize("op", ["=", "<>", "IN", "like", "is", "", None])
+def test_unknown_operator(op: Any) -> None:
+    exc = _err([[("i", op, 1)]])
+    assert repr(op) in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("i", "1"),
+        ("i", True),
+        ("i", b"1"),
+        ("i", dt.date(2024, 1, 1)),
+        ("f", "1.5"),
+        ("s", 1),
+        ("s", b"x"),
+        ("b", 1),
+        ("b", "True"),
+        ("d", dt.datetime(2024, 1, 1)),
+        ("d", pd.Timestamp("2024-01-01")),
+        ("d", 20240101),
+        ("d", "not a date"),
+        ("ts", pd.Timestamp("2024-01-01", tz="UTC")),
+        ("ts", 5),
+        ("tz", dt.datetime(2024, 1, 1)),
+        ("tz", pd.Timestamp("2024-01-01")),
+        ("tz", "2024-01-01 10:00"),
+        ("bin", "x"),
+        ("cat", 3),
+    ],
+    ids=repr,
+)
+def test_value_of_wrong_type(column: str, value: Any) -> None:
+    exc = _err([[(column, "==", value)]])
+    assert repr(column) in str(exc)
+
+
+@pytest.mark.parametrize("value", [1, "ab", b"ab", None, {1: 2}])
+@pytest.mark.parametrize("op", ["in", "not in"])
+def test_in_needs_a_list(op: str, value: Any) -> None:
+    _err([[("i", op, value)]])
+
+
+@pytest.mark.parametrize("op", ["<", "<=", ">", ">="])
+@pytest.mark.parametrize("value", [None, float("nan"), pd.NaT])
+def test_null_only_with_equality(op: str, value: Any) -> None:
+    _err([[("f", op, value)]])
+
+
+def test_wrong_type_inside_in_list() -> None:
+    _err([[("i", "in", [1, "2"])]])
+
+
+def test_unsupported_column_type() -> None:
+    exc = _err([[("lst", "==", [1])]])
+    assert "'lst'" in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("i", np.int32(3)),
+        ("i", 2.5),
+        ("f", 2),
+        ("f", np.float32(1.5)),
+        ("u", 2**64 - 1),
+        ("d", "2024-01-01"),
+        ("d", dt.date(2024, 1, 1)),
+        ("ts", "2024-01-01 10:00"),
+        ("ts", np.datetime64("2024-01-01T10:00")),
+        ("tz", pd.Timestamp("2024-01-01 10:00", tz="UTC")),
+        ("tz", "2024-01-01 10:00+01:00"),
+        ("b", np.bool_(True)),
+        ("bin", b"x"),
+        ("dec", decimal.Decimal("1.25")),
+        ("dec", 2),
+        ("cat", "x"),
+    ],
+    ids=repr,
+)
+def test_accepted_values(column: str, value: Any) -> None:
+    ((term,),) = parse_predicates([[(column, "==", value)]], SCHEMA)
+    assert term.column == column
+    assert term.op == "=="
+    assert isinstance(term.value, pa.Scalar)
+
+
+def test_every_operator_parses() -> None:
+    conj = [("i", op, [1, 2] if op in ("in", "not in") else 1) for op in sorted(OPERATORS)]
+    (terms,) = parse_predicates([conj], SCHEMA)
+    assert [t.op for t in terms] == sorted(OPERATORS)
+
+
+def test_tuples_are_accepted_for_structure() -> None:
+    assert parse_predicates(((("i", "==", 1),),), SCHEMA) is not None
+
+
+def test_excludes_nulls() -> None:
+    def term(op: str, value: Any) -> Term:
+        ((t,),) = parse_predicates([[("i", op, value)]], SCHEMA)
+        return t
+
+    assert term("==", 1).excludes_nulls
+    assert term("<", 1).excludes_nulls
+    assert term("in", [1]).excludes_nulls
+    assert not term("==", None).excludes_nulls
+    assert not term("!=", 1).excludes_nulls
+    assert not term("not in", [1]).excludes_nulls
+    assert not term("in", [1, None]).excludes_nulls
+
+
+# --------------------------------------------------------------------------- evaluation
+_OPS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def _is_null(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+def pandas_mask(df: pd.DataFrame, predicates: list[list[tuple[str, str, Any]]]) -> pd.Series:
+    """Evaluate DNF predicates with pandas (NaN/None semantics of pandas comparisons)."""
+    result = pd.Series(False, index=df.index)
+    for conj in predicates:
+        mask = pd.Series(True, index=df.index)
+        for col, op, value in conj:
+            s = df[col]
+            null = s.isna()
+            if op in ("in", "not in"):
+                items = list(value)
+                has_null = any(_is_null(v) for v in items)
+                vals = [v for v in items if not _is_null(v)]
+                hit = s.astype(object).where(~null).map(lambda x, vals=vals: x in vals)
+                hit = hit.where(~null, False).astype(bool) | (null & has_null)
+                m = hit if op == "in" else ~hit
+            elif _is_null(value):
+                m = null if op == "==" else ~null
+            else:
+                cmp = (
+                    s.astype(object)
+                    .where(~null)
+                    .map(
+                        lambda x, op=op, value=value: (
+                            bool(_OPS[op](x, value)) if not _is_null(x) else False
+                        )
+                    )
+                )
+                # pandas: NaN != x is True, every other comparison with NaN is False
+                m = cmp.astype(bool) | (null & (op == "!="))
+            mask &= m
+        result |= mask
+    return result
+
+
+def _frame_strategy() -> st.SearchStrategy[pd.DataFrame]:
+    ints = st.one_of(st.none(), st.integers(-3, 3))
+    floats = st.one_of(st.none(), st.just(float("nan")), st.sampled_from([-1.5, 0.0, 1.0, 2.5]))
+    strs = st.one_of(st.none(), st.sampled_from(["", "a", "b", "a b"]))
+    dates = st.one_of(st.none(), st.dates(dt.date(2024, 1, 1), dt.date(2024, 1, 5)))
+    rows = st.lists(st.tuples(ints, floats, strs, dates), min_size=0, max_size=25)
+
+    def build(rs: list[tuple[Any, ...]]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "i": pd.array([r[0] for r in rs], dtype="Int64"),
+                "f": pd.array([np.nan if r[1] is None else r[1] for r in rs], dtype="float64"),
+                "s": pd.Series([r[2] for r in rs], dtype=object),
+                "d": pd.Series([r[3] for r in rs], dtype=object),
+            }
+        )
+
+    return rows.map(build)
+
+
+def _value_strategy(col: str) -> st.SearchStrategy[Any]:
+    return {
+        "i": st.one_of(st.integers(-4, 4), st.sampled_from([0.5, 2.0])),
+        "f": st.one_of(st.sampled_from([-1.5, 0.0, 1.0, 2.5, 3.0]), st.integers(-2, 3)),
+        "s": st.sampled_from(["", "a", "b", "a b", "c"]),
+        "d": st.dates(dt.date(2023, 12, 31), dt.date(2024, 1, 6)),
+    }[col]
+
+
+@st.composite
+def _term(draw: st.DrawFn) -> tuple[str, str, Any]:
+    col = draw(st.sampled_from(["i", "f", "s", "d"]))
+    op = draw(st.sampled_from(sorted(OPERATORS)))
+    value_st = _value_strategy(col)
+    if op in ("in", "not in"):
+        items = draw(st.lists(st.one_of(value_st, st.none()), max_size=4))
+        return col, op, items
+    if op in ("==", "!=") and draw(st.booleans()) and draw(st.booleans()):
+        return col, op, draw(st.sampled_from([None, float("nan")]))
+    return col, op, draw(value_st)
+
+
+_dnf = st.lists(st.lists(_term(), min_size=1, max_size=3), min_size=1, max_size=3)
+_EVAL_SCHEMA = pa.schema(
+    [("i", pa.int64()), ("f", pa.float64()), ("s", pa.large_string()), ("d", pa.date32())]
+)
+
+
+@settings(max_examples=250, deadline=None)
+@given(_frame_strategy(), _dnf)
+def test_evaluation_matches_pandas(df: pd.DataFrame, predicates: list[Any]) -> None:
+    table = pa.Table.from_pandas(df, schema=_EVAL_SCHEMA, preserve_index=False)
+    dnf = parse_predicates(predicates, _EVAL_SCHEMA)
+    assert dnf is not None
+    got = table.filter(dnf_expression(dnf, _EVAL_SCHEMA))
+    expected = df[pandas_mask(df, predicates).to_numpy()]
+    assert _rows_of_table(got) == _rows_of_frame(expected)
+
+
+def _norm(v: Any) -> Any:
+    return None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v
+
+
+def _rows_of_table(table: pa.Table) -> list[tuple[Any, ...]]:
+    return [tuple(_norm(v) for v in row.values()) for row in table.to_pylist()]
+
+
+def _rows_of_frame(df: pd.DataFrame) -> list[tuple[Any, ...]]:
+    return [tuple(_norm(v) for v in row) for row in df.astype(object).itertuples(index=False)]
+
+
+def _filter(values: list[Any], t: pa.DataType, predicates: list[Any]) -> list[Any]:
+    schema = pa.schema([("c", t)])
+    table = pa.table({"c": pa.array(values, t)})
+    dnf = parse_predicates(predicates, schema)
+    assert dnf is not None
+    return table.filter(dnf_expression(dnf, schema)).column("c").to_pylist()
+
+
+def test_null_equality_semantics() -> None:
+    values = [1, None, 2]
+    assert _filter(values, pa.int64(), [[("c", "==", None)]]) == [None]
+    assert _filter(values, pa.int64(), [[("c", "!=", None)]]) == [1, 2]
+    assert _filter(values, pa.int64(), [[("c", "!=", 1)]]) == [None, 2]
+    assert _filter(values, pa.int64(), [[("c", "==", 1)]]) == [1]
+    assert _filter(values, pa.int64(), [[("c", "<", 5)]]) == [1, 2]
+    assert _filter(values, pa.int64(), [[("c", "in", [1, None])]]) == [1, None]
+    assert _filter(values, pa.int64(), [[("c", "not in", [1])]]) == [None, 2]
+    assert _filter(values, pa.int64(), [[("c", "not in", [1, None])]]) == [2]
+    assert _filter(values, pa.int64(), [[("c", "in", [])]]) == []
+    assert _filter(values, pa.int64(), [[("c", "not in", [])]]) == values
+
+
+def test_nan_value_is_null() -> None:
+    values = [1.0, None, 2.0]
+    assert _filter(values, pa.float64(), [[("c", "==", float("nan"))]]) == [None]
+    assert _filter(values, pa.float64(), [[("c", "in", [np.nan, 2.0])]]) == [None, 2.0]
+
+
+def test_or_of_conjunctions() -> None:
+    values = list(range(10))
+    got = _filter(values, pa.int64(), [[("c", ">", 1), ("c", "<", 4)], [("c", ">=", 8)]])
+    assert got == [2, 3, 8, 9]
+
+
+def test_in_list_value_out_of_column_range_never_matches() -> None:
+    assert _filter([1, 2, 100], pa.int8(), [[("c", "in", [1000, 100])]]) == [100]
+    assert _filter([1, 2, 100], pa.int8(), [[("c", "==", 1000)]]) == []
+
+
+def test_in_list_mixed_ints_and_floats() -> None:
+    assert _filter([1, 2, 3], pa.int64(), [[("c", "in", [1, 2.5, 3.0])]]) == [1, 3]
+
+
+def test_large_unsigned_values() -> None:
+    big = 2**64 - 1
+    assert _filter([1, big], pa.uint64(), [[("c", "==", big)]]) == [big]
+    assert _filter([1, big], pa.uint64(), [[("c", ">", 2**63)]]) == [big]
+
+
+def test_categorical_column() -> None:
+    t = pa.dictionary(pa.int8(), pa.large_string())
+    schema = pa.schema([("c", t)])
+    table = pa.table({"c": pa.array(["x", "y", None, "x"]).dictionary_encode().cast(t)})
+    dnf = parse_predicates([[("c", "in", ["x"])]], schema)
+    assert dnf is not None
+    assert table.filter(dnf_expression(dnf, schema)).num_rows == 2
+
+
+def test_timestamps_and_dates() -> None:
+    ts = [pd.Timestamp("2024-01-01 10:00"), pd.Timestamp("2024-01-02")]
+    assert len(_filter(ts, pa.timestamp("us"), [[("c", ">", "2024-01-01 12:00")]])) == 1
+    tz = pa.timestamp("ns", tz="Europe/Berlin")
+    aware = [pd.Timestamp("2024-01-01 10:00", tz="Europe/Berlin")]
+    # 09:00 UTC is 10:00 in Berlin
+    assert _filter(aware, tz, [[("c", "==", pd.Timestamp("2024-01-01 09:00", tz="UTC"))]]) == [
+        aware[0]
+    ]
+    days = [dt.date(2024, 1, 1), dt.date(2024, 1, 3)]
+    assert _filter(days, pa.date32(), [[("c", ">=", "2024-01-02")]]) == [dt.date(2024, 1, 3)]
+
+
+def test_empty_conjunction_expression_is_true() -> None:
+    table = pa.table({"c": [1, 2]})
+    assert table.filter(conjunction_expression([], table.schema)).num_rows == 2
+    assert table.filter(dnf_expression([], table.schema)).num_rows == 0
