@@ -1,0 +1,92 @@
+"""plateau (Kartothek's successor), eager API on an ``hfs://`` minimalkv store."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pyarrow.parquet as pq
+from minimalkv import KeyValueStore, get_store_from_url
+from plateau.core.dataset import DatasetMetadata
+from plateau.io.eager import (
+    garbage_collect_dataset,
+    read_table,
+    store_dataframes_as_dataset,
+    update_dataset_from_dataframes,
+)
+
+from benchmarks.contenders.base import Contender, Frame, Predicate, as_pandas
+
+UUID = "bench"
+
+
+def _store(path: str) -> KeyValueStore:
+    """A filesystem store with the extended keyspace (keys contain '/')."""
+    return get_store_from_url(f"hfs://{os.path.abspath(path)}")
+
+
+class PlateauContender(Contender):
+    """``plateau.io.eager`` functions; opening = ``DatasetMetadata.load_from_store``."""
+
+    name = "plateau"
+    native_input = "pandas"
+
+    def write(self, data: Frame, path: str, partition_on: list[str]) -> None:
+        """``store_dataframes_as_dataset``."""
+        store_dataframes_as_dataset(
+            store=_store(path), dataset_uuid=UUID, dfs=[as_pandas(data)], partition_on=partition_on
+        )
+
+    def read_all(self, path: str) -> pd.DataFrame:
+        """``read_table`` without predicates."""
+        return read_table(dataset_uuid=UUID, store=_store(path))
+
+    def read_selective(self, path: str, date: str, store_ids: list[int]) -> pd.DataFrame:
+        """``read_table`` with predicates (partition pruning plus pushdown)."""
+        predicates = [[("date", "==", date), ("store_id", "in", store_ids)]]
+        return read_table(dataset_uuid=UUID, store=_store(path), predicates=predicates)
+
+    def append(self, data: Frame, path: str) -> None:
+        """``update_dataset_from_dataframes`` (partition_on taken from the dataset)."""
+        update_dataset_from_dataframes([as_pandas(data)], store=_store(path), dataset_uuid=UUID)
+
+    def open(self, path: str) -> object:
+        """Load and parse the dataset metadata JSON."""
+        return DatasetMetadata.load_from_store(UUID, _store(path))
+
+    def read_one_partition(self, path: str, predicate: Predicate) -> pd.DataFrame:
+        """``read_table`` with predicates."""
+        return read_table(dataset_uuid=UUID, store=_store(path), predicates=predicate)
+
+    def gc(self, path: str) -> None:
+        """``garbage_collect_dataset``."""
+        garbage_collect_dataset(dataset_uuid=UUID, store=_store(path))
+
+    def make_garbage(self, garbage: Frame, replacement: Frame, path: str, part: str) -> None:
+        """Write, then ``overwrite=True``: the old files stay until GC."""
+        store = _store(path)
+        store_dataframes_as_dataset(
+            store=store, dataset_uuid=UUID, dfs=[as_pandas(garbage)], partition_on=[part]
+        )
+        store_dataframes_as_dataset(
+            store=store,
+            dataset_uuid=UUID,
+            dfs=[as_pandas(replacement)],
+            partition_on=[part],
+            overwrite=True,
+        )
+
+    def count_rows(self, path: str) -> int:
+        """Sum of the Parquet footers of the files the metadata references."""
+        meta = DatasetMetadata.load_from_store(UUID, _store(path))
+        root = os.path.abspath(path)
+        return sum(
+            pq.read_metadata(os.path.join(root, key)).num_rows
+            for partition in meta.partitions.values()
+            for key in partition.files.values()
+        )
+
+    def count_partitions(self, handle: object) -> int | None:
+        """Partitions listed in the metadata."""
+        assert isinstance(handle, DatasetMetadata)
+        return len(handle.partitions)

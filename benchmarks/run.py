@@ -1,0 +1,400 @@
+"""Benchmark runner: ``python -m benchmarks.run [--rows N] [--reps K] [--workloads ...]``.
+
+Builds the data once, then times every (workload, repetition, contender) in its
+own subprocess (see :mod:`benchmarks.child`), alternating contenders, verifies
+each result and writes a Markdown report (plus optional JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.contenders import CONTENDERS
+from benchmarks.workloads import WORKLOADS, Params, expand
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.md"
+PACKAGES = ("pyarrow", "pandas", "numpy", "deltalake", "plateau", "minimalkv", "dataset-kit")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--rows", type=int, default=10_000_000, help="W1 rows (default 10M)")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions (default 5)")
+    parser.add_argument("--workloads", default="all", help="e.g. W1,W2,W5 (W5 = all three)")
+    parser.add_argument(
+        "--contenders", default=",".join(CONTENDERS), help=f"from {', '.join(CONTENDERS)}"
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown report path")
+    parser.add_argument("--json", type=Path, default=None, help="also write raw results here")
+    parser.add_argument("--w5-partitions", type=int, default=20_000)
+    parser.add_argument("--w5-rows-per-partition", type=int, default=10)
+    parser.add_argument("--w7-blobs", type=int, default=2_000)
+    parser.add_argument("--timeout", type=float, default=600.0, help="per child, seconds")
+    parser.add_argument(
+        "--max-rep-seconds",
+        type=float,
+        default=None,
+        help="skip further repetitions of a contender/workload after one took longer",
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--input",
+        choices=("native", "pandas"),
+        default="native",
+        help="native: Arrow for pyarrow/deltalake, pandas for the others; pandas: everyone",
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="parent of the temp dir")
+    parser.add_argument("--keep-workdir", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="do not print the report")
+    args = parser.parse_args(argv)
+    if args.rows < 30 or args.reps < 1 or args.w5_partitions < 2 or args.w7_blobs < 1:
+        parser.error("need --rows >= 30, --reps >= 1, --w5-partitions >= 2, --w7-blobs >= 1")
+    return args
+
+
+def build_inputs(args: argparse.Namespace, data_dir: Path) -> Params:
+    """Generate every input once (Arrow IPC files) and the expected check values."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from benchmarks import data
+
+    data_dir.mkdir(parents=True)
+    append_rows = max(1, args.rows // len(data.DATES))
+    w5_target = args.w5_partitions // 2 + 7
+    params = Params(
+        rows=args.rows,
+        append_rows=append_rows,
+        w5_partitions=args.w5_partitions,
+        w5_rows_per_partition=args.w5_rows_per_partition,
+        w7_blobs=args.w7_blobs,
+        w7_rows_per_blob=5,
+        w3_date=data.W3_DATE,
+        w3_store_ids=list(data.W3_STORE_IDS),
+        w5_predicate=[[("part", "==", w5_target)]],
+    )
+    columns = sorted(data.W1_COLUMNS)
+
+    def save(name: str, table: Any) -> None:
+        path = data_dir / f"{name}.arrow"
+        data.write_ipc(table, path)
+        params.inputs[name] = str(path)
+
+    main = data.make_frame(args.rows, args.seed)
+    save("main", main)
+    mask = pc.and_(
+        pc.equal(main["date"], params.w3_date),
+        pc.is_in(main["store_id"], value_set=pa.array(params.w3_store_ids, pa.int64())),
+    )
+    w3 = main.filter(mask)
+    total = pc.sum(main["product_id"]).as_py()
+    params.expected["W1"] = {"rows": args.rows}
+    params.expected["W2"] = {"rows": args.rows, "product_id_sum": total, "columns": columns}
+    params.expected["W3"] = {
+        "rows": w3.num_rows,
+        "product_id_sum": pc.sum(w3["product_id"]).as_py() or 0,
+        "columns": columns,
+        "dates": [params.w3_date] if w3.num_rows else [],
+        "store_ids": sorted(set(w3["store_id"].to_pylist())),
+    }
+    del main, w3
+    save("append", data.make_frame(append_rows, args.seed + 1, dates=[data.APPEND_DATE]))
+    params.expected["W4"] = {"rows": args.rows + append_rows}
+
+    w5 = data.make_partitioned(args.w5_partitions, args.w5_rows_per_partition, args.seed + 2)
+    save("w5", w5)
+    hit = w5.filter(pc.equal(w5["part"], w5_target))
+    params.expected["W5-write"] = {"rows": w5.num_rows}
+    params.expected["W5-open"] = {"partitions": args.w5_partitions}
+    params.expected["W5-read"] = {
+        "rows": hit.num_rows,
+        "product_id_sum": pc.sum(hit["product_id"]).as_py(),
+        "columns": sorted([*columns, "part"]),
+    }
+    save("w7_garbage", data.make_partitioned(args.w7_blobs, 5, args.seed + 3))
+    replacement = data.make_partitioned(10, 10, args.seed + 4, first_part=args.w7_blobs)
+    save("w7_replacement", replacement)
+    params.expected["W7"] = {"removed": args.w7_blobs, "rows": replacement.num_rows}
+    return params
+
+
+def input_format(args: argparse.Namespace, contender: str) -> str:
+    """The format ("arrow" or "pandas") the contender receives its input in."""
+    return CONTENDERS[contender].native_input if args.input == "native" else "pandas"
+
+
+def verify(check: dict[str, Any] | None, expected: dict[str, Any]) -> tuple[bool, str | None]:
+    """(verified, mismatch message). A check value of None means "cannot tell"."""
+    if check is None:
+        return False, None
+    verified = True
+    for key, want in expected.items():
+        got = check.get(key)
+        if got is None:
+            verified = False
+        elif got != want:
+            return False, f"{key}: got {got!r}, expected {want!r}"
+    return verified, None
+
+
+class Runner:
+    """Spawns the children, keeps base datasets and collects the measurements."""
+
+    def __init__(self, args: argparse.Namespace, params: Params, workdir: Path) -> None:
+        self.args = args
+        self.params = params
+        self.workdir = workdir
+        self.bases: dict[tuple[str, str], str] = {}
+        self.base_failures: dict[tuple[str, str], dict[str, Any]] = {}
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), self.env.get("PYTHONPATH", "")) if p
+        )
+
+    def spawn(
+        self, contender: str, key: str, path: Path, base: str | None, tag: str
+    ) -> dict[str, Any]:
+        """Run one child and return its result record."""
+        specs = self.workdir / "specs"
+        specs.mkdir(exist_ok=True)
+        stem = specs / f"{contender}-{key}-{tag}"
+        result_file, log_file = stem.with_suffix(".result.json"), stem.with_suffix(".log")
+        spec = {
+            "contender": contender,
+            "workload": key,
+            "path": str(path),
+            "base": base,
+            "input_format": input_format(self.args, contender),
+            "params": self.params.to_json(),
+            "result": str(result_file),
+        }
+        spec_file = stem.with_suffix(".spec.json")
+        spec_file.write_text(json.dumps(spec))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        with open(log_file, "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.child", str(spec_file)],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                returncode = proc.wait(timeout=self.args.timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return {
+                    "status": "error",
+                    "error_type": "Timeout",
+                    "error": f"no result after {self.args.timeout:g} s",
+                }
+        wall = time.perf_counter() - start
+        if not result_file.exists():
+            tail = log_file.read_text(errors="replace")[-1500:]
+            kind = f"Signal{-returncode}" if returncode < 0 else f"Exit{returncode}"
+            return {"status": "error", "error_type": kind, "error": tail, "wall_s": wall}
+        result: dict[str, Any] = json.loads(result_file.read_text())
+        result["wall_s"] = wall
+        if result.get("status") == "ok":
+            verified, mismatch = verify(result.get("check"), self.params.expected[key])
+            result["verified"] = verified
+            if mismatch:
+                result.update(status="error", error_type="WrongResult", error=mismatch)
+        return result
+
+    def base_for(self, contender: str, producer: str) -> str | dict[str, Any]:
+        """Path of the dataset ``producer`` wrote for ``contender`` (built on demand)."""
+        if (contender, producer) in self.bases:
+            return self.bases[(contender, producer)]
+        if (contender, producer) in self.base_failures:
+            return self.base_failures[(contender, producer)]
+        path = self.workdir / "bases" / contender / producer
+        progress(f"  setup: {contender} {producer} (untimed)")
+        result = self.spawn(contender, producer, path, None, "setup")
+        if result["status"] == "ok":
+            self.bases[(contender, producer)] = str(path)
+            return str(path)
+        self.base_failures[(contender, producer)] = result
+        return result
+
+    def measure(self, contender: str, key: str, rep: int) -> dict[str, Any]:
+        """One repetition of one workload for one contender."""
+        producer = WORKLOADS[key].base
+        base: str | None = None
+        if producer is not None:
+            found = self.base_for(contender, producer)
+            if isinstance(found, dict):
+                error = (
+                    f"setup ({producer}) failed: {found.get('error_type')}: {found.get('error')}"
+                )
+                return {**found, "error": error, "rep": rep}
+            base = found
+        path = self.workdir / "runs" / contender / f"{key}-rep{rep}"
+        result = self.spawn(contender, key, path, base, f"rep{rep}")
+        result["rep"] = rep
+        keep = key in ("W1", "W5-write") and (contender, key) not in self.bases
+        if keep and result["status"] == "ok":
+            target = self.workdir / "bases" / contender / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            self.bases[(contender, key)] = str(target)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            if keep:
+                self.base_failures.setdefault((contender, key), result)
+        return result
+
+    def run(self, workloads: list[str], contenders: list[str]) -> dict[str, dict[str, list]]:
+        """All repetitions, contenders rotating round-robin.
+
+        A contender/workload stops after a failure, or after one repetition
+        longer than ``--max-rep-seconds``.
+        """
+        results: dict[str, dict[str, list]] = {k: {c: [] for c in contenders} for k in workloads}
+        done: set[tuple[str, str]] = set()
+        cap = self.args.max_rep_seconds
+        for index, key in enumerate(workloads):
+            for rep in range(self.args.reps):
+                shift = (rep + index) % len(contenders)
+                for contender in contenders[shift:] + contenders[:shift]:
+                    if (contender, key) in done:
+                        continue
+                    result = self.measure(contender, key, rep)
+                    results[key][contender].append(result)
+                    progress(
+                        f"[{key} rep {rep + 1}/{self.args.reps}] {contender}: {describe(result)}"
+                    )
+                    if result["status"] != "ok" or (cap and result["seconds"] > cap):
+                        done.add((contender, key))
+        return results
+
+
+def describe(result: dict[str, Any]) -> str:
+    """One progress line."""
+    if result["status"] == "ok":
+        flag = "" if result.get("verified") else " (unverified)"
+        return f"{result['seconds']:.3f} s, {result.get('peak_mib', 0):.0f} MiB{flag}"
+    return f"{result['status']}: {result.get('error_type')}: {str(result.get('error'))[:160]}"
+
+
+def progress(message: str) -> None:
+    """Progress to stderr (the report goes to stdout)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def git_commit() -> str:
+    """Short HEAD commit, or 'unknown'."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no commit)"
+    return out.stdout.strip()
+
+
+def versions() -> str:
+    """Installed versions of the relevant packages."""
+    found = []
+    for name in PACKAGES:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name} (source tree)" if name == "dataset-kit" else f"{name} (missing)")
+    return ", ".join(found)
+
+
+def load_text(load: tuple[float, float, float]) -> str:
+    """Load average as '1.23 / 0.80 / 0.50'."""
+    return " / ".join(f"{v:.2f}" for v in load)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = parse_args(argv)
+    contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    unknown = [c for c in contenders if c not in CONTENDERS]
+    if unknown or not contenders:
+        progress(f"unknown contenders {unknown}; known: {', '.join(CONTENDERS)}")
+        return 2
+    try:
+        workloads = expand(args.workloads)
+    except ValueError as exc:
+        progress(str(exc))
+        return 2
+    started = dt.datetime.now(dt.UTC)
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="dk-bench-", dir=args.workdir))
+    progress(f"workdir {workdir}; load average {load_text(load_before)}")
+    try:
+        params = build_inputs(args, workdir / "data")
+        progress(f"inputs generated in {time.perf_counter() - t0:.1f} s")
+        results = Runner(args, params, workdir).run(workloads, contenders)
+    finally:
+        if not args.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    load_after = os.getloadavg()
+    from benchmarks.data import DATES
+
+    inputs = ", ".join(f"{CONTENDERS[c].label}: {input_format(args, c)}" for c in contenders)
+    meta = {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "rows": f"{args.rows:,} (W1-W4); W5: {args.w5_partitions:,} partitions x "
+        f"{args.w5_rows_per_partition} rows; W7: {args.w7_blobs:,} blobs",
+        "reps": args.reps
+        if args.max_rep_seconds is None
+        else f"{args.reps} (fewer where one took > {args.max_rep_seconds:g} s)",
+        "input": inputs,
+        "git commit": git_commit(),
+        "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, "
+        f"Python {platform.python_version()}",
+        "versions": versions(),
+        "load average (1/5/15 min) before": load_text(load_before),
+        "load average (1/5/15 min) after": load_text(load_after),
+        "total wall time": f"{time.perf_counter() - t0:.0f} s",
+    }
+    summary = {k: {c: report.summarize(results[k][c]) for c in contenders} for k in workloads}
+    report.add_ratios(summary)
+    titles = {k: params.title(k, len(DATES)) for k in workloads}
+    text = report.markdown(meta, titles, contenders, summary)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"meta": meta, "params": params.to_json(), "summary": summary, "raw": results}
+        args.json.write_text(json.dumps(payload, indent=1, default=str))
+    if not args.quiet:
+        print(text)
+    progress(f"report written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
