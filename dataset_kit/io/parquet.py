@@ -16,6 +16,7 @@ from dataset_kit.store import Capability, Store
 
 __all__ = [
     "COMPRESSIONS",
+    "dictionary_columns",
     "read_blob",
     "read_common_metadata",
     "table_to_parquet",
@@ -29,7 +30,7 @@ _FORMAT = pads.ParquetFileFormat()
 _LOCAL_FS = pafs.LocalFileSystem()
 
 
-def _dictionary_columns(schema: pa.Schema) -> list[str]:
+def dictionary_columns(schema: pa.Schema) -> list[str]:
     """Columns worth dictionary-encoding: strings, binary, categoricals, booleans.
 
     Dictionary encoding of high-cardinality numbers costs time and space; for text it is
@@ -54,15 +55,22 @@ def table_to_parquet(
     *,
     compression: str = "snappy",
     row_group_size: int | None = None,
+    use_dictionary: list[str] | None = None,
 ) -> bytes:
-    """Serialize a table as one Parquet file (statistics on, format 2.6: exact timestamps)."""
+    """Serialize a table as one Parquet file (statistics on, format 2.6: exact timestamps).
+
+    ``use_dictionary`` names the columns to dictionary-encode (default: chosen by
+    :func:`dictionary_columns`).
+    """
     sink = pa.BufferOutputStream()
+    if use_dictionary is None:
+        use_dictionary = dictionary_columns(table.schema)
     pq.write_table(
         table,
         sink,
         compression=None if compression == "none" else compression,
         row_group_size=row_group_size,
-        use_dictionary=_dictionary_columns(table.schema),
+        use_dictionary=use_dictionary,
         write_statistics=True,
         store_schema=True,
     )

@@ -24,7 +24,7 @@ from dataset_kit.core.partition import check_partition_type, encode_value, value
 from dataset_kit.core.schema import _drop_index_fields, file_schema_metadata
 from dataset_kit.exceptions import InvalidInputError, PartitionValueError
 from dataset_kit.io.index import check_indexable, distinct_values
-from dataset_kit.io.parquet import COMPRESSIONS, table_to_parquet
+from dataset_kit.io.parquet import COMPRESSIONS, dictionary_columns, table_to_parquet
 from dataset_kit.store import Store
 
 __all__ = [
@@ -265,6 +265,7 @@ def _write_one(
     options: WriteOptions,
     file_metadata: dict[bytes, bytes] | None,
     index_columns: Sequence[str],
+    use_dictionary: list[str],
 ) -> WrittenPartition:
     label = naming.make_label(list(zip(partition_on, encoded, strict=True)), naming.new_blob_name())
     index_values = {
@@ -274,7 +275,10 @@ def _write_one(
         rows = rows.sort_by([(c, "ascending") for c in options.sort_partitions_by])
     rows = rows.replace_schema_metadata(file_metadata)
     data = table_to_parquet(
-        rows, compression=options.compression, row_group_size=options.row_group_size
+        rows,
+        compression=options.compression,
+        row_group_size=options.row_group_size,
+        use_dictionary=use_dictionary,
     )
     key = naming.data_key(uuid, table_name, label)
     store.put(key, data)
@@ -331,6 +335,7 @@ def write_partitions(
     payload = table.drop_columns(list(partition_on)) if partition_on and not keep_all else table
     if keep_all:
         file_metadata = file_schema_metadata(logical_schema, [])
+    use_dictionary = dictionary_columns(payload.schema)
 
     def job(group: _Group) -> WrittenPartition:
         return _write_one(
@@ -343,6 +348,7 @@ def write_partitions(
             options,
             file_metadata,
             secondary_indices,
+            use_dictionary,
         )
 
     # Threads pay off for large blobs (Parquet encoding and I/O release the GIL); for many

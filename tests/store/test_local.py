@@ -172,7 +172,7 @@ def test_failed_put_leaves_no_temporary_file(
 ) -> None:
     store.put("d/old", b"old")
 
-    def broken_replace(src: str, dst: str) -> None:
+    def broken_replace(src: str, dst: str, **kwargs: object) -> None:
         raise OSError(5, "injected I/O error")
 
     monkeypatch.setattr(os, "replace", broken_replace)
