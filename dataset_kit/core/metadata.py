@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -229,24 +229,28 @@ def _load_partitions(
         return dict(from_listing), table or naming.DEFAULT_TABLE
     if not isinstance(raw, dict):
         raise MetadataFormatError(f"{where}: 'partitions' must be an object")
-    partitions: dict[str, str] = {}
-    for label, part in raw.items():
-        files = part.get("files") if isinstance(part, dict) else None
-        if not isinstance(files, dict) or not files:
-            raise MetadataFormatError(f"{where}: partition {label!r} has no 'files' object")
-        if len(files) != 1:
-            raise MetadataFormatError(
-                f"{where}: partition {label!r} has several tables {sorted(files)}; "
-                "multi-table (kartothek 3.x) datasets are not supported"
-            )
-        ((tbl, key),) = files.items()
-        if not isinstance(key, str) or not isinstance(tbl, str) or not tbl or "/" in tbl:
-            raise MetadataFormatError(f"{where}: partition {label!r} has a non-string file key")
-        if table is None:
-            table = tbl
-        elif tbl != table:
+    try:  # the fast path: one comprehension, validated in bulk below
+        tables = {t for part in raw.values() for t in part["files"]}
+        partitions = {label: next(iter(part["files"].values())) for label, part in raw.items()}
+    except (TypeError, KeyError, AttributeError, StopIteration) as exc:
+        bad = next(
+            (lb for lb, p in raw.items() if not isinstance(p, dict) or not p.get("files")), None
+        )
+        raise MetadataFormatError(f"{where}: partition {bad!r} has no 'files' object") from exc
+    if len(tables) > 1 or any(len(part["files"]) != 1 for part in raw.values()):
+        raise MetadataFormatError(
+            f"{where}: partitions use several tables {sorted(map(str, tables))}; multi-table "
+            "(kartothek 3.x) datasets are not supported"
+        )
+    if tables:
+        (tbl,) = tables
+        if not isinstance(tbl, str) or not tbl or "/" in tbl:
+            raise MetadataFormatError(f"{where}: invalid table name {tbl!r}")
+        if table is not None and tbl != table:
             raise MetadataFormatError(f"{where}: partitions use different tables {table!r}/{tbl!r}")
-        partitions[label] = key
+        table = tbl
+    if not all(type(key) is str for key in partitions.values()):
+        raise MetadataFormatError(f"{where}: a partition has a non-string file key")
     return partitions, table or naming.DEFAULT_TABLE
 
 
@@ -280,11 +284,7 @@ def _apply_block(meta: DatasetMetadata, block: dict[str, Any], where: str) -> Da
         stats_raw = block.get("stats", {})
         if not isinstance(commit, dict) or not isinstance(stats_raw, dict):
             raise MetadataFormatError(f"{where}: commit/stats must be objects")
-        stats = {
-            label: (int(v[0]), int(v[1]))
-            for label, v in stats_raw.items()
-            if isinstance(v, list) and len(v) == 2
-        }
+        stats = _stats(stats_raw, where)
         schema = schema_from_b64(block["schema"]) if block.get("schema") else None
         categories = {c: _array_from_b64(v) for c, v in block.get("categories", {}).items()}
     except MetadataFormatError:
@@ -301,6 +301,41 @@ def _apply_block(meta: DatasetMetadata, block: dict[str, Any], where: str) -> Da
         categories=categories,
         tombstone=bool(block.get("tombstone", False)),
     )
+
+
+class _Pairs(Mapping[str, tuple[int, int]]):
+    """``label -> (rows, bytes)`` over the parsed ``[rows, bytes]`` lists, converted on access.
+
+    Opening a dataset of 20,000 partitions should not build 20,000 tuples up front.
+    """
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: dict[str, list[int]]) -> None:
+        self._raw = raw
+
+    def __getitem__(self, label: str) -> tuple[int, int]:
+        rows, nbytes = self._raw[label]
+        return rows, nbytes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+
+def _stats(raw: dict[str, Any], where: str) -> Mapping[str, tuple[int, int]]:
+    """``label -> (rows, bytes)``; validated in bulk (this runs on every open)."""
+    if not all(
+        type(v) is list and len(v) == 2 and type(v[0]) is int and type(v[1]) is int
+        for v in raw.values()
+    ):
+        raise MetadataFormatError(f"{where}: partition stats must be [rows, bytes] pairs")
+    return _Pairs(raw)
 
 
 def _array_to_b64(array: pa.Array) -> str:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import logging
 import random
 import time
@@ -103,11 +104,19 @@ def _listing_partitions(store: Store, uuid: str, table: str | None) -> dict[str,
 
 def _parse_pointer(store: Store, uuid: str, data: bytes, *, msgpack: bool) -> DatasetMetadata:
     what = f"metadata of dataset {uuid!r}"
-    doc = parse_msgpack_zstd(data, what=what) if msgpack else parse_json(data, what=what)
-    listing = None
-    if isinstance(doc, dict) and "partitions" not in doc:
-        listing = _listing_partitions(store, uuid, None)
-    return DatasetMetadata.from_dict(doc, dataset_uuid=uuid, partitions_from_listing=listing)
+    # Parsing allocates a few objects per partition and nothing cyclic: the cyclic GC
+    # would only rescan them (it doubles the time to open 20,000 partitions).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        doc = parse_msgpack_zstd(data, what=what) if msgpack else parse_json(data, what=what)
+        listing = None
+        if isinstance(doc, dict) and "partitions" not in doc:
+            listing = _listing_partitions(store, uuid, None)
+        return DatasetMetadata.from_dict(doc, dataset_uuid=uuid, partitions_from_listing=listing)
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _read_snapshot(store: Store, uuid: str, version: int) -> DatasetMetadata:

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from dataset_kit.core import naming
 from dataset_kit.core.metadata import DatasetMetadata
-from dataset_kit.core.partition import decode_value
+from dataset_kit.core.partition import decode_value, value_type
 from dataset_kit.core.predicates import Term, conjunction_expression, parse_predicates
 from dataset_kit.core.schema import pandas_metadata, with_pandas_metadata
 from dataset_kit.exceptions import InvalidInputError, MetadataFormatError
@@ -69,71 +69,87 @@ def logical_schema(meta: DatasetMetadata) -> pa.Schema:
     return pa.schema([])
 
 
-class _LabelDecoder:
-    """Decode partition labels with a cache of distinct ``(column, text)`` values."""
-
-    def __init__(self, meta: DatasetMetadata, schema: pa.Schema) -> None:
-        self.meta = meta
-        self.types = {k: schema.field(k).type for k in meta.partition_keys if k in schema.names}
-        self.cache: dict[tuple[str, str], Any] = {}
-
-    def __call__(self, label: str) -> dict[str, Any]:
+def _decode_distinct(texts: pa.Array, t: pa.DataType, uuid: str) -> pa.Array:
+    """Decode distinct quoted key texts into values of ``t`` (vectorized where possible)."""
+    vt = value_type(t)
+    if not len(texts):
+        return pa.array([], vt)
+    plain = not pc.any(pc.match_substring(texts, "%")).as_py()
+    if plain and (
+        pa.types.is_integer(vt)
+        or pa.types.is_floating(vt)
+        or pa.types.is_string(vt)
+        or pa.types.is_large_string(vt)
+        or pa.types.is_date32(vt)
+    ):
         try:
-            pairs, _ = naming.decode_label(label)
-        except ValueError as exc:
-            raise MetadataFormatError(f"dataset {self.meta.uuid!r}: {exc}") from exc
-        values: dict[str, Any] = {}
-        for col, text in pairs:
-            hit = self.cache.get((col, text), _MISSING)
-            if hit is _MISSING:
-                t = self.types.get(col)
-                if t is None:
-                    raise MetadataFormatError(
-                        f"dataset {self.meta.uuid!r}: label {label!r} names column {col!r} "
-                        f"which is not a partition column {list(self.meta.partition_keys)}"
-                    )
-                try:
-                    hit = decode_value(text, t)
-                except ValueError as exc:
-                    raise MetadataFormatError(
-                        f"dataset {self.meta.uuid!r}: label {label!r}: value {text!r} is not "
-                        f"a valid {t}: {exc}"
-                    ) from exc
-                self.cache[(col, text)] = hit
-            values[col] = hit
-        if list(values) != list(self.meta.partition_keys):
+            return pc.cast(texts, vt)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # fall back to the exact per-value decoder (and its error message)
+    values = []
+    for text in texts.to_pylist():
+        try:
+            values.append(decode_value(text, t))
+        except (ValueError, OverflowError) as exc:
             raise MetadataFormatError(
-                f"dataset {self.meta.uuid!r}: label {label!r} does not match partition keys "
-                f"{list(self.meta.partition_keys)}"
+                f"dataset {uuid!r}: partition value {text!r} is not a valid {t}: {exc}"
+            ) from exc
+    try:
+        return pa.array(values, vt)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        raise MetadataFormatError(f"dataset {uuid!r}: invalid partition values: {exc}") from exc
+
+
+def partition_table(meta: DatasetMetadata, schema: pa.Schema) -> pa.Table:
+    """One row per partition (in commit order): its typed partition values and ``__pos``.
+
+    Labels are split and decoded with Arrow kernels; only distinct values that need
+    unquoting or a special parser go through Python.
+
+    Raises
+    ------
+    MetadataFormatError
+        If a label does not match the partition keys or holds an invalid value.
+    """
+    keys = list(meta.partition_keys)
+    n = len(meta.partitions)
+    cols: dict[str, pa.Array] = {}
+    missing = [k for k in keys if k not in schema.names]
+    if missing:
+        raise MetadataFormatError(
+            f"dataset {meta.uuid!r}: partition columns {missing} are not in the schema"
+        )
+    if keys and n:
+        labels = pa.array(list(meta.partitions), pa.large_string())
+        split = pc.split_pattern(labels, "/")
+        lengths = pc.list_value_length(split)
+        wrong = pc.not_equal(lengths, len(keys) + 1)
+        if pc.any(wrong).as_py():
+            bad = labels.filter(wrong)[0].as_py()
+            raise MetadataFormatError(
+                f"dataset {meta.uuid!r}: label {bad!r} does not match partition keys {keys}"
             )
-        return values
-
-
-_MISSING = object()
+        for i, key in enumerate(keys):
+            comp = pc.list_element(split, i)
+            prefix = naming.quote_component(key) + "="
+            text = pc.utf8_slice_codeunits(comp, len(prefix))
+            wrong = pc.or_(pc.invert(pc.starts_with(comp, prefix)), pc.match_substring(text, "="))
+            if pc.any(wrong).as_py():
+                bad = labels.filter(wrong)[0].as_py()
+                raise MetadataFormatError(
+                    f"dataset {meta.uuid!r}: label {bad!r} does not match partition keys {keys}"
+                )
+            enc = text.dictionary_encode()
+            decoded = _decode_distinct(enc.dictionary, schema.field(key).type, meta.uuid)
+            cols[key] = decoded.take(enc.indices)
+    cols["__pos"] = pa.array(range(n), pa.int64())
+    return pa.table(cols)
 
 
 def _scalar_array(value: Any, t: pa.DataType, n: int) -> pa.Array:
-    from dataset_kit.core.partition import value_type
-
-    vt = value_type(t)
-    if isinstance(value, pd.Timestamp):
-        value = value.as_unit(vt.unit) if vt.unit in ("s", "ms", "us", "ns") else value
-    scalar = pa.scalar(value, vt)
-    arr = pa.repeat(scalar, n)
-    return arr
-
-
-def _partition_table(
-    parts: list[tuple[str, str, dict[str, Any]]], schema: pa.Schema, keys: Sequence[str]
-) -> pa.Table:
-    from dataset_kit.core.partition import value_type
-
-    cols: dict[str, pa.Array] = {}
-    for k in keys:
-        t = value_type(schema.field(k).type)
-        cols[k] = pa.array([p[2][k] for p in parts], t)
-    cols["__pos"] = pa.array(range(len(parts)), pa.int64())
-    return pa.table(cols)
+    """``n`` copies of a partition value (an Arrow scalar of the column's value type)."""
+    scalar = value if isinstance(value, pa.Scalar) else pa.scalar(value, value_type(t))
+    return pa.repeat(scalar, n)
 
 
 def plan_read(
@@ -165,27 +181,32 @@ def plan_read(
                 f"dataset {meta.uuid!r} has no columns {unknown!r}; columns: {schema.names}"
             )
     dnf = parse_predicates(predicates, schema)
-    decode = _LabelDecoder(meta, schema)
-    raw = [(label, key, decode(label)) for label, key in meta.partitions.items()]
-    keys = [k for k in meta.partition_keys if k in schema.names]
-    if not raw:
+    keys = list(meta.partition_keys)
+    if not meta.partitions:
         return ReadPlan(meta, schema, out_cols, [])
-    ptable = _partition_table(raw, schema, keys)
+    ptable = partition_table(meta, schema)
+    labels = list(meta.partitions)
+    blob_keys = list(meta.partitions.values())
+    key_columns = [ptable.column(k) for k in keys]
+
+    def values_of(i: int) -> dict[str, Any]:
+        return {k: col[i] for k, col in zip(keys, key_columns, strict=True)}
+
     if keys:
         order = ptable.sort_by([(k, "ascending") for k in keys] + [("__pos", "ascending")])
         positions = order.column("__pos").to_pylist()
     else:
-        positions = list(range(len(raw)))
+        positions = list(range(len(labels)))
     if dnf is None:
-        parts = [PartitionRead(raw[i][0], raw[i][1], raw[i][2], None) for i in positions]
+        parts = [PartitionRead(labels[i], blob_keys[i], values_of(i), None) for i in positions]
         return ReadPlan(meta, schema, out_cols, parts)
-    survivors = _prune(store, meta, schema, dnf, ptable, raw, keys)
+    survivors = _prune(store, meta, schema, dnf, ptable, labels, keys)
     parts = []
     for i in positions:
         conjs = survivors.get(i)
         if conjs is None:
             continue
-        label, key, values = raw[i]
+        label, key, values = labels[i], blob_keys[i], values_of(i)
         row_filter = None
         if all(payload for payload in conjs):
             exprs = [conjunction_expression(c, schema) for c in conjs]
@@ -202,11 +223,11 @@ def _prune(
     schema: pa.Schema,
     dnf: list[list[Term]],
     ptable: pa.Table,
-    raw: list[tuple[str, str, dict[str, Any]]],
+    labels: list[str],
     keys: Sequence[str],
 ) -> dict[int, list[list[Term]]]:
     """Position -> the payload terms of each conjunction that may hold for that partition."""
-    label_pos = {r[0]: i for i, r in enumerate(raw)}
+    label_pos = {label: i for i, label in enumerate(labels)}
     indices: dict[str, pa.Table] = {}
     survivors: dict[int, list[list[Term]]] = {}
     pschema = ptable.schema
@@ -217,7 +238,7 @@ def _prune(
             sel = ptable.filter(conjunction_expression(part_terms, pschema))
             pos = set(sel.column("__pos").to_pylist())
         else:
-            pos = set(range(len(raw)))
+            pos = set(range(len(labels)))
         by_col: dict[str, list[Term]] = {}
         for t in payload:
             if t.column in meta.indices and t.excludes_nulls:
@@ -229,8 +250,8 @@ def _prune(
                 indices[col] = load_index(
                     store, meta.uuid, col, meta.indices[col], schema.field(col).type
                 )
-            labels = prune_labels(indices[col], terms)
-            pos &= {label_pos[lb] for lb in labels if lb in label_pos}
+            hits = prune_labels(indices[col], terms)
+            pos &= {label_pos[lb] for lb in hits if lb in label_pos}
         for p in pos:
             survivors.setdefault(p, []).append(payload)
     return survivors
