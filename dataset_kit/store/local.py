@@ -399,26 +399,12 @@ class LocalStore(Store):
         for attempt in range(_DIR_RETRIES):
             if attempt >= 3:
                 time.sleep(random.random() * _DIR_RETRY_JITTER)
+            os.close(self._open_dir(directory, key))  # make sure it exists
             tmp = os.path.join(directory, _TMP_PREFIX + secrets.token_hex(8))
             try:
                 return tmp, os.open(tmp, flags, 0o666)
-            except NotADirectoryError as exc:
-                raise StoreError(
-                    f"cannot write {key!r}: a parent of it is an existing key", key=key
-                ) from exc
             except FileNotFoundError:
-                # First write into this directory, or a concurrent delete pruned it.
-                try:
-                    os.makedirs(directory, exist_ok=True)
-                except (FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-                    # makedirs raises FileExistsError when a concurrent delete prunes the
-                    # directory between its mkdir and its isdir check: only a file on the
-                    # way is a real conflict.
-                    if self._file_on_the_way(directory):
-                        raise StoreError(
-                            f"cannot write {key!r}: a parent of it is an existing key",
-                            key=key,
-                        ) from exc
+                continue  # a concurrent delete pruned the directory meanwhile
         raise StoreError(f"cannot write {key!r}: its directory keeps vanishing", key=key)
 
     def _file_on_the_way(self, directory: str) -> bool:
