@@ -93,10 +93,12 @@ def read_blob(
     row_filter: pc.Expression | None,
     dataset_uuid: str,
     payload_fields: list[pa.Field] | None = None,
+    use_threads: bool = False,
 ) -> pa.Table:
     """Read one data blob: only ``columns`` (None: all), rows matching ``row_filter``.
 
     ``row_filter`` also prunes row groups by their statistics before anything is decoded.
+    ``use_threads`` decodes columns in parallel (worth it when few blobs are read).
 
     Raises
     ------
@@ -109,11 +111,11 @@ def read_blob(
             pf = pq.ParquetFile(source)
             physical = pf.schema_arrow.names
             if columns is None:
-                return pf.read(use_threads=False)
+                return pf.read(use_threads=use_threads)
             present = [c for c in columns if c in physical]
             if not present:  # keep the row count: a table without columns has rows too
                 return pa.table([pa.nulls(pf.metadata.num_rows)], names=["_"]).select([])
-            return pf.read(columns=present, use_threads=False)
+            return pf.read(columns=present, use_threads=use_threads)
         if isinstance(source, str):
             fragment = _FORMAT.make_fragment(source, filesystem=_LOCAL_FS)
         else:
@@ -124,7 +126,7 @@ def read_blob(
         scan_schema = pa.schema(list(physical) + extra) if extra else physical
         wanted = None if columns is None else [c for c in columns if c in physical.names]
         return fragment.to_table(
-            schema=scan_schema, columns=wanted, filter=row_filter, use_threads=False
+            schema=scan_schema, columns=wanted, filter=row_filter, use_threads=use_threads
         )
     except (KeyNotFoundError, FileNotFoundError) as exc:
         raise DataBlobMissingError(

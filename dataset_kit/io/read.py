@@ -286,7 +286,9 @@ def _conform_column(
     return col
 
 
-def read_partition(store: Store, plan: ReadPlan, part: PartitionRead) -> pa.Table:
+def read_partition(
+    store: Store, plan: ReadPlan, part: PartitionRead, *, use_threads: bool = False
+) -> pa.Table:
     """Read one blob of a plan as a table of the plan's columns, in logical types."""
     schema = plan.schema
     keys = set(plan.meta.partition_keys)
@@ -299,6 +301,7 @@ def read_partition(store: Store, plan: ReadPlan, part: PartitionRead) -> pa.Tabl
         row_filter=part.row_filter,
         dataset_uuid=plan.meta.uuid,
         payload_fields=payload_fields,
+        use_threads=use_threads,
     )
     n = table.num_rows
     arrays = []
@@ -324,8 +327,8 @@ def read_partitions(
 ) -> list[pa.Table]:
     """Read blobs in parallel, results in plan order."""
     todo = plan.parts if parts is None else list(parts)
-    if len(todo) <= 1:
-        return [read_partition(store, plan, p) for p in todo]
+    if len(todo) <= 1:  # one blob: let the Parquet reader decode its columns in parallel
+        return [read_partition(store, plan, p, use_threads=True) for p in todo]
     with ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="dk-read") as pool:
         return list(pool.map(lambda p: read_partition(store, plan, p), todo))
 
