@@ -170,6 +170,7 @@ def write_dataset(
     index_cols = as_list(secondary_indices, "secondary_indices")
     options = _options(compression, row_group_size, sort_partitions_by)
     user_meta = _user_metadata(metadata)
+    _commit.require_atomic(kv)  # before any blob is written
     base = resolve_or_none(kv, uuid)
     if base is not None and mode == "error":
         raise DatasetExistsError(f"dataset {uuid!r} already exists (pass mode='overwrite')")
@@ -279,6 +280,7 @@ def update_dataset(
     """
     kv = open_store(store)
     uuid = naming.validate_uuid(dataset_uuid)
+    _commit.require_atomic(kv)  # before any blob is written
     base = resolve_or_none(kv, uuid)
     meta0 = base.meta if base is not None else None
     requested_keys = None if partition_on is None else as_list(partition_on, "partition_on")

@@ -47,6 +47,7 @@ from dataset_kit.store import Capability, Store
 __all__ = [
     "Resolved",
     "commit",
+    "require_atomic",
     "list_dataset_uuids",
     "load_version",
     "resolve",
@@ -245,7 +246,8 @@ def _backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, min(1.0, 0.005 * 2**attempt)))
 
 
-def _require_atomic(store: Store) -> None:
+def require_atomic(store: Store) -> None:
+    """Raise :class:`UnsupportedOperationError` unless ``store`` can commit safely."""
     if Capability.ATOMIC_CREATE not in store.capabilities:
         raise UnsupportedOperationError(
             f"{store!r} has no atomic create-only writes, so commits could silently lose "
@@ -328,7 +330,7 @@ def commit(
     CommitStateUnknownError
         If the outcome of the snapshot write cannot be established.
     """
-    _require_atomic(store)
+    require_atomic(store)
     commit_id = _uuid.uuid4().hex
     for attempt in range(max_attempts):
         base_meta = base.meta if base is not None else None
