@@ -3,11 +3,13 @@
 :func:`open_store` turns a URL, a path, a store object or a factory into a :class:`Store`.
 Backends: :class:`LocalStore` (a directory tree, the default), :class:`MemoryStore`
 (in-process, shared by name), :class:`KVStoreAdapter` (any simplekv/minimalkv store) and
-:class:`FaultInjectingStore` (a wrapper that injects failures, for tests).
+:class:`FaultInjectingStore` (a wrapper that injects failures, for tests);
+:class:`DelegatingStore` is the base for such wrappers.
 """
 
 from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store, validate_key
 from dataset_kit.store._factory import open_store
+from dataset_kit.store.delegate import DelegatingStore
 from dataset_kit.store.faults import FaultInjectingStore
 from dataset_kit.store.kv import KVStoreAdapter
 from dataset_kit.store.local import LocalStore
@@ -16,6 +18,7 @@ from dataset_kit.store.memory import MemoryStore
 __all__ = [
     "BlobInfo",
     "Capability",
+    "DelegatingStore",
     "DeleteReport",
     "FaultInjectingStore",
     "KVStoreAdapter",

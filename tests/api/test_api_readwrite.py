@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import operator
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -20,24 +19,20 @@ from hypothesis import strategies as st
 import dataset_kit as dk
 from dataset_kit import exceptions as exc
 from dataset_kit.core import naming
-from dataset_kit.store import BlobInfo, MemoryStore, Store
+from dataset_kit.store import DelegatingStore, MemoryStore, Store
+from dataset_kit.testing.predicates import pandas_filter
 
 UUID = "ds"
 
 
 # --------------------------------------------------------------------------- helpers
-class CountingStore(Store):
+class CountingStore(DelegatingStore):
     """A memory store that records every ``get`` (to see which blobs a read touched)."""
 
     def __init__(self) -> None:
-        self.inner = MemoryStore()
-        self.capabilities = self.inner.capabilities
+        super().__init__(MemoryStore())
         self.gets: list[str] = []
         self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
 
     def data_gets(self) -> list[str]:
         with self._lock:
@@ -55,26 +50,6 @@ class CountingStore(Store):
         with self._lock:
             self.gets.append(key)
         return self.inner.get(key)
-
-    def _stat(self, key: str) -> BlobInfo:
-        return self.inner.stat(key)
-
-    def _exists(self, key: str) -> bool:
-        return self.inner.exists(key)
-
-    def _iter_infos(self, prefix: str) -> Iterator[BlobInfo]:
-        return self.inner.iter_infos(prefix)
-
-    def _iter_keys(self, prefix: str) -> Iterator[str]:
-        return self.inner.iter_keys(prefix)
-
-    def _put(
-        self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
-    ) -> BlobInfo:
-        return self.inner.put(key, data, if_absent=if_absent, if_match=if_match)
-
-    def _delete(self, key: str, *, if_match: str | None) -> None:
-        self.inner.delete(key, if_match=if_match)
 
 
 @pytest.fixture
@@ -115,59 +90,6 @@ def _rows(df: pd.DataFrame) -> list[tuple[Any, ...]]:
 
 
 # --------------------------------------------------------------------------- predicates
-_OPS = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-
-
-def _is_null(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v))
-
-
-def pandas_filter(df: pd.DataFrame, predicates: list[list[tuple[str, str, Any]]]) -> pd.DataFrame:
-    """Evaluate DNF predicates on a frame, with pandas' NaN semantics for comparisons.
-
-    ``== None`` selects nulls, ``!= None`` non-nulls, a None inside ``in`` matches nulls;
-    any other comparison with a null is False except ``!=`` and ``not in`` (True).
-    """
-    result = pd.Series(False, index=df.index)
-    for conj in predicates:
-        mask = pd.Series(True, index=df.index)
-        for col, op, value in conj:
-            values = df[col].astype(object)
-            null = df[col].isna()
-            if op in ("in", "not in"):
-                items = list(value)
-                has_null = any(_is_null(v) for v in items)
-                vals = [v for v in items if not _is_null(v)]
-                hit = pd.Series(
-                    [
-                        (not n and v in vals) or (n and has_null)
-                        for v, n in zip(values, null, strict=True)
-                    ],
-                    index=df.index,
-                )
-                m = hit if op == "in" else ~hit
-            elif _is_null(value):
-                m = null if op == "==" else ~null
-            else:
-                m = pd.Series(
-                    [
-                        (op == "!=") if n else bool(_OPS[op](v, value))
-                        for v, n in zip(values, null, strict=True)
-                    ],
-                    index=df.index,
-                )
-            mask &= m
-        result |= mask
-    return df[result.to_numpy(dtype=bool)]
-
-
 def _predicate_frame() -> pd.DataFrame:
     rng = np.random.default_rng(42)
     n = 120

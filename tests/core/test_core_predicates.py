@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import operator
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from dataset_kit.core.predicates import (
     parse_predicates,
 )
 from dataset_kit.exceptions import DatasetKitError, InvalidInputError, PredicateError
+from dataset_kit.testing.predicates import pandas_mask
 
 SCHEMA = pa.schema(
     [
@@ -196,54 +196,6 @@ def test_excludes_nulls() -> None:
 
 
 # --------------------------------------------------------------------------- evaluation
-_OPS = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-
-
-def _is_null(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v))
-
-
-def pandas_mask(df: pd.DataFrame, predicates: list[list[tuple[str, str, Any]]]) -> pd.Series:
-    """Evaluate DNF predicates with pandas (NaN/None semantics of pandas comparisons)."""
-    result = pd.Series(False, index=df.index)
-    for conj in predicates:
-        mask = pd.Series(True, index=df.index)
-        for col, op, value in conj:
-            s = df[col]
-            null = s.isna()
-            if op in ("in", "not in"):
-                items = list(value)
-                has_null = any(_is_null(v) for v in items)
-                vals = [v for v in items if not _is_null(v)]
-                hit = s.astype(object).where(~null).map(lambda x, vals=vals: x in vals)
-                hit = hit.where(~null, False).astype(bool) | (null & has_null)
-                m = hit if op == "in" else ~hit
-            elif _is_null(value):
-                m = null if op == "==" else ~null
-            else:
-                cmp = (
-                    s.astype(object)
-                    .where(~null)
-                    .map(
-                        lambda x, op=op, value=value: (
-                            bool(_OPS[op](x, value)) if not _is_null(x) else False
-                        )
-                    )
-                )
-                # pandas: NaN != x is True, every other comparison with NaN is False
-                m = cmp.astype(bool) | (null & (op == "!="))
-            mask &= m
-        result |= mask
-    return result
-
-
 def _frame_strategy() -> st.SearchStrategy[pd.DataFrame]:
     ints = st.one_of(st.none(), st.integers(-3, 3))
     floats = st.one_of(st.none(), st.just(float("nan")), st.sampled_from([-1.5, 0.0, 1.0, 2.5]))

@@ -6,7 +6,7 @@ import json
 import multiprocessing
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,21 @@ from dataset_kit.api._ops import conflict_on_any_change
 from dataset_kit.core import naming
 from dataset_kit.core.metadata import DatasetMetadata
 from dataset_kit.io import commit as C
-from dataset_kit.store import BlobInfo, Capability, FaultInjectingStore, LocalStore, Store
+from dataset_kit.store import (
+    BlobInfo,
+    Capability,
+    DelegatingStore,
+    FaultInjectingStore,
+    LocalStore,
+    Store,
+)
 
 UUID = "ds"
 POINTER = naming.pointer_key(UUID)
 
 
 # --------------------------------------------------------------------------- helpers
-class HookStore(Store):
+class HookStore(DelegatingStore):
     """Delegates to ``inner``; runs a one-shot action just before a matching write.
 
     The action is meant to act on ``inner`` directly: it plays another writer that slips
@@ -40,8 +47,7 @@ class HookStore(Store):
         *,
         capabilities: frozenset[Capability] | None = None,
     ) -> None:
-        self.inner = inner
-        self.capabilities = inner.capabilities if capabilities is None else capabilities
+        super().__init__(inner, capabilities=capabilities)
         self._hooks: list[
             tuple[Callable[[str, str, dict[str, Any]], bool], Callable[[], None]]
         ] = []
@@ -59,25 +65,6 @@ class HookStore(Store):
                 self.fired.append(key)
                 action()
                 return
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    def _get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
-    def _stat(self, key: str) -> BlobInfo:
-        return self.inner.stat(key)
-
-    def _exists(self, key: str) -> bool:
-        return self.inner.exists(key)
-
-    def _iter_infos(self, prefix: str) -> Iterator[BlobInfo]:
-        return self.inner.iter_infos(prefix)
-
-    def _iter_keys(self, prefix: str) -> Iterator[str]:
-        return self.inner.iter_keys(prefix)
 
     def _put(
         self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None

@@ -1,0 +1,100 @@
+"""A store that forwards every operation to another one: the base for wrappers.
+
+Wrappers (counting, fault injection, hooks that play a concurrent writer in tests) override
+only the hooks they change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dataset_kit.store._base import BlobInfo, Capability, Store
+
+__all__ = ["DelegatingStore"]
+
+
+class DelegatingStore(Store):
+    """Forward every operation to ``inner`` (same URL, capabilities and local paths).
+
+    Parameters
+    ----------
+    inner
+        The wrapped store.
+    capabilities
+        Override the declared capabilities (e.g. to test a store without CAS).
+
+    Examples
+    --------
+    >>> from dataset_kit.store import MemoryStore
+    >>> class Counting(DelegatingStore):
+    ...     gets = 0
+    ...     def _get(self, key):
+    ...         self.gets += 1
+    ...         return super()._get(key)
+    >>> store = Counting(MemoryStore())
+    >>> _ = store.put("a", b"1"); store.get("a"), store.gets
+    (b'1', 1)
+    """
+
+    def __init__(self, inner: Store, *, capabilities: frozenset[Capability] | None = None) -> None:
+        self.inner = inner
+        self.capabilities = inner.capabilities if capabilities is None else capabilities
+
+    @property
+    def url(self) -> str:
+        """The wrapped store's URL."""
+        return self.inner.url
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The wrapped store's options."""
+        return self.inner.options
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.inner,), self.__dict__.copy())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+    def local_path(self, key: str) -> str | None:
+        """The wrapped store's local path for ``key`` (if it has one)."""
+        if Capability.LOCAL_PATH not in self.capabilities:
+            return None
+        return self.inner.local_path(key)
+
+    def close(self) -> None:
+        """Close the wrapped store."""
+        self.inner.close()
+
+    def _get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def _get_range(self, key: str, start: int, length: int) -> bytes:
+        return self.inner.get_range(key, start, length)
+
+    def _stat(self, key: str) -> BlobInfo:
+        return self.inner.stat(key)
+
+    def _exists(self, key: str) -> bool:
+        return self.inner.exists(key)
+
+    def _iter_keys(self, prefix: str) -> Iterator[str]:
+        return self.inner.iter_keys(prefix)
+
+    def _iter_shallow_keys(self, prefix: str) -> Iterator[str]:
+        return self.inner.iter_shallow_keys(prefix)
+
+    def _iter_infos(self, prefix: str) -> Iterator[BlobInfo]:
+        return self.inner.iter_infos(prefix)
+
+    def _put(
+        self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
+    ) -> BlobInfo:
+        return self.inner.put(key, data, if_absent=if_absent, if_match=if_match)
+
+    def _delete(self, key: str, *, if_match: str | None) -> None:
+        self.inner.delete(key, if_match=if_match)
+
+    def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
+        return self.inner.copy(src, dst, if_absent=if_absent)
