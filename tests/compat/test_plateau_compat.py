@@ -201,3 +201,15 @@ def test_plateau_reads_a_dataset_of_partition_columns_only(root: Path) -> None:
     assert len(dk.read_table(store=str(root), dataset_uuid="keys")) == 3
     theirs = p_read_table("keys", store=url(root))
     assert sorted(zip(theirs["p"], theirs["q"], strict=True)) == [(1, "x"), (2, "y"), (2, "y")]
+
+
+def test_index_columns_in_plateau_files_are_ignored(root: Path) -> None:
+    df = sales().set_index(pd.Index([10, 11, 12, 13], name="rowid"))
+    store_dataframes_as_dataset(
+        store=url(root), dataset_uuid="idx", dfs=[df], partition_on=["country"]
+    )
+    ours = dk.read_table(store=str(root), dataset_uuid="idx")
+    assert "rowid" not in ours.columns and "__index_level_0__" not in ours.columns
+    assert sorted(ours["qty"]) == [1, 2, 3, 4]
+    sel = dk.read_table(store=str(root), dataset_uuid="idx", predicates=[[("qty", ">", 2)]])
+    assert sorted(sel["qty"]) == [3, 4]
