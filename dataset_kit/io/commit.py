@@ -492,6 +492,17 @@ def _cas_pointer(store: Store, snapshot: DatasetMetadata, etag: str | None) -> N
             return
         except (KeyExistsError, PreconditionFailedError):
             current, etag = _pointer_state(store, uuid)
+            if current is None and etag is not None:
+                # plateau/kartothek rewrote the pointer while we committed: keep their
+                # state as the newest (it is adopted on our next commit); ours stays in
+                # the history instead of silently replacing theirs
+                logger.warning(
+                    "dataset %s: another tool wrote the dataset while version %d was "
+                    "committed; its write is kept as the newest state",
+                    uuid,
+                    version,
+                )
+                return
             if current is None and store.exists(naming.snapshot_key(uuid, version + 1)):
                 return  # deleted or superseded meanwhile: never resurrect an older state
             if current is not None and current >= version:
@@ -515,6 +526,7 @@ def _pointer_state(store: Store, uuid: str) -> tuple[int | None, str | None]:
         version = doc.get("dataset_kit", {}).get("version")
     except (MetadataFormatError, AttributeError):
         version = None
+    # (None, etag): a pointer without our block (another tool's); (None, None): no pointer
     return (version if isinstance(version, int) else None), info.etag
 
 

@@ -213,3 +213,37 @@ def test_index_columns_in_plateau_files_are_ignored(root: Path) -> None:
     assert sorted(ours["qty"]) == [1, 2, 3, 4]
     sel = dk.read_table(store=str(root), dataset_uuid="idx", predicates=[[("qty", ">", 2)]])
     assert sorted(sel["qty"]) == [3, 4]
+
+
+def test_plateau_write_racing_our_commit_is_kept_not_overwritten(root: Path) -> None:
+    from dataset_kit.store import DelegatingStore, LocalStore
+
+    dk.write_dataset(sales(), store=str(root), dataset_uuid="race", partition_on=["country"])
+
+    class PlateauSlipsIn(DelegatingStore):
+        """plateau appends right after our snapshot is created, before our pointer update."""
+
+        fired = False
+
+        def _put(self, key, data, *, if_absent, if_match):  # type: ignore[no-untyped-def]
+            info = super()._put(key, data, if_absent=if_absent, if_match=if_match)
+            if "/_versions/" in key and not self.fired:
+                self.fired = True
+                update_dataset_from_dataframes(
+                    [row("FR", "2024-01-03", "p", 50)], store=url(root), dataset_uuid="race"
+                )
+            return info
+
+    store = PlateauSlipsIn(LocalStore(root))
+    dk.update_dataset(row("IT", "2024-01-04", "d", 60), store=store, dataset_uuid="race")
+    # plateau's write (which cannot know about ours) stays the newest state ...
+    assert sorted(dk.read_table(store=str(root), dataset_uuid="race")["qty"]) == [1, 2, 3, 4, 50]
+    assert sorted(p_read_table("race", store=url(root))["qty"]) == [1, 2, 3, 4, 50]
+    # ... and our commit is not lost: it is version 1 of the history
+    assert sorted(dk.read_table(store=str(root), dataset_uuid="race", version=1)["qty"]) == [
+        1,
+        2,
+        3,
+        4,
+        60,
+    ]
