@@ -9,6 +9,8 @@ from dataset_kit.api.dataset import Dataset, open_dataset
 from dataset_kit.api.eager import (
     build_dataset_indices,
     delete_dataset,
+    expire_versions,
+    garbage_collect,
     list_datasets,
     read_dataset_as_dataframes,
     read_table,
@@ -27,6 +29,8 @@ __all__ = [
     "build_dataset_indices",
     "delete_dataset",
     "exceptions",
+    "expire_versions",
+    "garbage_collect",
     "iter",
     "list_datasets",
     "open_dataset",

@@ -63,8 +63,11 @@ class DatasetKitContender(Contender):
         return self._read(path, predicate)
 
     def gc(self, path: str) -> None:
-        """``dk.garbage_collect`` with no grace period."""
-        self._api("garbage_collect")(store=self._store(path), dataset_uuid=UUID, grace_period=0)
+        """``dk.garbage_collect`` keeping the newest version only, with no grace period
+        (what deltalake's ``vacuum(retention_hours=0)`` and plateau's GC do)."""
+        self._api("garbage_collect")(
+            store=self._store(path), dataset_uuid=UUID, grace_period=0, keep_versions=1
+        )
 
     def make_garbage(self, garbage: Frame, replacement: Frame, path: str, part: str) -> None:
         """Write, then overwrite (old files stay until GC)."""

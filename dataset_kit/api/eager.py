@@ -28,6 +28,7 @@ from dataset_kit.exceptions import (
     InvalidInputError,
 )
 from dataset_kit.io import commit as _commit
+from dataset_kit.io import gc as _gc
 from dataset_kit.io import read as _read
 from dataset_kit.io.index import check_indexable, distinct_values
 from dataset_kit.io.parquet import read_blob
@@ -37,6 +38,8 @@ from dataset_kit.store import Store, open_store
 __all__ = [
     "build_dataset_indices",
     "delete_dataset",
+    "expire_versions",
+    "garbage_collect",
     "list_datasets",
     "read_dataset_as_dataframes",
     "read_table",
@@ -606,6 +609,117 @@ def build_dataset_indices(
         on_conflict=on_conflict,
         operation="build_indices",
         commit_info={"columns": cols},
+    )
+
+
+def garbage_collect(
+    *,
+    store: StoreInput,
+    dataset_uuid: str,
+    grace_period: float = _gc.DEFAULT_GRACE_PERIOD,
+    keep_versions: int | None = None,
+    retention: float | None = None,
+    dry_run: bool = False,
+) -> _gc.GarbageReport:
+    """Delete the blobs of a dataset that no retained version references.
+
+    Updates only change metadata; replaced partitions, old index files and the blobs of
+    failed writers stay until this runs. Only blobs older than ``grace_period`` seconds
+    are deleted, so writers that have not committed yet keep their blobs (a writer must
+    commit within the grace period); retained versions stay fully readable.
+
+    Parameters
+    ----------
+    store, dataset_uuid
+        The dataset.
+    grace_period
+        Minimum age in seconds of a blob to delete (default one hour).
+    keep_versions, retention
+        Which versions' blobs to keep: the newest ``keep_versions`` and/or those
+        committed less than ``retention`` seconds ago (the newest always). Neither: every
+        version (the default). Blobs of other versions are deleted; expire those versions
+        with :func:`expire_versions` (readers of them would miss blobs).
+    dry_run
+        Report what would be deleted without deleting anything.
+
+    Returns
+    -------
+    GarbageReport
+        Keys, count and bytes deleted (or to delete), blobs kept for being too young.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If the dataset does not exist.
+    MetadataFormatError
+        If a retained snapshot is unreadable (then nothing is deleted).
+
+    Examples
+    --------
+    >>> import pandas as pd, dataset_kit as dk
+    >>> store = dk.open_store("memory://")
+    >>> df = pd.DataFrame({"p": [1, 2], "x": [1.0, 2.0]})
+    >>> _ = dk.write_dataset(df, store=store, dataset_uuid="g", partition_on="p")
+    >>> _ = dk.update_dataset(store=store, dataset_uuid="g", delete_scope=[{"p": 1}])
+    >>> dk.garbage_collect(store=store, dataset_uuid="g", grace_period=0).count
+    0
+    """
+    return _gc.collect_garbage(
+        open_store(store),
+        dataset_uuid,
+        grace_period=grace_period,
+        keep_versions=keep_versions,
+        retention=retention,
+        dry_run=dry_run,
+    )
+
+
+def expire_versions(
+    *,
+    store: StoreInput,
+    dataset_uuid: str,
+    keep_versions: int | None = None,
+    retention: float | None = None,
+    dry_run: bool = False,
+) -> list[int]:
+    """Forget old versions: delete their snapshots (the newest version always stays).
+
+    Parameters
+    ----------
+    store, dataset_uuid
+        The dataset.
+    keep_versions
+        Keep the newest ``keep_versions`` versions.
+    retention
+        Keep versions committed less than ``retention`` seconds ago.
+    dry_run
+        Only report which versions would expire.
+
+    Returns
+    -------
+    list of int
+        The expired versions.
+
+    Raises
+    ------
+    InvalidInputError
+        If neither rule is given.
+
+    Examples
+    --------
+    >>> import pandas as pd, dataset_kit as dk
+    >>> store = dk.open_store("memory://")
+    >>> for i in range(3):
+    ...     _ = dk.update_dataset(pd.DataFrame({"x": [i]}), store=store, dataset_uuid="e")
+    >>> dk.expire_versions(store=store, dataset_uuid="e", keep_versions=1)
+    [0, 1]
+    """
+    return _gc.expire_versions(
+        open_store(store),
+        naming.validate_uuid(dataset_uuid),
+        keep_versions=keep_versions,
+        retention=retention,
+        dry_run=dry_run,
     )
 
 

@@ -530,13 +530,26 @@ def _pointer_state(store: Store, uuid: str) -> tuple[int | None, str | None]:
     return (version if isinstance(version, int) else None), info.etag
 
 
-def iter_snapshots(store: Store, uuid: str) -> Iterator[DatasetMetadata]:
-    """Every readable snapshot of the current history, oldest first."""
+def iter_snapshots(store: Store, uuid: str, *, strict: bool = False) -> Iterator[DatasetMetadata]:
+    """Every snapshot of the current history, oldest first.
+
+    Snapshots that vanish meanwhile (expired) are skipped; unreadable ones are skipped
+    too, unless ``strict`` (garbage collection must not guess what they reference).
+
+    Raises
+    ------
+    MetadataFormatError
+        With ``strict``, for an unreadable snapshot.
+    """
     latest = resolve(store, uuid).meta
     for v in snapshot_versions(store, uuid):
         if v < latest.history_start:
             continue
         try:
             yield _read_snapshot(store, uuid, v)
-        except (KeyNotFoundError, MetadataFormatError):
+        except KeyNotFoundError:
+            continue
+        except MetadataFormatError:
+            if strict:
+                raise
             continue

@@ -1,0 +1,160 @@
+"""Lazy garbage collection and version expiry."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import dataset_kit as dk
+from dataset_kit.core import naming
+from dataset_kit.exceptions import (
+    DataBlobMissingError,
+    DatasetNotFoundError,
+    InvalidInputError,
+    MetadataFormatError,
+    VersionNotFoundError,
+)
+from dataset_kit.store import KVStoreAdapter, LocalStore, Store
+
+UUID = "gc"
+
+
+def frame(*parts: int) -> pd.DataFrame:
+    return pd.DataFrame({"p": list(parts), "x": [float(p) for p in parts], "s": ["a"] * len(parts)})
+
+
+def data_keys(store: Store) -> set[str]:
+    return {k for k in store.iter_keys(naming.dataset_prefix(UUID)) if k.endswith(".parquet")}
+
+
+def age(store: LocalStore, seconds: float) -> None:
+    """Make every blob of the dataset look ``seconds`` old."""
+    past = time.time() - seconds
+    for key in store.iter_keys(naming.dataset_prefix(UUID)):
+        path = store.local_path(key)
+        assert path is not None
+        os.utime(path, (past, past))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path)
+
+
+def test_default_gc_keeps_every_retained_version(store: LocalStore) -> None:
+    dk.write_dataset(frame(1, 2), store=store, dataset_uuid=UUID, partition_on="p")
+    dk.write_dataset(frame(3), store=store, dataset_uuid=UUID, partition_on="p", mode="overwrite")
+    age(store, 7200)
+    report = dk.garbage_collect(store=store, dataset_uuid=UUID)
+    assert report.count == 0 and report.versions == [0, 1]
+    assert len(dk.read_table(store=store, dataset_uuid=UUID, version=0)) == 2
+
+
+def test_gc_keeping_the_newest_version_deletes_replaced_blobs(store: LocalStore) -> None:
+    dk.write_dataset(
+        frame(1, 2), store=store, dataset_uuid=UUID, partition_on="p", secondary_indices="s"
+    )
+    old = data_keys(store)
+    dk.write_dataset(
+        frame(3),
+        store=store,
+        dataset_uuid=UUID,
+        partition_on="p",
+        mode="overwrite",
+        secondary_indices="s",
+    )
+    age(store, 7200)
+    report = dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=1)
+    assert set(report.keys) >= old and report.count == len(report.keys)
+    assert any("/indices/" in k for k in report.keys)  # the old index file too
+    assert report.nbytes > 0
+    assert not data_keys(store) & old
+    assert dk.read_table(store=store, dataset_uuid=UUID)["p"].tolist() == [3]
+    assert dk.read_table(store=store, dataset_uuid=UUID, predicates=[[("s", "==", "a")]])[
+        "p"
+    ].tolist() == [3]
+    # the old version's blobs are gone: reading it fails loudly, then it is expired
+    with pytest.raises(DataBlobMissingError):
+        dk.read_table(store=store, dataset_uuid=UUID, version=0)
+    assert dk.expire_versions(store=store, dataset_uuid=UUID, keep_versions=1) == [0]
+    with pytest.raises(VersionNotFoundError):
+        dk.read_table(store=store, dataset_uuid=UUID, version=0)
+    assert dk.garbage_collect(store=store, dataset_uuid=UUID, grace_period=0).count == 0
+
+
+def test_young_blobs_of_uncommitted_writers_are_never_deleted(store: LocalStore) -> None:
+    dk.write_dataset(frame(1), store=store, dataset_uuid=UUID, partition_on="p")
+    age(store, 7200)
+    # a writer that has written its blob but not committed yet
+    in_flight = naming.data_key(UUID, "table", naming.make_label([("p", "9")], "inflight"))
+    store.put(in_flight, b"not committed yet")
+    report = dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=1)
+    assert report.count == 0 and report.too_young == 1
+    assert store.exists(in_flight)
+    # once older than the grace period it is garbage (an abandoned writer)
+    report = dk.garbage_collect(store=store, dataset_uuid=UUID, grace_period=0)
+    assert report.keys == [in_flight]
+    assert not store.exists(in_flight)
+    assert len(dk.read_table(store=store, dataset_uuid=UUID)) == 1
+
+
+def test_dry_run_deletes_nothing(store: LocalStore) -> None:
+    dk.write_dataset(frame(1, 2), store=store, dataset_uuid=UUID, partition_on="p")
+    dk.update_dataset(store=store, dataset_uuid=UUID, delete_scope=[{"p": 1}])
+    before = data_keys(store)
+    report = dk.garbage_collect(
+        store=store, dataset_uuid=UUID, grace_period=0, keep_versions=1, dry_run=True
+    )
+    assert report.dry_run and report.count == 1
+    assert data_keys(store) == before
+
+
+def test_blobs_of_unknown_age_are_kept() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import minimalkv
+
+        store = KVStoreAdapter(
+            minimalkv.get_store_from_url("hmemory://"), allow_unsafe_commits=True
+        )
+    dk.write_dataset(frame(1, 2), store=store, dataset_uuid=UUID, partition_on="p")
+    dk.update_dataset(store=store, dataset_uuid=UUID, delete_scope=[{"p": 1}])
+    report = dk.garbage_collect(store=store, dataset_uuid=UUID, grace_period=0, keep_versions=1)
+    assert report.count == 0 and report.too_young == 1
+
+
+def test_unreadable_snapshot_aborts_before_deleting(store: LocalStore) -> None:
+    dk.write_dataset(frame(1, 2), store=store, dataset_uuid=UUID, partition_on="p")
+    dk.update_dataset(frame(3), store=store, dataset_uuid=UUID)
+    age(store, 7200)
+    store.put(naming.snapshot_key(UUID, 0), b'{"truncated')
+    before = data_keys(store)
+    with pytest.raises(MetadataFormatError):
+        dk.garbage_collect(store=store, dataset_uuid=UUID, grace_period=0)
+    assert data_keys(store) == before
+
+
+def test_bad_arguments_and_missing_dataset(store: LocalStore) -> None:
+    with pytest.raises(DatasetNotFoundError):
+        dk.garbage_collect(store=store, dataset_uuid=UUID)
+    dk.write_dataset(frame(1), store=store, dataset_uuid=UUID)
+    with pytest.raises(InvalidInputError):
+        dk.garbage_collect(store=store, dataset_uuid=UUID, grace_period=-1)
+    with pytest.raises(InvalidInputError):
+        dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=0)
+    with pytest.raises(InvalidInputError):
+        dk.expire_versions(store=store, dataset_uuid=UUID)
+
+
+def test_retention_by_age_keeps_recent_versions(store: LocalStore) -> None:
+    for i in range(3):
+        dk.update_dataset(frame(i), store=store, dataset_uuid=UUID, partition_on="p")
+    assert dk.expire_versions(store=store, dataset_uuid=UUID, retention=3600, dry_run=True) == []
+    assert dk.expire_versions(store=store, dataset_uuid=UUID, retention=0) == [0, 1]
+    assert dk.open_dataset(store=store, dataset_uuid=UUID).version == 2
+    assert sorted(dk.read_table(store=store, dataset_uuid=UUID)["p"]) == [0, 1, 2]
