@@ -25,7 +25,7 @@ import shutil
 import stat as stat_mod
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from dataset_kit.exceptions import (
@@ -37,7 +37,7 @@ from dataset_kit.exceptions import (
     StoreError,
     StoreUnavailableError,
 )
-from dataset_kit.store._base import BlobInfo, Capability, Store, validate_key
+from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store, validate_key
 
 if sys.platform != "win32":
     import fcntl
@@ -660,12 +660,45 @@ class LocalStore(Store):
             self._fsync_dir(directory)
         self._prune(directory)
 
-    def _prune(self, directory: str) -> None:
+    def delete_many(self, keys: Iterable[str]) -> DeleteReport:
+        """Delete many blobs, then prune the emptied directories once, deepest first.
+
+        (Pruning after each key would try ``rmdir`` on the shared parents once per key.)
+        """
+        report = DeleteReport()
+        dirs: set[str] = set()
+        for key in keys:
+            try:
+                path = self._path(validate_key(key))
+                with _oserrors("delete", key):
+                    try:
+                        os.unlink(path)
+                        dirs.add(os.path.dirname(path))
+                    except _MISSING:
+                        pass  # already gone: deleted
+            except Exception as exc:  # reported per key, like Store.delete_many
+                report.failed[key] = exc
+                continue
+            report.deleted.append(key)
+        for directory in dirs:
+            self._fsync_dir(directory)
+        busy: set[str] = set()
+        for directory in sorted(dirs, key=lambda d: d.count(os.sep), reverse=True):
+            self._prune(directory, busy)
+        return report
+
+    def _prune(self, directory: str, busy: set[str] | None = None) -> None:
         """Remove now-empty directories from ``directory`` up to (never including) root."""
         root_slash = self._root if self._root.endswith(os.sep) else self._root + os.sep
         while directory.startswith(root_slash):
+            if busy is not None and directory in busy:
+                return
             try:
                 os.rmdir(directory)
             except OSError:
+                if busy is not None:  # not empty: neither are its parents
+                    while directory.startswith(root_slash) and directory not in busy:
+                        busy.add(directory)
+                        directory = os.path.dirname(directory)
                 return  # not empty (or gone, or not ours): stop
             directory = os.path.dirname(directory)
