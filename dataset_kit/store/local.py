@@ -454,6 +454,17 @@ class LocalStore(Store):
                 ) from exc
             except FileNotFoundError:
                 try:
+                    os.mkdir(directory)  # the common case: a new partition directory
+                    continue
+                except FileExistsError:
+                    continue  # created concurrently
+                except FileNotFoundError:
+                    pass  # a parent is missing too
+                except NotADirectoryError as exc:
+                    raise StoreError(
+                        f"cannot write {key!r}: a parent of it is an existing key", key=key
+                    ) from exc
+                try:
                     os.makedirs(directory, exist_ok=True)
                 except (FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
                     if self._file_on_the_way(directory):
