@@ -6,7 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck docs unit bench clean
+.PHONY: install demo test lint typecheck docs unit bench clean azurite
+
+# Azurite (Azure Blob emulator) for tests/store/test_azure.py. Pinned: 3.36+ needs node >= 21;
+# keep in sync with AZURITE_VERSION in dataset_kit/testing/azurite.py.
+AZURITE_VERSION := 3.35.0
+AZURITE_DIR := .cache/azurite
+AZURITE_BIN := $(AZURITE_DIR)/node_modules/.bin/azurite-blob
 
 # A virtual environment with the package and every test/benchmark dependency.
 # uv installs in seconds; --compile-bytecode matters because this machine kind sets
@@ -33,7 +39,13 @@ typecheck: install
 docs: install
 	$(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
 
-unit: install
+$(AZURITE_BIN):
+	@mkdir -p $(AZURITE_DIR)
+	npm install --prefix $(AZURITE_DIR) --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
+
+azurite: $(AZURITE_BIN)
+
+unit: install azurite
 	$(PY) -m pytest -n 2 -p no:cacheprovider $(PYTEST_ARGS)
 
 test: lint typecheck docs unit

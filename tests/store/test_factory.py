@@ -297,11 +297,16 @@ def test_store_package_does_not_import_minimalkv() -> None:
 
 
 # --------------------------------------------------------------------------- azure
-def test_azure_needs_the_native_backend() -> None:
-    if "dataset_kit.store.azure" in sys.modules:
-        pytest.skip("the native Azure backend exists")
-    with pytest.raises(ConfigError, match="native Azure backend"):
-        open_store("azure://account:key@container")
+def test_azure_urls_open_the_native_backend() -> None:
+    from dataset_kit.store.azure import AzureBlobStore
+
+    store = open_store(
+        "azure://container-x?account_url=http://127.0.0.1:9/devstoreaccount1",
+        connection_string="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        "AccountKey=c2VjcmV0;BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;",
+    )
+    assert isinstance(store, AzureBlobStore)
+    assert "c2VjcmV0" not in repr(store) and "c2VjcmV0" not in store.url
 
 
 def test_azure_backend_plugs_in(monkeypatch: pytest.MonkeyPatch, memory_names: list[str]) -> None:

@@ -1,0 +1,791 @@
+"""A native Azure Blob Storage backend (``azure://<container>``) on ``azure-storage-blob`` v12.
+
+Conditional writes map onto the service's own preconditions, so commits are atomic:
+create-only puts send ``If-None-Match: *`` and compare-and-swap sends ``If-Match: <etag>``.
+Copies run server-side (``Copy Blob``) and ranges are read with ``Range`` requests.
+
+The SDK is imported lazily: this module imports without it, and building a store without
+it raises :class:`~dataset_kit.exceptions.ConfigError` with the install hint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from dataset_kit.exceptions import (
+    ConfigError,
+    InvalidKeyError,
+    KeyExistsError,
+    KeyNotFoundError,
+    PreconditionFailedError,
+    StoreError,
+    StoreUnavailableError,
+)
+from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store, validate_key
+
+if TYPE_CHECKING:
+    import requests
+    from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
+
+__all__ = ["AzureBlobStore", "from_url"]
+
+_log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+_INSTALL_HINT = "azure:// stores need azure-storage-blob: pip install dataset-kit[azure]"
+#: Container names: 3-63 lowercase letters, digits and single hyphens, no hyphen at the ends.
+_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+#: Secrets that may show up in SDK messages: account keys and SAS signatures.
+_SECRET_PATTERNS = (
+    re.compile(r"(AccountKey=)[^;\s'\"]+", re.IGNORECASE),
+    re.compile(r"(SharedAccessSignature=)[^;\s'\"]+", re.IGNORECASE),
+    re.compile(r"([?&]sig=)[^&\s'\"]+", re.IGNORECASE),
+)
+#: Statuses that are worth retrying later (after the SDK's own retries).
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: The Blob Batch API deletes at most this many blobs per request.
+_BATCH_SIZE = 256
+#: How long a pending server-side copy may take before it is aborted.
+_COPY_TIMEOUT = 600.0
+#: Options of :func:`from_url` besides the URL's own ``account_url``/``prefix``.
+_OPTIONS = frozenset(
+    {
+        "connection_string",
+        "account_url",
+        "credential",
+        "prefix",
+        "create_container",
+        "retry_total",
+        "timeout",
+        "max_connections",
+        "allow_unsafe_commits",  # accepted by every store; conditional writes are native here
+    }
+)
+_DEFAULTS: dict[str, Any] = {
+    "create_container": True,
+    "retry_total": 5,
+    "timeout": 30.0,
+    "max_connections": 16,
+}
+
+
+def _parse_connection_string(text: str) -> dict[str, str]:
+    """Split ``Key=Value;Key=Value`` into a dict with lower-case keys."""
+    fields: dict[str, str] = {}
+    for part in text.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name:
+            fields[name.strip().lower()] = value.strip()
+    return fields
+
+
+def _account_url_of(connection_string: str) -> str:
+    """The blob endpoint a connection string points at (no secrets)."""
+    fields = _parse_connection_string(connection_string)
+    if fields.get("usedevelopmentstorage", "").lower() == "true":
+        return "http://127.0.0.1:10000/devstoreaccount1"
+    endpoint = fields.get("blobendpoint")
+    if endpoint:
+        return _strip_query(endpoint)[0]
+    account = fields.get("accountname")
+    if not account:
+        raise ConfigError("the Azure connection string has neither BlobEndpoint nor AccountName")
+    protocol = fields.get("defaultendpointsprotocol", "https")
+    suffix = fields.get("endpointsuffix", "core.windows.net")
+    return f"{protocol}://{account}.blob.{suffix}"
+
+
+def _strip_query(url: str) -> tuple[str, str]:
+    """Split a URL into (URL without query and fragment, query) and drop a trailing ``/``."""
+    parts = urllib.parse.urlsplit(url)
+    bare = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    return bare.rstrip("/"), parts.query
+
+
+def _import_sdk() -> Any:
+    """Import ``azure.storage.blob`` or raise ConfigError with the install hint."""
+    try:
+        import azure.storage.blob as sdk
+    except ImportError as exc:
+        raise ConfigError(_INSTALL_HINT) from exc
+    return sdk
+
+
+class AzureBlobStore(Store):
+    """Blobs in one Azure Blob Storage container, optionally below a key prefix.
+
+    Parameters
+    ----------
+    container
+        The container name (3-63 lowercase letters, digits and hyphens).
+    connection_string
+        An account connection string (``AccountKey=...`` or ``SharedAccessSignature=...``).
+        Takes precedence over ``account_url``.
+    account_url
+        The blob endpoint, e.g. ``https://<account>.blob.core.windows.net``. A SAS token
+        in its query string is moved into ``credential``.
+    credential
+        Anything the SDK accepts as a credential: an account key, a SAS token, an
+        ``AzureNamedKeyCredential`` or a token credential such as
+        ``DefaultAzureCredential``. Travels with pickles, so it should be picklable.
+    prefix
+        Every key is stored under ``<prefix>/`` in the container.
+    create_container
+        Create the container on first use if it does not exist.
+    retry_total
+        Retries of the SDK (exponential back-off from 1 s) before an error surfaces.
+    timeout
+        Connection and read timeout of each HTTP request, in seconds.
+    max_connections
+        Size of the HTTP connection pool, and the upper bound of the parallel chunk
+        transfers of one large blob.
+
+    Raises
+    ------
+    ConfigError
+        If ``azure-storage-blob`` is not installed, the container name or prefix is
+        invalid, or neither a connection string nor an account URL is given.
+
+    Notes
+    -----
+    Clients are created on first use, once per process, and shared by all threads.
+    The store pickles by :attr:`url` and :attr:`options`: the URL never carries a
+    secret, while ``options`` carries the connection string or credential so that the
+    store can be rebuilt in dask workers. ``repr()`` and error messages mask account
+    keys and SAS signatures.
+
+    Examples
+    --------
+    >>> store = AzureBlobStore(  # doctest: +SKIP
+    ...     "datasets", connection_string=os.environ["AZURE_STORAGE_CONNECTION_STRING"]
+    ... )
+    """
+
+    capabilities = frozenset(
+        {
+            Capability.ATOMIC_CREATE,
+            Capability.COMPARE_AND_SWAP,
+            Capability.SERVER_COPY,
+            Capability.RANGE_READ,
+        }
+    )
+
+    def __init__(
+        self,
+        container: str,
+        *,
+        connection_string: str | None = None,
+        account_url: str | None = None,
+        credential: Any = None,
+        prefix: str = "",
+        create_container: bool = True,
+        retry_total: int = 5,
+        timeout: float = 30.0,
+        max_connections: int = 16,
+    ) -> None:
+        _import_sdk()
+        if not isinstance(container, str) or not _CONTAINER.fullmatch(container):
+            raise ConfigError(
+                f"invalid Azure container name {container!r}: use 3-63 lowercase letters, "
+                "digits and single hyphens"
+            )
+        prefix = prefix.strip("/")
+        if prefix:
+            try:
+                validate_key(prefix)
+            except InvalidKeyError as exc:
+                raise ConfigError(f"invalid Azure key prefix {prefix!r}: {exc}") from None
+        if retry_total < 0 or timeout <= 0 or max_connections < 1:
+            raise ConfigError(
+                "retry_total must be >= 0, timeout > 0 and max_connections >= 1, got "
+                f"{retry_total}, {timeout}, {max_connections}"
+            )
+        if account_url is not None:
+            account_url, sas = _strip_query(account_url)
+            if sas:
+                if credential is not None:
+                    raise ConfigError("account_url has a SAS token and a credential is given too")
+                credential = sas
+        if connection_string is not None:
+            derived = _account_url_of(connection_string)
+            if account_url is not None and account_url != derived:
+                raise ConfigError(
+                    f"account_url {account_url!r} does not match the connection string's "
+                    f"endpoint {derived!r}"
+                )
+            account_url = derived
+        elif not account_url:
+            raise ConfigError("an Azure store needs a connection_string or an account_url")
+        self._container = container
+        self._connection_string = connection_string
+        self._account_url = account_url
+        self._credential = credential
+        self._prefix = prefix
+        self._root = f"{prefix}/" if prefix else ""
+        self._create_container = bool(create_container)
+        self._retry_total = int(retry_total)
+        self._timeout = float(timeout)
+        self._max_connections = int(max_connections)
+        self._secrets = self._collect_secrets()
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._service: BlobServiceClient | None = None
+        self._client: ContainerClient | None = None
+        self._session: requests.Session | None = None
+
+    def _collect_secrets(self) -> tuple[str, ...]:
+        secrets: list[str] = []
+        if self._connection_string:
+            fields = _parse_connection_string(self._connection_string)
+            secrets += [fields.get("accountkey", ""), fields.get("sharedaccesssignature", "")]
+        if isinstance(self._credential, str):
+            secrets.append(self._credential)
+        elif isinstance(self._credential, Mapping):
+            secrets += [str(v) for v in self._credential.values()]
+        # longest first, so that a secret containing another one is masked whole
+        return tuple(sorted((s for s in secrets if len(s) >= 8), key=len, reverse=True))
+
+    def _mask(self, text: str) -> str:
+        """``text`` with every known secret and every key/SAS-looking field masked."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        for pattern in _SECRET_PATTERNS:
+            text = pattern.sub(r"\1***", text)
+        return text
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def container(self) -> str:
+        """The container name."""
+        return self._container
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix inside the container (``""`` for none)."""
+        return self._prefix
+
+    @property
+    def url(self) -> str:
+        """``azure://<container>?account_url=...&prefix=...`` (never with secrets)."""
+        query = {"account_url": self._account_url}
+        if self._prefix:
+            query["prefix"] = self._prefix
+        return f"azure://{self._container}?{urllib.parse.urlencode(query)}"
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """Connection string or credential, and every non-default setting."""
+        opts: dict[str, Any] = {}
+        if self._connection_string is not None:
+            opts["connection_string"] = self._connection_string
+        if self._credential is not None:
+            opts["credential"] = self._credential
+        current = {
+            "create_container": self._create_container,
+            "retry_total": self._retry_total,
+            "timeout": self._timeout,
+            "max_connections": self._max_connections,
+        }
+        opts.update({k: v for k, v in current.items() if v != _DEFAULTS[k]})
+        return opts
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._mask(self.url)!r})"
+
+    # ------------------------------------------------------------------ clients
+    def _container_client(self) -> ContainerClient:
+        """The process's shared container client, created on first use."""
+        client, pid = self._client, os.getpid()
+        if client is not None and self._pid == pid:
+            return client
+        with self._lock:
+            if self._client is None or self._pid != pid:
+                self._client = None  # a client inherited through fork is not reused
+                self._make_clients()
+                self._pid = pid
+            assert self._client is not None
+            return self._client
+
+    def _make_clients(self) -> None:
+        """Build session, service and container client; the caller holds ``_lock``."""
+        import requests
+        from azure.core.pipeline.transport import RequestsTransport
+        from azure.storage.blob import BlobServiceClient, ExponentialRetry
+
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=1, pool_maxsize=self._max_connections
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        transport = RequestsTransport(
+            session=session,
+            session_owner=False,
+            connection_timeout=self._timeout,
+            read_timeout=self._timeout,
+        )
+        retry = ExponentialRetry(
+            initial_backoff=1,
+            increment_base=2,
+            retry_total=self._retry_total,
+            random_jitter_range=1,
+        )
+        kwargs: dict[str, Any] = {"transport": transport, "retry_policy": retry}
+        try:
+            if self._connection_string is not None:
+                service = BlobServiceClient.from_connection_string(
+                    self._connection_string, credential=self._credential, **kwargs
+                )
+            else:
+                service = BlobServiceClient(
+                    self._account_url, credential=self._credential, **kwargs
+                )
+            client = service.get_container_client(self._container)
+        except ValueError as exc:  # malformed connection string or URL
+            session.close()
+            raise ConfigError(f"cannot configure {self!r}: {self._mask(str(exc))}") from None
+        _log.debug("azure: clients for container %r at %s", self._container, self._account_url)
+        if self._create_container:
+            try:
+                self._call("create container", None, client.create_container, exists_ok=True)
+            except BaseException:
+                client.close()
+                service.close()
+                session.close()
+                raise
+        self._session, self._service, self._client = session, service, client
+
+    def close(self) -> None:
+        """Close the clients and their connections (they are re-created on next use)."""
+        with self._lock:
+            client, service, session = self._client, self._service, self._session
+            self._client = self._service = self._session = None
+            self._pid = None
+        for closable in (client, service, session):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception:  # closing must not fail the caller
+                    _log.debug("azure: error while closing a client", exc_info=True)
+
+    # ------------------------------------------------------------------ errors
+    def _call(
+        self,
+        op: str,
+        key: str | None,
+        fn: Callable[..., _T],
+        *args: Any,
+        if_absent: bool = False,
+        if_match: str | None = None,
+        exists_ok: bool = False,
+        **kwargs: Any,
+    ) -> _T:
+        """Run one SDK call and translate its errors into the StoreError hierarchy.
+
+        ``exists_ok`` swallows "already exists" errors (``fn`` then returns ``None``).
+        """
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if exists_ok and _status(exc) == 409:
+                return None  # type: ignore[return-value]
+            error = self._translate(exc, op, key, if_absent=if_absent, if_match=if_match)
+            if error is None:
+                raise
+            # chain the SDK error for debugging, unless its text carries a secret
+            raise error from (exc if self._mask(str(exc)) == str(exc) else None)
+
+    def _translate(
+        self,
+        exc: BaseException,
+        op: str,
+        key: str | None,
+        *,
+        if_absent: bool,
+        if_match: str | None,
+    ) -> StoreError | None:
+        """The StoreError for an SDK error, or None for errors that are not the SDK's."""
+        from azure.core import exceptions as az
+
+        if isinstance(exc, StoreError):
+            return exc
+        if not isinstance(exc, az.AzureError):
+            return None
+        status = _status(exc)
+        code = getattr(exc, "error_code", None)
+        detail = self._mask(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        what = f"azure {op}" + (f" of {key!r}" if key is not None else "")
+        message = f"{what} in {self!r} failed: {type(exc).__name__}"
+        if status is not None or code:
+            message += f" ({' '.join(str(p) for p in (status, code) if p)})"
+        if detail:
+            message += f": {detail}"
+        if isinstance(exc, (az.ServiceRequestError, az.ServiceResponseError)):
+            return StoreUnavailableError(message, key=key)
+        if status in _TRANSIENT_STATUS:
+            return StoreUnavailableError(message, key=key)
+        if isinstance(exc, az.ResourceNotFoundError) or status == 404:
+            if if_match is not None:
+                return PreconditionFailedError(
+                    f"compare-and-swap on {key!r} failed: the key does not exist", key=key
+                )
+            if code == "ContainerNotFound":
+                return KeyNotFoundError(
+                    f"{what} failed: container {self._container!r} does not exist ({self!r})",
+                    key=key,
+                )
+            return KeyNotFoundError(f"key {key!r} not found in {self!r}", key=key)
+        if isinstance(exc, az.ResourceModifiedError) or status == 412:
+            if if_absent:
+                return KeyExistsError(f"key {key!r} already exists in {self!r}", key=key)
+            return PreconditionFailedError(
+                f"compare-and-swap on {key!r} failed: the etag changed ({self!r})", key=key
+            )
+        if (isinstance(exc, az.ResourceExistsError) or status == 409) and if_absent:
+            return KeyExistsError(f"key {key!r} already exists in {self!r}", key=key)
+        return StoreError(message, key=key)
+
+    # ------------------------------------------------------------------ helpers
+    def _name(self, key: str) -> str:
+        return self._root + key
+
+    def _blob(self, key: str) -> BlobClient:
+        return self._container_client().get_blob_client(self._name(key))
+
+    def _info(self, key: str, props: Any) -> BlobInfo:
+        return BlobInfo(
+            key=key,
+            size=int(props.size),
+            mtime=float(props.last_modified.timestamp()),
+            etag=_etag(props.etag),
+        )
+
+    def _concurrency(self) -> int:
+        return max(1, min(4, self._max_connections))
+
+    def _pages(self, op: str, prefix: str, pager: Callable[[], Any]) -> Iterator[list[Any]]:
+        """Yield the listing pages of ``pager()``, each fetched with translated errors."""
+        pages = self._call(op, None, lambda: iter(pager().by_page()))
+        while True:
+            try:
+                page: list[Any] | None = self._call(op, None, _next_page, pages)
+            except KeyNotFoundError:  # the container does not exist: nothing to list
+                return
+            if page is None:
+                return
+            if page:  # an empty page may still be followed by more (continuation tokens)
+                yield page
+
+    # ------------------------------------------------------------------ hooks: reads
+    def _get(self, key: str) -> bytes:
+        blob = self._blob(key)
+        return self._call(
+            "get",
+            key,
+            lambda: blob.download_blob(max_concurrency=self._concurrency()).readall(),
+        )
+
+    def _get_range(self, key: str, start: int, length: int) -> bytes:
+        if length == 0:
+            self._stat(key)  # a missing key is still an error
+            return b""
+        blob = self._blob(key)
+        try:
+            return self._call(
+                "get_range",
+                key,
+                lambda: blob.download_blob(
+                    offset=start, length=length, max_concurrency=self._concurrency()
+                ).readall(),
+            )
+        except StoreError as exc:
+            # 416 InvalidRange: the range starts at or past the end of an existing blob
+            if _status(exc.__cause__) == 416 or "InvalidRange" in str(exc):
+                return b""
+            raise
+
+    def _stat(self, key: str) -> BlobInfo:
+        blob = self._blob(key)
+        return self._info(key, self._call("stat", key, blob.get_blob_properties))
+
+    def _exists(self, key: str) -> bool:
+        blob = self._blob(key)
+        return bool(self._call("exists", key, blob.exists))
+
+    def _iter_infos(self, prefix: str) -> Iterator[BlobInfo]:
+        client = self._container_client()
+        n = len(self._root)
+        for page in self._pages(
+            "list", prefix, lambda: client.list_blobs(name_starts_with=self._name(prefix))
+        ):
+            for props in page:
+                yield self._info(props.name[n:], props)
+
+    def _iter_keys(self, prefix: str) -> Iterator[str]:
+        client = self._container_client()
+        n = len(self._root)
+        for page in self._pages(
+            "list", prefix, lambda: client.list_blob_names(name_starts_with=self._name(prefix))
+        ):
+            for name in page:
+                yield name[n:]
+
+    def _iter_shallow_keys(self, prefix: str) -> Iterator[str]:
+        from azure.storage.blob import BlobPrefix
+
+        client = self._container_client()
+        n = len(self._root)
+        for page in self._pages(
+            "list",
+            prefix,
+            lambda: client.walk_blobs(name_starts_with=self._name(prefix), delimiter="/"),
+        ):
+            for item in page:
+                if not isinstance(item, BlobPrefix):  # "directories" are not keys
+                    yield item.name[n:]
+
+    # ------------------------------------------------------------------ hooks: writes
+    def _put(
+        self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
+    ) -> BlobInfo:
+        from azure.core import MatchConditions
+
+        payload = data if isinstance(data, bytes) else bytes(data)
+        kwargs: dict[str, Any] = {"overwrite": True, "max_concurrency": self._concurrency()}
+        if if_absent:
+            kwargs["if_none_match"] = "*"
+        elif if_match is not None:
+            kwargs["etag"] = if_match
+            kwargs["match_condition"] = MatchConditions.IfNotModified
+        blob = self._blob(key)
+        result = self._call(
+            "put",
+            key,
+            blob.upload_blob,
+            payload,
+            length=len(payload),
+            if_absent=if_absent,
+            if_match=if_match,
+            **kwargs,
+        )
+        return BlobInfo(
+            key=key,
+            size=len(payload),
+            mtime=float(result["last_modified"].timestamp()),
+            etag=_etag(result["etag"]),
+        )
+
+    def _delete(self, key: str, *, if_match: str | None) -> None:
+        from azure.core import MatchConditions
+
+        blob = self._blob(key)
+        if if_match is not None:
+            self._call(
+                "delete",
+                key,
+                blob.delete_blob,
+                if_match=if_match,
+                etag=if_match,
+                match_condition=MatchConditions.IfNotModified,
+            )
+            return
+        try:
+            self._call("delete", key, blob.delete_blob)
+        except KeyNotFoundError:
+            pass  # deleting a missing key is a no-op
+
+    def delete_many(self, keys: Iterable[str]) -> DeleteReport:
+        """Delete many blobs with the Blob Batch API (256 per request).
+
+        Missing blobs count as deleted; invalid keys and per-blob failures are reported
+        in :attr:`DeleteReport.failed`, never raised.
+        """
+        report = DeleteReport()
+        batch: list[str] = []
+        for key in keys:
+            try:
+                batch.append(validate_key(key))
+            except InvalidKeyError as exc:
+                report.failed[key] = exc
+                continue
+            if len(batch) == _BATCH_SIZE:
+                self._delete_batch(batch, report)
+                batch = []
+        if batch:
+            self._delete_batch(batch, report)
+        return report
+
+    def _delete_batch(self, keys: list[str], report: DeleteReport) -> None:
+        from azure.core import exceptions as az
+
+        client = self._container_client()
+        names = [self._name(k) for k in keys]
+        try:
+            responses = list(client.delete_blobs(*names, raise_on_any_failure=False))
+        except Exception as exc:
+            error = self._translate(exc, "delete_blobs", None, if_absent=False, if_match=None)
+            if error is None:
+                raise
+            if isinstance(error, StoreUnavailableError) or not isinstance(
+                exc, az.HttpResponseError
+            ):
+                for key in keys:
+                    report.failed[key] = error
+                return
+            # The service (or an emulator) rejected the batch request itself: fall back to
+            # one delete per blob. Azurite 3.35 accepts batches, so this is for other
+            # emulators and proxies that do not pass multipart requests through.
+            _log.debug("azure: batch delete rejected (%s); deleting one by one", error)
+            for key in keys:
+                try:
+                    self._delete(key, if_match=None)
+                except Exception as per_key:
+                    report.failed[key] = per_key
+                else:
+                    report.deleted.append(key)
+            return
+        if len(responses) != len(keys):  # cannot attribute the answers: check each key
+            for key in keys:
+                try:
+                    self._delete(key, if_match=None)
+                except Exception as per_key:
+                    report.failed[key] = per_key
+                else:
+                    report.deleted.append(key)
+            return
+        for key, response in zip(keys, responses, strict=True):
+            status = int(response.status_code)
+            if status in (200, 202, 404):  # 404: already absent
+                report.deleted.append(key)
+            else:
+                cls = StoreUnavailableError if status in _TRANSIENT_STATUS else StoreError
+                report.failed[key] = cls(
+                    f"azure batch delete of {key!r} in {self!r} failed: "
+                    f"{status} {self._mask(str(response.reason or ''))}",
+                    key=key,
+                )
+
+    def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
+        from azure.core import MatchConditions
+
+        source = self._stat(src)  # KeyNotFoundError names the source
+        src_blob, dst_blob = self._blob(src), self._blob(dst)
+        kwargs: dict[str, Any] = {}
+        if if_absent:
+            kwargs["match_condition"] = MatchConditions.IfMissing
+        started = self._call(
+            "copy", dst, dst_blob.start_copy_from_url, src_blob.url, if_absent=if_absent, **kwargs
+        )
+        status = str(started.get("copy_status") or "pending")
+        props: Any = None
+        deadline = time.monotonic() + _COPY_TIMEOUT
+        delay = 0.05
+        while status == "pending":
+            if time.monotonic() > deadline:
+                try:
+                    self._call("abort copy", dst, dst_blob.abort_copy, started.get("copy_id"))
+                except StoreError:
+                    _log.debug("azure: could not abort the copy to %r", dst, exc_info=True)
+                raise StoreError(
+                    f"azure copy of {src!r} to {dst!r} did not finish in {_COPY_TIMEOUT:.0f} s",
+                    key=dst,
+                )
+            time.sleep(delay)
+            delay = min(1.0, delay * 2)
+            props = self._call("copy status", dst, dst_blob.get_blob_properties)
+            status = str(props.copy.status or "success")
+            _log.debug("azure: copy %r -> %r is %s", src, dst, status)
+        if status != "success":
+            reason = getattr(getattr(props, "copy", None), "status_description", None)
+            raise StoreError(
+                f"azure copy of {src!r} to {dst!r} in {self!r} ended {status!r}: "
+                f"{self._mask(str(reason or 'no reason given'))}",
+                key=dst,
+            )
+        props = self._call("stat", dst, dst_blob.get_blob_properties)
+        info = self._info(dst, props)
+        if info.size != source.size and self._stat(src).etag == source.etag:
+            # (a source replaced during the copy legitimately has another size)
+            raise StoreError(
+                f"azure copy of {src!r} to {dst!r} in {self!r} is {info.size} bytes, the "
+                f"source {source.size}",
+                key=dst,
+            )
+        return info
+
+
+def _etag(value: object) -> str:
+    """The etag in its HTTP header form (listings return it without the quotes)."""
+    text = str(value)
+    return text if text.startswith(('"', 'W/"')) else f'"{text}"'
+
+
+def _next_page(pages: Iterator[Iterable[Any]]) -> list[Any] | None:
+    """Fetch the next listing page as a list, or None at the end."""
+    page = next(pages, None)
+    return None if page is None else list(page)
+
+
+def _status(exc: BaseException | None) -> int | None:
+    """The HTTP status of an SDK error, if it has one."""
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+    return int(status) if isinstance(status, int) else None
+
+
+def from_url(url: str, **options: Any) -> AzureBlobStore:
+    """Open ``azure://<container>?account_url=...&prefix=...`` (used by ``open_store``).
+
+    Parameters
+    ----------
+    url
+        The store URL. Its query may carry ``account_url`` and ``prefix``; secrets do not
+        belong in it.
+    **options
+        Keyword arguments of :class:`AzureBlobStore` (``connection_string``,
+        ``credential``, ``create_container``, ``retry_total``, ``timeout``,
+        ``max_connections``; ``account_url``/``prefix`` must agree with the URL's).
+        Without ``connection_string`` and ``credential``, the connection string comes
+        from the ``AZURE_STORAGE_CONNECTION_STRING`` environment variable, if set.
+
+    Raises
+    ------
+    ConfigError
+        For a malformed URL or unknown options.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() != "azure":
+        raise ConfigError(f"not an azure:// URL: {url!r}")
+    if parts.path not in ("", "/") or parts.fragment:
+        raise ConfigError(
+            f"azure:// URLs are azure://<container>?account_url=...&prefix=...: {url!r}"
+        )
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise ConfigError(f"unknown azure:// options: {sorted(unknown)}")
+    kwargs = {k: v for k, v in options.items() if k != "allow_unsafe_commits"}
+    for name, values in urllib.parse.parse_qs(parts.query, keep_blank_values=True).items():
+        if name not in ("account_url", "prefix") or len(values) != 1:
+            raise ConfigError(f"azure:// URLs take account_url and prefix once, not {name!r}")
+        value = values[0]
+        if name in kwargs and kwargs[name] != value:
+            raise ConfigError(f"azure:// option {name}={kwargs[name]!r} contradicts the URL")
+        kwargs[name] = value
+    if (
+        kwargs.get("connection_string") is None
+        and kwargs.get("credential") is None
+        and os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    ):
+        kwargs["connection_string"] = os.environ["AZURE_STORAGE_CONNECTION_STRING"]
+    container = urllib.parse.unquote(parts.netloc)
+    return AzureBlobStore(container, **kwargs)

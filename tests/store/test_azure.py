@@ -1,0 +1,204 @@
+"""The native Azure Blob Storage backend against Azurite (started once per test session)."""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+
+import azure.storage.blob  # noqa: F401  - a test dependency: fail loudly if it is missing
+import pandas as pd
+import pytest
+
+import dataset_kit as dk
+from dataset_kit.exceptions import ConfigError, KeyNotFoundError, StoreError
+from dataset_kit.store import Capability, Store, open_store
+from dataset_kit.store.azure import AzureBlobStore
+from dataset_kit.testing.azurite import ACCOUNT_KEY, azurite_server
+from dataset_kit.testing.store_suite import StoreConformanceSuite
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[str]:
+    """The connection string of an in-memory Azurite running for the whole session.
+
+    ``make test`` installs Azurite; a machine without node/npm fails here on purpose.
+    """
+    with azurite_server() as connection_string:
+        yield connection_string
+
+
+def _container_name() -> str:
+    return f"dk-{uuid.uuid4().hex[:20]}"
+
+
+def _drop_container(connection_string: str, name: str) -> None:
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.blob import BlobServiceClient
+
+    with BlobServiceClient.from_connection_string(connection_string, retry_total=1) as service:
+        try:
+            service.delete_container(name)
+        except ResourceNotFoundError:  # the test never used its store
+            pass
+
+
+@pytest.fixture
+def container(azurite: str) -> Iterator[str]:
+    name = _container_name()
+    yield name
+    _drop_container(azurite, name)
+
+
+@pytest.fixture
+def store(azurite: str, container: str) -> Iterator[AzureBlobStore]:
+    azure_store = AzureBlobStore(container, connection_string=azurite, retry_total=2)
+    yield azure_store
+    azure_store.close()
+
+
+class TestAzureStore(StoreConformanceSuite):
+    run_cross_process_tests = True  # a real shared store: race create-only across processes
+
+    @pytest.fixture
+    def store(self, store: AzureBlobStore) -> Store:
+        return store
+
+
+class TestAzureStoreWithPrefix(StoreConformanceSuite):
+    """Everything again below a key prefix, next to keys outside it."""
+
+    large_value_size = 1024 * 1024
+    threads = 4
+
+    @pytest.fixture
+    def store(self, azurite: str, container: str) -> Iterator[Store]:
+        outside = AzureBlobStore(container, connection_string=azurite)
+        outside.put("outside/blob", b"not in the prefixed store")
+        outside.put("tenant", b"a key equal to the prefix")
+        with AzureBlobStore(container, connection_string=azurite, prefix="tenant/x") as store:
+            yield store
+        assert outside.get("outside/blob") == b"not in the prefixed store"
+        outside.close()
+
+
+# --------------------------------------------------------------------------- identity
+def test_url_and_pickle_carry_no_secret_in_the_url(store: AzureBlobStore, azurite: str) -> None:
+    assert ACCOUNT_KEY in azurite
+    assert ACCOUNT_KEY not in store.url
+    assert ACCOUNT_KEY not in repr(store)
+    assert store.url.startswith(f"azure://{store.container}?account_url=")
+    assert store.options["connection_string"] == azurite  # travels to workers
+    store.put("k", b"v")
+    clone = pickle.loads(pickle.dumps(store))
+    assert isinstance(clone, AzureBlobStore)
+    assert clone.url == store.url
+    assert clone.get("k") == b"v"
+    reopened = open_store(store.url, **store.options)
+    assert reopened.get("k") == b"v"
+
+
+def test_errors_mask_secrets(azurite: str, container: str) -> None:
+    sas = "sv=2024-01-01&sr=c&sp=r&sig=c2VjcmV0LXNpZ25hdHVyZS12YWx1ZQ%3D%3D"
+    account_url = azurite.split("BlobEndpoint=")[1].rstrip(";")
+    store = AzureBlobStore(container, account_url=f"{account_url}?{sas}", retry_total=0)
+    assert "sig=" not in store.url
+    assert "c2VjcmV0" not in repr(store)
+    assert store.options["credential"] == sas
+    with pytest.raises(StoreError) as info:
+        store.get("k")  # the bogus SAS cannot authenticate
+    assert "c2VjcmV0" not in str(info.value)
+    store.close()
+
+
+def test_open_store_url(azurite: str, container: str) -> None:
+    store = open_store(f"azure://{container}?prefix=p", connection_string=azurite)
+    assert isinstance(store, AzureBlobStore)
+    assert store.prefix == "p"
+    assert Capability.ATOMIC_CREATE in store.capabilities
+    store.put("a", b"1")
+    plain = AzureBlobStore(container, connection_string=azurite)
+    assert list(plain.iter_keys()) == ["p/a"]
+    with pytest.raises(ConfigError):
+        open_store(f"azure://{container}?bogus=1", connection_string=azurite)
+    with pytest.raises(ConfigError):
+        open_store("azure://UPPER", connection_string=azurite)
+    store.close()
+    plain.close()
+
+
+def test_connection_string_from_environment(
+    azurite: str, container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite)
+    store = open_store(f"azure://{container}")
+    store.put("env", b"ok")
+    assert store.get("env") == b"ok"
+    store.close()
+
+
+def test_unreachable_account_fails_fast() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cs = (
+        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+    )
+    store = AzureBlobStore("unreachable", connection_string=cs, retry_total=1, timeout=2)
+    start = time.monotonic()
+    with pytest.raises(StoreError) as info:
+        store.get("k")
+    assert time.monotonic() - start < 15
+    assert ACCOUNT_KEY not in str(info.value)
+    store.close()
+
+
+def test_missing_container_without_create(azurite: str) -> None:
+    store = AzureBlobStore(_container_name(), connection_string=azurite, create_container=False)
+    with pytest.raises(KeyNotFoundError):
+        store.get("k")
+    assert not store.exists("k")
+    assert list(store.iter_keys()) == []
+    store.close()
+
+
+# --------------------------------------------------------------------------- bulk operations
+def test_delete_many_in_several_batches(store: AzureBlobStore) -> None:
+    keys = [f"bulk/{i:04d}" for i in range(600)]
+    for key in keys:
+        store.put(key, b"x")
+    store.put("keep", b"y")
+    report = store.delete_many([*keys, "bulk/missing", "../bad"])
+    assert sorted(report.deleted) == sorted([*keys, "bulk/missing"])
+    assert list(report.failed) == ["../bad"]
+    assert list(store.iter_keys()) == ["keep"]
+
+
+def test_server_side_copy(store: AzureBlobStore) -> None:
+    assert Capability.SERVER_COPY in store.capabilities
+    data = bytes(range(256)) * 4096  # 1 MiB
+    store.put("src", data)
+    info = store.copy("src", "dst/copy")
+    assert info.size == len(data)
+    assert store.get("dst/copy") == data
+    assert info.etag == store.stat("dst/copy").etag
+
+
+# --------------------------------------------------------------------------- datasets
+def test_dataset_round_trip(store: AzureBlobStore) -> None:
+    df = pd.DataFrame({"p": [1, 1, 2], "x": [1.0, 2.0, 3.0], "s": ["a", "b", "c"]})
+    dk.write_dataset(df, store=store, dataset_uuid="ds", partition_on="p")
+    more = pd.DataFrame({"p": [3], "x": [4.0], "s": ["d"]})
+    dk.update_dataset(more, store=store, dataset_uuid="ds", partition_on="p")
+    dk.update_dataset(store=store, dataset_uuid="ds", delete_scope=[{"p": 1}])
+    out = dk.read_table(store=store, dataset_uuid="ds")
+    out = out.sort_values("x").reset_index(drop=True)
+    assert out["x"].tolist() == [3.0, 4.0]
+    assert out["s"].tolist() == ["c", "d"]
+    assert sorted(int(v) for v in out["p"]) == [2, 3]
+    reopened = open_store(store.url, **store.options)
+    again = dk.read_table(store=reopened, dataset_uuid="ds")
+    assert len(again) == 2
