@@ -25,6 +25,7 @@ from dataset_kit.exceptions import (
     KeyExistsError,
     KeyNotFoundError,
     MetadataFormatError,
+    StoreUnavailableError,
 )
 from dataset_kit.store import Store
 
@@ -142,15 +143,26 @@ def store_index(store: Store, dataset_uuid: str, column: str, index: pa.Table) -
     pq.write_table(index, sink, row_group_size=10_000, compression="snappy")
     data = sink.getvalue().to_pybytes()
     now = _dt.datetime.now(_dt.UTC)
-    for _ in range(1000):
+    failures = 0
+    while True:
         key = naming.index_key(dataset_uuid, column, now.isoformat())
         try:
-            store.put(key, data, if_absent=True)
+            store.put(key, data, if_absent=True)  # never overwrite another writer's index
+            return key
         except KeyExistsError:
-            now += _dt.timedelta(microseconds=1)
-            continue
-        return key
-    raise RuntimeError("could not find a free index key")  # pragma: no cover
+            pass
+        except StoreUnavailableError:
+            # the outcome is unknown: if our bytes are there, the write happened
+            failures += 1
+            try:
+                if store.get(key) == data:
+                    return key
+            except KeyNotFoundError:
+                if failures < 10:
+                    continue  # nothing written: try the same key again
+            if failures >= 10:
+                raise
+        now += _dt.timedelta(microseconds=1)
 
 
 def load_index(

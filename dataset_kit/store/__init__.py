@@ -4,7 +4,8 @@
 Backends: :class:`LocalStore` (a directory tree, the default), :class:`MemoryStore`
 (in-process, shared by name), :class:`KVStoreAdapter` (any simplekv/minimalkv store) and
 :class:`FaultInjectingStore` (a wrapper that injects failures, for tests);
-:class:`DelegatingStore` is the base for such wrappers.
+:class:`DelegatingStore` is the base for such wrappers; :class:`RetryingStore` retries
+transient failures of idempotent operations.
 """
 
 from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store, validate_key
@@ -14,6 +15,7 @@ from dataset_kit.store.faults import FaultInjectingStore
 from dataset_kit.store.kv import KVStoreAdapter
 from dataset_kit.store.local import LocalStore
 from dataset_kit.store.memory import MemoryStore
+from dataset_kit.store.retry import RetryingStore
 
 __all__ = [
     "BlobInfo",
@@ -24,6 +26,7 @@ __all__ = [
     "KVStoreAdapter",
     "LocalStore",
     "MemoryStore",
+    "RetryingStore",
     "Store",
     "open_store",
     "validate_key",
