@@ -202,3 +202,24 @@ def test_dataset_round_trip(store: AzureBlobStore) -> None:
     reopened = open_store(store.url, **store.options)
     again = dk.read_table(store=reopened, dataset_uuid="ds")
     assert len(again) == 2
+
+
+@pytest.mark.slow
+def test_four_processes_appending_through_azurite_lose_nothing(store: AzureBlobStore) -> None:
+    import pandas as pd
+
+    import dataset_kit as dk
+    from dataset_kit.testing.workers import append_in_processes
+
+    dk.write_dataset(
+        pd.DataFrame({"worker": [-1], "seq": [0], "tag": ["seed"]}),
+        store=store,
+        dataset_uuid="conc",
+    )
+    outcomes = append_in_processes(store, "conc", processes=4, appends=5)
+    assert outcomes == dict.fromkeys(range(4), "ok")
+    df = dk.read_table(store=store, dataset_uuid="conc")
+    tags = sorted(df["tag"])
+    assert tags == sorted(["seed"] + [f"{w}-{i}" for w in range(4) for i in range(5)])
+    versions = [v["version"] for v in dk.open_dataset(store=store, dataset_uuid="conc").versions()]
+    assert versions == list(range(21))  # every append its own version, none lost
