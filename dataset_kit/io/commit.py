@@ -434,20 +434,35 @@ def _persist_adoption(store: Store, foreign: DatasetMetadata) -> DatasetMetadata
 def _publish(
     store: Store, snapshot: DatasetMetadata, base: Resolved | None, *, schema_changed: bool
 ) -> None:
-    """Bring the pointer (and ``_common_metadata``) up to ``snapshot``; never backwards."""
+    """Bring the pointer (and ``_common_metadata``) up to ``snapshot``; never backwards.
+
+    Raises
+    ------
+    CommitStateUnknownError
+        If a *new* dataset's pointer could not be written: the snapshot exists but the
+        dataset is not visible (the pointer is its existence marker).
+    """
     uuid = snapshot.uuid
-    assert snapshot.version is not None
-    try:
-        if schema_changed and snapshot.schema is not None:
+    if schema_changed and snapshot.schema is not None:
+        try:
             _write_common_metadata(store, snapshot)
+        except StoreError as exc:  # only plateau reads it; the next commit rewrites it
+            logger.warning("dataset %s: _common_metadata not updated: %s", uuid, exc)
+    try:
         etag = base.pointer_etag if base is not None else None
         _cas_pointer(store, snapshot, etag)
         if base is not None and base.msgpack_pointer:
             store.delete(naming.pointer_msgpack_key(uuid))
     except (StoreError, DatasetNotFoundError, MetadataFormatError) as exc:
+        if base is None:
+            raise CommitStateUnknownError(
+                f"dataset {uuid!r}: version {snapshot.version} was committed but its pointer "
+                f"could not be written ({exc}), so the new dataset is not visible yet; "
+                "retry the write"
+            ) from exc
         # the commit stands; readers probe past a lagging pointer
         logger.warning(
-            "dataset %s: version %d committed but the pointer update failed: %s",
+            "dataset %s: version %s committed but the pointer update failed: %s",
             uuid,
             snapshot.version,
             exc,
@@ -468,6 +483,7 @@ def _cas_pointer(store: Store, snapshot: DatasetMetadata, etag: str | None) -> N
         raise ValueError("only versioned snapshots can be published")
     version: int = snapshot.version
     cas = Capability.COMPARE_AND_SWAP in store.capabilities
+    failures = 0
     for _ in range(100):
         if not cas:
             if not store.exists(naming.snapshot_key(uuid, version + 1)):
@@ -490,6 +506,18 @@ def _cas_pointer(store: Store, snapshot: DatasetMetadata, etag: str | None) -> N
             else:
                 store.put(key, data, if_match=etag)
             return
+        except StoreUnavailableError:
+            # outcome unknown: look at the pointer now
+            failures += 1
+            current, now_etag = _pointer_state(store, uuid)
+            if current is not None and current >= version:
+                return  # our write happened (or a newer one)
+            if current is None and now_etag is not None and now_etag != etag:
+                return  # another tool's pointer appeared: keep it (see below)
+            if failures >= 10:
+                raise
+            etag = now_etag
+            continue
         except (KeyExistsError, PreconditionFailedError):
             current, etag = _pointer_state(store, uuid)
             if current is None and etag is not None:

@@ -7,6 +7,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import azure.storage.blob  # noqa: F401  - a test dependency: fail loudly if it is missing
 import pandas as pd
@@ -223,3 +224,22 @@ def test_four_processes_appending_through_azurite_lose_nothing(store: AzureBlobS
     assert tags == sorted(["seed"] + [f"{w}-{i}" for w in range(4) for i in range(5)])
     versions = [v["version"] for v in dk.open_dataset(store=store, dataset_uuid="conc").versions()]
     assert versions == list(range(21))  # every append its own version, none lost
+
+
+@pytest.mark.slow
+def test_dataset_operations_identical_with_20_percent_faults_on_azure(
+    azurite: str, tmp_path: Path
+) -> None:
+    from dataset_kit.store import FaultInjectingStore, LocalStore, RetryingStore
+    from dataset_kit.testing.scenarios import compare_results, run_scenario
+
+    clean = run_scenario(LocalStore(tmp_path))
+    name = _container_name()
+    try:
+        azure_store = AzureBlobStore(name, connection_string=azurite, retry_total=2)
+        faulty = FaultInjectingStore(azure_store, fail_rate=0.2, fail_after_write_rate=0.05, seed=7)
+        store = RetryingStore(faulty, attempts=25, base_delay=0.001, max_delay=0.02)
+        compare_results(run_scenario(store), clean)
+        assert sum(s.faults + s.unknown_outcome for s in faulty.stats.values()) > 10
+    finally:
+        _drop_container(azurite, name)
