@@ -244,17 +244,6 @@ def _split(table: pa.Table, partition_on: Sequence[str]) -> list[_Group]:
     return [_Group(encoded[g], int(starts[g]), int(ends[g]), order) for g in range(n_groups)]
 
 
-def split_table(table: pa.Table, partition_on: Sequence[str]) -> list[tuple[list[str], pa.Table]]:
-    """Split ``table`` by the values of ``partition_on``: ``(encoded values, rows)`` per group.
-
-    Raises
-    ------
-    PartitionValueError
-        For null/NaN values or unsupported partition column types.
-    """
-    return [(g.encoded, g.rows(table)) for g in _split(table, partition_on)]
-
-
 def _write_one(
     store: Store,
     uuid: str,

@@ -623,6 +623,16 @@ class AzureBlobStore(Store):
             self._delete_batch(batch, report)
         return report
 
+    def _delete_each(self, keys: list[str], report: DeleteReport) -> None:
+        """Delete ``keys`` one request each, accounting every key in ``report``."""
+        for key in keys:
+            try:
+                self._delete(key, if_match=None)
+            except Exception as per_key:
+                report.failed[key] = per_key
+            else:
+                report.deleted.append(key)
+
     def _delete_batch(self, keys: list[str], report: DeleteReport) -> None:
         from azure.core import exceptions as az
 
@@ -644,22 +654,10 @@ class AzureBlobStore(Store):
             # one delete per blob. Azurite 3.35 accepts batches, so this is for other
             # emulators and proxies that do not pass multipart requests through.
             _log.debug("azure: batch delete rejected (%s); deleting one by one", error)
-            for key in keys:
-                try:
-                    self._delete(key, if_match=None)
-                except Exception as per_key:
-                    report.failed[key] = per_key
-                else:
-                    report.deleted.append(key)
+            self._delete_each(keys, report)
             return
         if len(responses) != len(keys):  # cannot attribute the answers: check each key
-            for key in keys:
-                try:
-                    self._delete(key, if_match=None)
-                except Exception as per_key:
-                    report.failed[key] = per_key
-                else:
-                    report.deleted.append(key)
+            self._delete_each(keys, report)
             return
         for key, response in zip(keys, responses, strict=True):
             status = int(response.status_code)

@@ -20,9 +20,7 @@ This module imports pytest: it is part of the ``testing`` extra.
 
 from __future__ import annotations
 
-import multiprocessing
 import pickle
-import queue
 import threading
 import time
 import warnings
@@ -40,6 +38,7 @@ from dataset_kit.exceptions import (
     UnsupportedOperationError,
 )
 from dataset_kit.store import BlobInfo, Capability, DeleteReport, Store
+from dataset_kit.testing.processes import run_in_processes
 
 __all__ = ["INVALID_KEYS", "QUOTED_KEYS", "StoreConformanceSuite", "race_create_only_in_processes"]
 
@@ -127,31 +126,10 @@ def race_create_only_in_processes(
     dict
         Payload -> ``"won"``, ``"exists"`` or ``"error: ..."`` for each process.
     """
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(processes)
-    results = ctx.Queue()
     payloads = [f"process-{i}".encode() for i in range(processes)]
-    procs = [
-        ctx.Process(target=_create_only_worker, args=(store, key, p, barrier, results))
-        for p in payloads
-    ]
-    for proc in procs:
-        proc.start()
-    outcomes: dict[bytes, str] = {}
-    deadline = time.monotonic() + timeout
-    try:
-        for _ in procs:
-            payload, outcome = results.get(timeout=max(0.1, deadline - time.monotonic()))
-            outcomes[payload] = outcome
-    except queue.Empty:
-        raise AssertionError(f"only {len(outcomes)} of {processes} processes reported") from None
-    finally:
-        for proc in procs:
-            proc.join(max(0.1, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-    return outcomes
+    return run_in_processes(
+        _create_only_worker, [(store, key, p) for p in payloads], timeout=timeout
+    )
 
 
 class StoreConformanceSuite:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import queue
-import time
 from typing import Any
 
 import pandas as pd
 
 from dataset_kit.store import Store
+from dataset_kit.testing.processes import run_in_processes
 
 __all__ = ["append_in_processes"]
 
@@ -35,28 +33,10 @@ def append_in_processes(
     """Append ``appends`` one-row frames from each of ``processes`` spawned processes at once.
 
     The store travels by pickling, so it must be shared across processes. Returns
-    worker -> ``"ok"`` or the error text.
+    worker -> ``"ok"`` or the error text; raises AssertionError if a process never reports.
     """
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(processes)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(target=_append_worker, args=(store, dataset_uuid, w, appends, barrier, results))
-        for w in range(processes)
-    ]
-    for proc in procs:
-        proc.start()
-    outcomes: dict[int, str] = {}
-    deadline = time.monotonic() + timeout
-    try:
-        for _ in procs:
-            worker, outcome = results.get(timeout=max(0.1, deadline - time.monotonic()))
-            outcomes[worker] = outcome
-    except queue.Empty:
-        pass
-    finally:
-        for proc in procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
-    return outcomes
+    return run_in_processes(
+        _append_worker,
+        [(store, dataset_uuid, w, appends) for w in range(processes)],
+        timeout=timeout,
+    )
