@@ -3,7 +3,7 @@
 Importing the package loads neither dask, nor Azure, nor a database driver.
 """
 
-from dataset_kit import exceptions
+from dataset_kit import exceptions, pipelines, throttle
 from dataset_kit.api import iter
 from dataset_kit.api.dataset import Dataset, open_dataset
 from dataset_kit.api.eager import (
@@ -35,8 +35,10 @@ __all__ = [
     "list_datasets",
     "open_dataset",
     "open_store",
+    "pipelines",
     "read_dataset_as_dataframes",
     "read_table",
+    "throttle",
     "update_dataset",
     "write_dataset",
 ]

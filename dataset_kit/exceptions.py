@@ -21,7 +21,8 @@ Several classes also derive from the builtin a caller would naturally catch
     │   ├── VersionNotFoundError (LookupError)
     │   ├── MetadataFormatError (ValueError)   corrupt, truncated or unknown-version metadata
     │   ├── SchemaMismatchError (ValueError)   incompatible schema, names column and types
-    │   └── DataBlobMissingError               metadata references a blob that is gone
+    │   ├── DataBlobMissingError               metadata references a blob that is gone
+    │   └── CopyIncompleteError                a backup/restore could not copy every blob
     ├── InvalidInputError (ValueError)     bad arguments or data passed by the caller
     │   ├── InvalidUUIDError               dataset uuid with illegal characters
     │   ├── PredicateError                 unknown column/operator or value of the wrong type
@@ -43,6 +44,7 @@ __all__ = [
     "CommitError",
     "CommitStateUnknownError",
     "ConfigError",
+    "CopyIncompleteError",
     "DataBlobMissingError",
     "DatasetError",
     "DatasetExistsError",
@@ -149,6 +151,20 @@ class SchemaMismatchError(DatasetError, ValueError):
 
 class DataBlobMissingError(DatasetError):
     """Dataset metadata references a blob that does not exist in the store."""
+
+
+class CopyIncompleteError(DatasetError):
+    """A backup/restore could not copy every blob; the target was left unchanged.
+
+    Attributes
+    ----------
+    failed
+        Target key -> error text, for every blob that could not be copied.
+    """
+
+    def __init__(self, message: str, *, failed: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.failed = dict(failed or {})
 
 
 # --------------------------------------------------------------------------- input

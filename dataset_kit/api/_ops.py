@@ -31,7 +31,13 @@ from dataset_kit.io.write import (
 )
 from dataset_kit.store import Store
 
-__all__ = ["StagedWrite", "delete_scope_labels", "stage_tables"]
+__all__ = [
+    "StagedWrite",
+    "commit_update",
+    "commit_write",
+    "delete_scope_labels",
+    "stage_tables",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -227,3 +233,159 @@ def resolve_or_none(store: Store, dataset_uuid: str) -> _commit.Resolved | None:
         return _commit.resolve(store, dataset_uuid)
     except DatasetNotFoundError:
         return None
+
+
+def _added_index_values(staged: StagedWrite, columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+    return {c: {p.label: p.index_values[c] for p in staged.parts} for c in columns}
+
+
+def union_categories(a: pa.Array, b: pa.Array) -> pa.Array:
+    """Distinct values of two category arrays (``a``'s type)."""
+    import pyarrow.compute as pc
+
+    return pc.unique(pa.concat_arrays([a, b.cast(a.type)]))
+
+
+def commit_write(
+    kv: Store,
+    uuid: str,
+    staged: StagedWrite,
+    *,
+    base: _commit.Resolved | None,
+    table_name: str,
+    partition_on: list[str],
+    secondary_indices: list[str],
+    metadata: dict[str, Any],
+) -> DatasetMetadata:
+    """Commit staged blobs as the whole content of a dataset (a new one or an overwrite).
+
+    Raises
+    ------
+    DatasetExistsError
+        ``base`` is None and another writer created the dataset meanwhile.
+    CommitConflictError
+        Another writer committed to the dataset since ``base``.
+    """
+    added = _added_index_values(staged, secondary_indices)
+
+    def build(_: DatasetMetadata | None) -> DatasetMetadata:
+        schema = staged.schema
+        indices: dict[str, Any] = {}
+        if schema is not None:
+            indices = build_indices(
+                kv, uuid, schema, secondary_indices, base=None, added=added, removed=()
+            )
+        return DatasetMetadata(
+            uuid=uuid,
+            partitions={p.label: p.key for p in staged.parts},
+            partition_keys=tuple(partition_on),
+            table_name=table_name,
+            indices=indices,
+            metadata=metadata,
+            schema=schema,
+            stats={p.label: (p.rows, p.nbytes) for p in staged.parts},
+            categories=staged.categories,
+        )
+
+    return _commit.commit(
+        kv,
+        uuid,
+        base=base,
+        build=build,
+        on_conflict=conflict_on_any_change("write"),
+        operation="write" if base is None else "overwrite",
+        commit_info={"added": len(staged.parts), "rows": sum(p.rows for p in staged.parts)},
+    )
+
+
+def commit_update(
+    kv: Store,
+    uuid: str,
+    staged: StagedWrite,
+    *,
+    base: _commit.Resolved | None,
+    table_name: str,
+    partition_on: list[str],
+    secondary_indices: list[str],
+    delete_scope: Any,
+    removed: set[str],
+    metadata: dict[str, Any],
+    operation: str | None = None,
+) -> DatasetMetadata:
+    """Commit staged blobs as an append (minus the ``removed`` labels) to a dataset.
+
+    Appends rebase onto concurrent commits; a removal whose ``delete_scope`` selection a
+    concurrent commit changed fails.
+
+    Raises
+    ------
+    CommitConflictError
+        A concurrent commit changed the layout or the ``delete_scope`` selection.
+    DatasetNotFoundError
+        The dataset was deleted meanwhile.
+    """
+    keys, index_cols = partition_on, secondary_indices
+    added = _added_index_values(staged, index_cols)
+
+    def on_conflict(old: DatasetMetadata | None, new: DatasetMetadata | None) -> None:
+        if new is None:
+            raise DatasetNotFoundError(f"dataset {uuid!r} was deleted during the update")
+        if (
+            list(new.partition_keys) != keys
+            or set(new.indices) != set(index_cols)
+            or new.table_name != table_name
+        ):
+            raise CommitConflictError(
+                f"dataset {uuid!r} was (re)written with another layout during the update; "
+                "nothing was changed, retry the update"
+            )
+        if delete_scope is not None and delete_scope_labels(kv, new, delete_scope) != removed:
+            raise CommitConflictError(
+                f"dataset {uuid!r}: a concurrent commit changed the partitions selected by "
+                "delete_scope; nothing was changed, retry the update"
+            )
+
+    def build(current: DatasetMetadata | None) -> DatasetMetadata:
+        if current is None:
+            current = DatasetMetadata(uuid=uuid, partition_keys=tuple(keys), table_name=table_name)
+        schema = current.schema
+        if staged.schema is not None:
+            schema = merge_schemas(schema, staged.schema, dataset_uuid=uuid)
+        categories = dict(current.categories)
+        for col, cats in staged.categories.items():
+            base_cats = categories.get(col)
+            categories[col] = cats if base_cats is None else union_categories(base_cats, cats)
+        partitions = {lb: k for lb, k in current.partitions.items() if lb not in removed}
+        partitions.update({p.label: p.key for p in staged.parts})
+        stats = {lb: st for lb, st in current.stats.items() if lb in partitions}
+        stats.update({p.label: (p.rows, p.nbytes) for p in staged.parts})
+        indices: dict[str, Any] = {}
+        if schema is not None:
+            indices = build_indices(
+                kv, uuid, schema, index_cols, base=current, added=added, removed=removed
+            )
+        return current.evolve(
+            partitions=partitions,
+            indices=indices,
+            schema=schema,
+            stats=stats,
+            categories=categories,
+            metadata={**current.metadata, **metadata},
+        )
+
+    meta0 = base.meta if base is not None else None
+    if operation is None:
+        operation = "update" if removed else ("append" if meta0 is not None else "write")
+    return _commit.commit(
+        kv,
+        uuid,
+        base=base,
+        build=build,
+        on_conflict=on_conflict,
+        operation=operation,
+        commit_info={
+            "added": len(staged.parts),
+            "removed": len(removed),
+            "rows": sum(p.rows for p in staged.parts),
+        },
+    )

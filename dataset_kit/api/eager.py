@@ -13,16 +13,15 @@ from dataset_kit.api._ops import (
     as_list,
     build_indices,
     check_partition_keys,
-    conflict_on_any_change,
+    commit_update,
+    commit_write,
     delete_scope_labels,
     resolve_or_none,
     stage_tables,
 )
 from dataset_kit.core import naming
 from dataset_kit.core.metadata import DatasetMetadata
-from dataset_kit.core.schema import merge_schemas
 from dataset_kit.exceptions import (
-    CommitConflictError,
     DatasetExistsError,
     DatasetNotFoundError,
     InvalidInputError,
@@ -67,32 +66,6 @@ def _user_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(metadata, Mapping):
         raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
     return dict(metadata)
-
-
-def _new_metadata(
-    uuid: str,
-    staged: StagedWrite,
-    *,
-    table_name: str,
-    partition_on: list[str],
-    indices: dict[str, Any],
-    metadata: dict[str, Any],
-) -> DatasetMetadata:
-    return DatasetMetadata(
-        uuid=uuid,
-        partitions={p.label: p.key for p in staged.parts},
-        partition_keys=tuple(partition_on),
-        table_name=table_name,
-        indices=indices,
-        metadata=metadata,
-        schema=staged.schema,
-        stats={p.label: (p.rows, p.nbytes) for p in staged.parts},
-        categories=staged.categories,
-    )
-
-
-def _added_index_values(staged: StagedWrite, columns: Sequence[str]) -> dict[str, dict[str, Any]]:
-    return {c: {p.label: p.index_values[c] for p in staged.parts} for c in columns}
 
 
 def write_dataset(
@@ -190,30 +163,15 @@ def write_dataset(
     )
     if staged.frames == 0:
         raise InvalidInputError("no data given: pass a DataFrame, a Table or a non-empty iterable")
-    added = _added_index_values(staged, index_cols)
-
-    def build(_: DatasetMetadata | None) -> DatasetMetadata:
-        assert staged.schema is not None
-        indices = build_indices(
-            kv, uuid, staged.schema, index_cols, base=None, added=added, removed=()
-        )
-        return _new_metadata(
-            uuid,
-            staged,
-            table_name=table_name,
-            partition_on=keys,
-            indices=indices,
-            metadata=user_meta,
-        )
-
-    return _commit.commit(
+    return commit_write(
         kv,
         uuid,
+        staged,
         base=base,
-        build=build,
-        on_conflict=conflict_on_any_change("write"),
-        operation="write" if base is None else "overwrite",
-        commit_info={"added": len(staged.parts), "rows": sum(p.rows for p in staged.parts)},
+        table_name=table_name,
+        partition_on=keys,
+        secondary_indices=index_cols,
+        metadata=user_meta,
     )
 
 
@@ -328,73 +286,18 @@ def update_dataset(
     ):
         logger.info("dataset %s: nothing to update", uuid)
         return meta0
-    added = _added_index_values(staged, index_cols)
-
-    def on_conflict(old: DatasetMetadata | None, new: DatasetMetadata | None) -> None:
-        if new is None:
-            raise DatasetNotFoundError(f"dataset {uuid!r} was deleted during the update")
-        if (
-            list(new.partition_keys) != keys
-            or set(new.indices) != set(index_cols)
-            or new.table_name != table_name
-        ):
-            raise CommitConflictError(
-                f"dataset {uuid!r} was (re)written with another layout during the update; "
-                "nothing was changed, retry the update"
-            )
-        if delete_scope is not None and delete_scope_labels(kv, new, delete_scope) != removed0:
-            raise CommitConflictError(
-                f"dataset {uuid!r}: a concurrent commit changed the partitions selected by "
-                "delete_scope; nothing was changed, retry the update"
-            )
-
-    def build(current: DatasetMetadata | None) -> DatasetMetadata:
-        if current is None:
-            current = DatasetMetadata(uuid=uuid, partition_keys=tuple(keys), table_name=table_name)
-        schema = current.schema
-        if staged.schema is not None:
-            schema = merge_schemas(schema, staged.schema, dataset_uuid=uuid)
-        categories = dict(current.categories)
-        for col, cats in staged.categories.items():
-            base_cats = categories.get(col)
-            categories[col] = cats if base_cats is None else _union(base_cats, cats)
-        partitions = {lb: k for lb, k in current.partitions.items() if lb not in removed0}
-        partitions.update({p.label: p.key for p in staged.parts})
-        stats = {lb: st for lb, st in current.stats.items() if lb in partitions}
-        stats.update({p.label: (p.rows, p.nbytes) for p in staged.parts})
-        indices: dict[str, Any] = {}
-        if schema is not None:
-            indices = build_indices(
-                kv, uuid, schema, index_cols, base=current, added=added, removed=removed0
-            )
-        return current.evolve(
-            partitions=partitions,
-            indices=indices,
-            schema=schema,
-            stats=stats,
-            categories=categories,
-            metadata={**current.metadata, **user_meta},
-        )
-
-    return _commit.commit(
+    return commit_update(
         kv,
         uuid,
+        staged,
         base=base,
-        build=build,
-        on_conflict=on_conflict,
-        operation="update" if removed0 else ("append" if meta0 is not None else "write"),
-        commit_info={
-            "added": len(staged.parts),
-            "removed": len(removed0),
-            "rows": sum(p.rows for p in staged.parts),
-        },
+        table_name=table_name,
+        partition_on=keys,
+        secondary_indices=index_cols,
+        delete_scope=delete_scope,
+        removed=removed0,
+        metadata=user_meta,
     )
-
-
-def _union(a: pa.Array, b: pa.Array) -> pa.Array:
-    import pyarrow.compute as pc
-
-    return pc.unique(pa.concat_arrays([a, b.cast(a.type)]))
 
 
 def _plan(

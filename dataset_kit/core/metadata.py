@@ -102,6 +102,34 @@ class DatasetMetadata:
         """A copy with some attributes replaced."""
         return replace(self, **changes)
 
+    def relocated(self, uuid: str) -> DatasetMetadata:
+        """The same version under another dataset uuid (keys moved to its prefix).
+
+        Examples
+        --------
+        >>> meta = DatasetMetadata(uuid="a", partitions={"l": "a/table/l.parquet"})
+        >>> meta.relocated("b").partitions["l"]
+        'b/table/l.parquet'
+        """
+        if uuid == self.uuid:
+            return self
+        naming.validate_uuid(uuid)
+        old = naming.dataset_prefix(self.uuid)
+
+        def move(key: str) -> str:
+            if not key.startswith(old):
+                raise MetadataFormatError(
+                    f"dataset {self.uuid!r} references {key!r} outside its prefix {old!r}"
+                )
+            return naming.dataset_prefix(uuid) + key[len(old) :]
+
+        return replace(
+            self,
+            uuid=uuid,
+            partitions={label: move(key) for label, key in self.partitions.items()},
+            indices={c: move(r) if isinstance(r, str) else r for c, r in self.indices.items()},
+        )
+
     # ------------------------------------------------------------------ serialization
     def to_dict(self) -> dict[str, Any]:
         """The kartothek v4 document with the ``dataset_kit`` block."""

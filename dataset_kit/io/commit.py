@@ -50,6 +50,7 @@ __all__ = [
     "require_atomic",
     "list_dataset_uuids",
     "load_version",
+    "publish",
     "resolve",
     "snapshot_versions",
 ]
@@ -333,6 +334,10 @@ def commit(
     require_atomic(store)
     commit_id = _uuid.uuid4().hex
     for attempt in range(max_attempts):
+        if base is None:
+            # "new dataset": make sure nobody created it since the caller looked (a
+            # pipeline's commit node can run long after planning)
+            base = _reload(store, dataset_uuid, None, on_conflict, missing_ok=True)
         base_meta = base.meta if base is not None else None
         new = build(base_meta)
         if base_meta is not None and base_meta.foreign:
@@ -397,11 +402,15 @@ def _reload(
     uuid: str,
     old: DatasetMetadata | None,
     on_conflict: Callable[[DatasetMetadata | None, DatasetMetadata | None], None],
+    *,
+    missing_ok: bool = False,
 ) -> Resolved | None:
     try:
         new = resolve(store, uuid)
     except DatasetNotFoundError:
         new = None
+    if new is None and missing_ok:
+        return None
     on_conflict(old, new.meta if new is not None else None)
     return new
 
@@ -467,6 +476,18 @@ def _publish(
             snapshot.version,
             exc,
         )
+
+
+def publish(store: Store, snapshot: DatasetMetadata) -> None:
+    """Bring the pointer of an existing snapshot's dataset up to it (never backwards).
+
+    For copies (backups, restores) whose snapshots were written create-only already.
+    """
+    try:
+        base: Resolved | None = resolve(store, snapshot.uuid)
+    except DatasetNotFoundError:
+        base = None
+    _publish(store, snapshot, base, schema_changed=True)
 
 
 def _write_common_metadata(store: Store, meta: DatasetMetadata) -> None:

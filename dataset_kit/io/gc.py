@@ -33,6 +33,7 @@ __all__ = [
     "expire_versions",
     "find_garbage",
     "referenced_keys",
+    "references",
     "retained_snapshots",
 ]
 
@@ -63,6 +64,9 @@ class GarbageReport:
         Keys whose deletion failed, with the error text.
     versions
         The retained versions whose references were kept.
+    spared
+        Candidates that a version committed after planning references, so they were
+        kept (pipeline GC only).
     """
 
     dataset_uuid: str
@@ -72,6 +76,7 @@ class GarbageReport:
     too_young: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     versions: list[int] = field(default_factory=list)
+    spared: int = 0
 
     @property
     def count(self) -> int:
@@ -79,7 +84,8 @@ class GarbageReport:
         return len(self.keys) - len(self.failed)
 
 
-def _references(meta: DatasetMetadata) -> Iterable[str]:
+def references(meta: DatasetMetadata) -> Iterable[str]:
+    """Every blob key a version references (data blobs and index files)."""
     yield from meta.partitions.values()
     for ref in meta.indices.values():
         if isinstance(ref, str):
@@ -152,12 +158,12 @@ def referenced_keys(
         If a snapshot cannot be read (nothing is deleted then).
     """
     latest = _commit.resolve(store, dataset_uuid).meta
-    keys: set[str] = set(_references(latest))
+    keys: set[str] = set(references(latest))
     kept, _ = retained_snapshots(
         store, dataset_uuid, keep_versions=keep_versions, retention=retention
     )
     for meta in kept:
-        keys.update(_references(meta))
+        keys.update(references(meta))
     return keys, [m.version for m in kept if m.version is not None]
 
 

@@ -1,0 +1,25 @@
+"""Pipelines: lazy dask graphs of many parallel nodes and one final commit (or report) node.
+
+Every function here plans on the client and returns a :class:`Job`; ``job.compute()``
+runs it on the local threaded scheduler, the active ``distributed.Client``, or the cluster
+named by ``$DATASET_KIT_SCHEDULER`` (see :class:`Job`). Stores travel into tasks as specs
+(URL + options), never as live clients; task keys are deterministic.
+
+Importing this module loads neither dask nor distributed; they load when a job is built.
+"""
+
+from dataset_kit.pipelines._job import SCHEDULER_ENV, Job
+from dataset_kit.pipelines.backup import CopyReport, backup, restore, verify
+from dataset_kit.pipelines.compute import map_partitions
+from dataset_kit.pipelines.gc import garbage_collect
+
+__all__ = [
+    "SCHEDULER_ENV",
+    "CopyReport",
+    "Job",
+    "backup",
+    "garbage_collect",
+    "map_partitions",
+    "restore",
+    "verify",
+]

@@ -1,0 +1,194 @@
+"""A pipeline as a lazy dask graph, and where it runs.
+
+Every pipeline returns a :class:`Job`: a ``dask.delayed`` graph of many parallel nodes
+and one final node (the commit, or the report). Nothing happens until
+:meth:`Job.compute`. Where it runs:
+
+1. ``scheduler=`` given: a ``distributed.Client``, a scheduler address
+   (``tcp://host:port``, ``tls://...``), a scheduler file (``*.json``), or a local
+   scheduler name (``"threads"``, ``"sync"``);
+2. otherwise the active ``distributed.Client`` (``with Client(...):`` or the default
+   client), if any;
+3. otherwise ``$DATASET_KIT_SCHEDULER`` (address or scheduler file), if set;
+4. otherwise the local threaded scheduler (the embedded default).
+
+A client this module opens from an address is closed after the computation. TLS
+clusters: configure ``distributed.comm.tls.*`` in the dask config (or pass a ``Client``
+built with a ``distributed.security.Security``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any, Generic, TypeVar
+
+from dataset_kit.exceptions import ConfigError
+
+__all__ = ["SCHEDULER_ENV", "Job", "task_key"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Environment variable naming the default scheduler (address or scheduler file).
+SCHEDULER_ENV = "DATASET_KIT_SCHEDULER"
+
+_LOCAL_SCHEDULERS = {"threads", "threading", "sync", "synchronous", "single-threaded"}
+
+
+def task_key(pipeline: str, step: str, *token_parts: Any) -> str:
+    """A deterministic dask key: the same inputs give the same key in every run.
+
+    Examples
+    --------
+    >>> task_key("gc", "delete", "ds", 3) == task_key("gc", "delete", "ds", 3)
+    True
+    >>> task_key("gc", "delete", "ds", 3).startswith("dk-gc-delete-")
+    True
+    """
+    from dask.base import tokenize
+
+    return f"dk-{pipeline}-{step}-{tokenize(*token_parts)}"
+
+
+def _active_client() -> Any | None:
+    if "distributed" not in sys.modules:  # nobody made a client: don't import distributed
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def _open_client(address: str) -> Any:
+    try:
+        from distributed import Client
+    except ImportError as exc:  # pragma: no cover - distributed is a dependency of the extra
+        raise ConfigError(
+            "running on a dask cluster needs dask.distributed: pip install 'dataset-kit[dask]'"
+        ) from exc
+    try:
+        if address.endswith(".json") and "://" not in address:
+            if not os.path.exists(address):
+                raise ConfigError(f"scheduler file {address!r} does not exist")
+            return Client(scheduler_file=address, set_as_default=False)
+        return Client(address, set_as_default=False, timeout="30s")
+    except OSError as exc:
+        raise ConfigError(f"cannot connect to the dask scheduler at {address!r}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _scheduler(scheduler: Any) -> Iterator[tuple[str, Any]]:
+    """Yield ``("client", Client)`` or ``("local", name)``; close clients opened here."""
+    if scheduler is None:
+        client = _active_client()
+        if client is not None:
+            yield "client", client
+            return
+        scheduler = os.environ.get(SCHEDULER_ENV) or "threads"
+    if isinstance(scheduler, str):
+        if scheduler in _LOCAL_SCHEDULERS:
+            yield "local", "sync" if scheduler.startswith("s") else "threads"
+            return
+        if scheduler == "processes":
+            raise ConfigError(
+                "the 'processes' scheduler is not supported (throttles would not span the "
+                "processes); use a distributed.LocalCluster"
+            )
+        client = _open_client(scheduler)
+        try:
+            yield "client", client
+        finally:
+            client.close()
+        return
+    if hasattr(scheduler, "compute") and hasattr(scheduler, "scheduler_info"):
+        yield "client", scheduler
+        return
+    raise ConfigError(
+        f"scheduler must be a distributed.Client, an address, a scheduler file or one of "
+        f"{sorted(_LOCAL_SCHEDULERS)}, got {scheduler!r}"
+    )
+
+
+class Job(Generic[T]):
+    """A lazy pipeline: parallel nodes and one final node, run by :meth:`compute`.
+
+    Parameters
+    ----------
+    delayed
+        The graph's final ``dask.delayed`` node.
+    name
+        What the job does (for logs and ``repr``).
+    tasks
+        Number of parallel nodes.
+
+    Examples
+    --------
+    >>> import dask
+    >>> job = Job(dask.delayed(sum)([1, 2, 3]), name="sum", tasks=1)
+    >>> job.compute()
+    6
+    """
+
+    def __init__(self, delayed: Any, *, name: str, tasks: int) -> None:
+        self._delayed = delayed
+        self.name = name
+        self.tasks = tasks
+
+    def __repr__(self) -> str:
+        return f"Job({self.name!r}, tasks={self.tasks})"
+
+    def to_delayed(self) -> Any:
+        """The final ``dask.delayed`` node (to combine jobs in one ``dask.compute``)."""
+        return self._delayed
+
+    @property
+    def key(self) -> str:
+        """The final node's (deterministic) key."""
+        return str(self._delayed.key)
+
+    def compute(self, *, scheduler: Any = None, progress: bool = False) -> T:
+        """Run the graph and return the final node's result.
+
+        Parameters
+        ----------
+        scheduler
+            Where to run (see the module docstring): a ``distributed.Client``, an
+            address, a scheduler file, ``"threads"`` or ``"sync"``; None picks the
+            active client, then ``$DATASET_KIT_SCHEDULER``, then local threads.
+        progress
+            Show a progress bar (a text bar in terminals; a widget in Jupyter when
+            running on a distributed cluster).
+
+        Raises
+        ------
+        ConfigError
+            For an unknown scheduler or an unreachable cluster.
+        DatasetKitError
+            Whatever a node raised (the original exception type).
+        """
+        with _scheduler(scheduler) as (kind, target):
+            if kind == "client":
+                logger.info("job %s: %d tasks on %s", self.name, self.tasks, target)
+                future = target.compute(self._delayed)
+                if progress:
+                    from distributed import progress as show_progress
+
+                    show_progress(future)
+                result: T = future.result()
+                return result
+            logger.info("job %s: %d tasks on the local %s scheduler", self.name, self.tasks, target)
+            bar: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+            if progress:
+                from dask.diagnostics import ProgressBar
+
+                bar = ProgressBar()
+            with bar:
+                out: T = self._delayed.compute(scheduler=target)
+            return out

@@ -1,0 +1,66 @@
+"""Stores as they are used inside pipeline tasks: throttled around each I/O call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from dataset_kit.store import BlobInfo, DelegatingStore, DeleteReport, Store
+from dataset_kit.throttle import Throttle, throttled
+
+__all__ = ["ThrottledStore", "with_throttle"]
+
+
+class ThrottledStore(DelegatingStore):
+    """Hold a :class:`~dataset_kit.throttle.Throttle` around every blob transfer.
+
+    Only the I/O call is inside the throttle (Parquet encoding and user code are not), so
+    the limit bounds concurrent requests to the store, not the pipeline's parallelism.
+    Pickles as the inner store's spec plus the throttle's name and limit.
+
+    Examples
+    --------
+    >>> from dataset_kit.store import MemoryStore
+    >>> store = ThrottledStore(MemoryStore(), Throttle("doc-storage", 2))
+    >>> _ = store.put("k", b"v"); store.get("k")
+    b'v'
+    """
+
+    def __init__(self, inner: Store, throttle: Throttle) -> None:
+        super().__init__(inner)
+        self.throttle = throttle
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.inner, self.throttle))
+
+    def _get(self, key: str) -> bytes:
+        with self.throttle:
+            return self.inner.get(key)
+
+    def _get_range(self, key: str, start: int, length: int) -> bytes:
+        with self.throttle:
+            return self.inner.get_range(key, start, length)
+
+    def _put(
+        self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
+    ) -> BlobInfo:
+        with self.throttle:
+            return self.inner.put(key, data, if_absent=if_absent, if_match=if_match)
+
+    def _delete(self, key: str, *, if_match: str | None) -> None:
+        with self.throttle:
+            self.inner.delete(key, if_match=if_match)
+
+    def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
+        with self.throttle:
+            return self.inner.copy(src, dst, if_absent=if_absent)
+
+    def delete_many(self, keys: Iterable[str]) -> DeleteReport:
+        """One batch delete by the inner store, holding one lease."""
+        with throttled(self.throttle):
+            return self.inner.delete_many(keys)
+
+
+def with_throttle(store: Store, throttle: Throttle | None) -> Store:
+    """``store`` throttled by ``throttle`` (unchanged when None)."""
+    return store if throttle is None else ThrottledStore(store, throttle)

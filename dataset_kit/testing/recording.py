@@ -1,0 +1,79 @@
+"""A store wrapper that records when each write happened, across processes.
+
+Used to measure how many store requests ran at once in a pipeline on a cluster: every
+``put`` appends ``(start, end)`` wall-clock times to a file of its own in ``log_dir``
+(one file per call: no locking across processes), and :func:`max_overlap` computes the
+most calls in flight at any instant.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from dataset_kit.store import BlobInfo, DelegatingStore, Store
+
+__all__ = ["IntervalRecordingStore", "max_overlap", "read_intervals"]
+
+
+class IntervalRecordingStore(DelegatingStore):
+    """Record the wall-clock interval of every ``put``; optionally make each one slow.
+
+    Parameters
+    ----------
+    inner
+        The store doing the work.
+    log_dir
+        Directory for the interval files (shared by every process, e.g. a tmp dir).
+    delay
+        Seconds each ``put`` sleeps inside its interval, so that overlaps are visible.
+    """
+
+    def __init__(self, inner: Store, log_dir: str | os.PathLike[str], delay: float = 0.0) -> None:
+        super().__init__(inner)
+        self.log_dir = str(log_dir)
+        self.delay = delay
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.inner, self.log_dir, self.delay))
+
+    def _put(
+        self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
+    ) -> BlobInfo:
+        start = time.time()
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            return self.inner.put(key, data, if_absent=if_absent, if_match=if_match)
+        finally:
+            end = time.time()
+            name = f"{os.getpid()}-{uuid.uuid4().hex}.interval"
+            Path(self.log_dir, name).write_text(f"{start!r} {end!r}")
+
+
+def read_intervals(log_dir: str | os.PathLike[str]) -> list[tuple[float, float, int]]:
+    """Every recorded ``(start, end, pid)``."""
+    out = []
+    for path in Path(log_dir).glob("*.interval"):
+        start, end = (float(x) for x in path.read_text().split())
+        out.append((start, end, int(path.name.split("-", 1)[0])))
+    return out
+
+
+def max_overlap(intervals: list[tuple[float, float, int]]) -> int:
+    """The most intervals open at any instant.
+
+    Examples
+    --------
+    >>> max_overlap([(0, 2, 1), (1, 3, 1), (2.5, 4, 2), (5, 6, 2)])
+    2
+    """
+    events = sorted([(s, 1) for s, _, _ in intervals] + [(e, -1) for _, e, _ in intervals])
+    peak = current = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak
