@@ -20,6 +20,7 @@ from dataset_kit.api._ops import (
     stage_tables,
 )
 from dataset_kit.core import naming
+from dataset_kit.core.duration import Duration, parse_duration
 from dataset_kit.core.metadata import DatasetMetadata
 from dataset_kit.exceptions import (
     DatasetExistsError,
@@ -519,9 +520,9 @@ def garbage_collect(
     *,
     store: StoreInput,
     dataset_uuid: str,
-    grace_period: float = _gc.DEFAULT_GRACE_PERIOD,
+    grace_period: Duration = _gc.DEFAULT_GRACE_PERIOD,
     keep_versions: int | None = None,
-    retention: float | None = None,
+    retention: Duration | None = None,
     dry_run: bool = False,
 ) -> _gc.GarbageReport:
     """Delete the blobs of a dataset that no retained version references.
@@ -536,7 +537,8 @@ def garbage_collect(
     store, dataset_uuid
         The dataset.
     grace_period
-        Minimum age in seconds of a blob to delete (default one hour).
+        Minimum age of a blob to delete: seconds, a ``timedelta`` or text such as
+        ``"30min"`` (default one hour).
     keep_versions, retention
         Which versions' blobs to keep: the newest ``keep_versions`` and/or those
         committed less than ``retention`` seconds ago (the newest always). Neither: every
@@ -567,12 +569,14 @@ def garbage_collect(
     >>> dk.garbage_collect(store=store, dataset_uuid="g", grace_period=0).count
     0
     """
+    grace = parse_duration(grace_period, name="grace_period")
+    assert grace is not None
     return _gc.collect_garbage(
         open_store(store),
         dataset_uuid,
-        grace_period=grace_period,
+        grace_period=grace,
         keep_versions=keep_versions,
-        retention=retention,
+        retention=parse_duration(retention, name="retention"),
         dry_run=dry_run,
     )
 
@@ -582,7 +586,7 @@ def expire_versions(
     store: StoreInput,
     dataset_uuid: str,
     keep_versions: int | None = None,
-    retention: float | None = None,
+    retention: Duration | None = None,
     dry_run: bool = False,
 ) -> list[int]:
     """Forget old versions: delete their snapshots (the newest version always stays).
@@ -621,7 +625,7 @@ def expire_versions(
         open_store(store),
         naming.validate_uuid(dataset_uuid),
         keep_versions=keep_versions,
-        retention=retention,
+        retention=parse_duration(retention, name="retention"),
         dry_run=dry_run,
     )
 

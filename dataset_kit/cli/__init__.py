@@ -1,7 +1,13 @@
 """The ``dataset-kit`` command: inspect and maintain datasets from a shell.
 
-The only place that configures logging. Commands so far: ``ls``, ``info``, ``history``,
-``gc``, ``expire-versions``, ``delete``, ``demo`` (more come with the pipelines).
+The only place that configures logging and chooses a scheduler. Commands: ``ls``,
+``info``, ``stats``, ``history``, ``gc``, ``expire-versions``, ``backup``, ``restore``,
+``verify``, ``delete``, ``demo``.
+
+Pipelines (``gc``, ``backup``, ``restore``, ``verify``) run on ``--scheduler`` (a dask
+scheduler address or scheduler file; default ``$DATASET_KIT_SCHEDULER``, else the local
+threaded scheduler) and show a progress bar on stderr when it is a terminal
+(``--progress``/``--no-progress`` to force).
 
 Exit codes map the error hierarchy (documented in ``dataset-kit --help``)::
 
@@ -13,11 +19,13 @@ Exit codes map the error hierarchy (documented in ``dataset-kit --help``)::
     5  invalid input, metadata, or schema
     6  store error (I/O, unsupported operation)
     7  refused: a destructive command without --yes
+    8  verify found missing or corrupt blobs
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -40,6 +48,7 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (exc.DatasetKitError, 1),
 ]
 REFUSED = 7
+VERIFY_FAILED = 8
 _STORE_ENV = "DATASET_KIT_STORE"
 
 
@@ -48,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="dataset-kit",
         description="Inspect and maintain dataset_kit / kartothek / plateau datasets.",
         epilog="exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 commit conflict, "
-        "5 invalid input/metadata/schema, 6 store error, 7 refused without --yes",
+        "5 invalid input/metadata/schema, 6 store error, 7 refused without --yes, "
+        "8 verify found missing or corrupt blobs",
     )
     parser.add_argument(
         "--store",
@@ -57,27 +67,60 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        help="dask scheduler address or scheduler file for pipelines "
+        "(default: $DATASET_KIT_SCHEDULER, else local threads)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("ls", help="list the datasets in the store")
     for name, text in (
         ("info", "versions, partitions, rows, bytes, schema, indices"),
+        ("stats", "per-partition rows and bytes, with an imbalance summary"),
         ("history", "the retained versions with their commits"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("dataset")
-        if name == "info":
+        if name != "history":
             p.add_argument("--version", type=int, default=None)
     gc = sub.add_parser("gc", help="delete unreferenced blobs (dry run unless --yes)")
     gc.add_argument("dataset")
-    gc.add_argument("--grace-period", type=float, default=3600.0, help="seconds (default 3600)")
+    gc.add_argument("--grace-period", default="1h", help="duration, e.g. 90s, 30min, 1h (1h)")
     gc.add_argument("--keep-versions", type=int, default=None)
-    gc.add_argument("--retention", type=float, default=None, help="seconds")
+    gc.add_argument("--retention", default=None, help="duration: keep versions this young")
+    gc.add_argument("--storage-concurrency", type=int, default=None)
     gc.add_argument("--yes", action="store_true", help="really delete")
     ex = sub.add_parser("expire-versions", help="forget old versions (dry run unless --yes)")
     ex.add_argument("dataset")
     ex.add_argument("--keep-versions", type=int, default=None)
-    ex.add_argument("--retention", type=float, default=None, help="seconds")
+    ex.add_argument("--retention", default=None, help="duration, e.g. 7d")
     ex.add_argument("--yes", action="store_true", help="really expire")
+    bk = sub.add_parser("backup", help="copy a dataset to another store/uuid (incremental)")
+    bk.add_argument("dataset")
+    bk.add_argument("--target", required=True, help="target store URL or directory")
+    bk.add_argument("--target-uuid", default=None)
+    bk.add_argument("--versions", choices=["all", "latest"], default="all")
+    bk.add_argument("--check", choices=["size", "checksum"], default="size")
+    bk.add_argument("--storage-concurrency", type=int, default=None)
+    rs = sub.add_parser("restore", help="copy a backed-up dataset back into --store")
+    rs.add_argument("dataset")
+    rs.add_argument("--source", required=True, help="the backup's store URL or directory")
+    rs.add_argument("--target-uuid", default=None)
+    rs.add_argument("--version", type=int, default=None, help="backup version (newest)")
+    rs.add_argument("--check", choices=["size", "checksum"], default="size")
+    rs.add_argument("--storage-concurrency", type=int, default=None)
+    ve = sub.add_parser("verify", help="check every referenced blob exists and is readable")
+    ve.add_argument("dataset")
+    ve.add_argument("--all-versions", action="store_true", help="every retained version")
+    ve.add_argument("--version", type=int, default=None)
+    ve.add_argument("--deep", action="store_true", help="also parse every Parquet footer")
     de = sub.add_parser("delete", help="delete a dataset (refused without --yes)")
     de.add_argument("dataset")
     de.add_argument("--yes", action="store_true", help="really delete")
@@ -91,6 +134,51 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
         print(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         print(text)
+
+
+def _compute(args: argparse.Namespace, job: Any) -> Any:
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    return job.compute(scheduler=args.scheduler, progress=progress)
+
+
+def partition_stats(meta: Any) -> dict[str, Any]:
+    """Per-partition rows and bytes of a version, and how balanced they are."""
+    parts = [
+        {"label": label, "rows": meta.stats[label][0], "bytes": meta.stats[label][1]}
+        for label in meta.partitions
+        if label in meta.stats
+    ]
+    summary: dict[str, Any] = {
+        "partitions": len(meta.partitions),
+        "with_stats": len(parts),
+    }
+    for what in ("rows", "bytes"):
+        values = sorted(p[what] for p in parts)
+        if values:
+            median = values[len(values) // 2]
+            summary[what] = {
+                "total": sum(values),
+                "min": values[0],
+                "median": median,
+                "max": values[-1],
+                "max_over_median": round(values[-1] / median, 2) if median else None,
+            }
+    return {"dataset": meta.uuid, "version": meta.version, "summary": summary, "parts": parts}
+
+
+def _stats_text(stats: dict[str, Any]) -> str:
+    s = stats["summary"]
+    lines = [f"{stats['dataset']} version {stats['version']}: {s['partitions']} partitions"]
+    for what in ("rows", "bytes"):
+        if what in s:
+            d = s[what]
+            lines.append(
+                f"  {what:<5} total {d['total']:,}  min {d['min']:,}  median {d['median']:,}  "
+                f"max {d['max']:,}  max/median {d['max_over_median']}"
+            )
+    if s["with_stats"] < s["partitions"]:
+        lines.append(f"  ({s['partitions'] - s['with_stats']} partitions without recorded stats)")
+    return "\n".join(lines)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -119,14 +207,23 @@ def _run(args: argparse.Namespace) -> int:
             for v in versions
         )
         _emit(args, versions, text)
+    elif args.command == "stats":
+        stats = partition_stats(
+            dk.open_dataset(store=store, dataset_uuid=args.dataset, version=args.version).meta
+        )
+        _emit(args, stats, _stats_text(stats))
     elif args.command == "gc":
-        report = dk.garbage_collect(
-            store=store,
-            dataset_uuid=args.dataset,
-            grace_period=args.grace_period,
-            keep_versions=args.keep_versions,
-            retention=args.retention,
-            dry_run=not args.yes,
+        report = _compute(
+            args,
+            dk.pipelines.garbage_collect(
+                args.dataset,
+                store=store,
+                grace_period=args.grace_period,
+                keep_versions=args.keep_versions,
+                retention=args.retention,
+                dry_run=not args.yes,
+                storage_concurrency=args.storage_concurrency,
+            ),
         )
         verb = "deleted" if args.yes else "would delete (dry run; pass --yes)"
         data = {
@@ -134,6 +231,7 @@ def _run(args: argparse.Namespace) -> int:
             "count": report.count,
             "bytes": report.nbytes,
             "too_young": report.too_young,
+            "spared": report.spared,
             "failed": report.failed,
             "keys": report.keys,
         }
@@ -144,6 +242,55 @@ def _run(args: argparse.Namespace) -> int:
             f"{report.too_young} younger than the grace period kept",
         )
         return 6 if report.failed else 0
+    elif args.command in ("backup", "restore"):
+        if args.command == "backup":
+            job = dk.pipelines.backup(
+                args.dataset,
+                source=store,
+                target=dk.open_store(args.target),
+                target_uuid=args.target_uuid,
+                versions=args.versions,
+                check=args.check,
+                storage_concurrency=args.storage_concurrency,
+            )
+        else:
+            job = dk.pipelines.restore(
+                args.dataset,
+                source=dk.open_store(args.source),
+                target=store,
+                target_uuid=args.target_uuid,
+                version=args.version,
+                check=args.check,
+                storage_concurrency=args.storage_concurrency,
+            )
+        copy = _compute(args, job)
+        _emit(
+            args,
+            dataclasses.asdict(copy),
+            f"{args.command} of {copy.source_uuid} -> {copy.target_uuid} version {copy.version}: "
+            f"copied {copy.copied} blobs ({copy.copied_bytes} bytes), "
+            f"{copy.skipped} already there",
+        )
+    elif args.command == "verify":
+        result = _compute(
+            args,
+            dk.pipelines.verify(
+                args.dataset,
+                store=store,
+                versions="all" if args.all_versions else "latest",
+                version=args.version,
+                deep=args.deep,
+            ),
+        )
+        data = {**dataclasses.asdict(result), "ok": result.ok}
+        lines = [
+            f"checked {result.checked} blobs of versions {result.versions}: "
+            f"{len(result.missing)} missing, {len(result.corrupt)} corrupt"
+        ]
+        lines += [f"missing: {k}" for k in result.missing]
+        lines += [f"corrupt: {k}: {why}" for k, why in result.corrupt.items()]
+        _emit(args, data, "\n".join(lines))
+        return 0 if result.ok else VERIFY_FAILED
     elif args.command == "expire-versions":
         expired = dk.expire_versions(
             store=store,

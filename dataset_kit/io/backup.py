@@ -77,6 +77,9 @@ class CopyPlan:
         Blobs the target already holds identically (count and bytes).
     common_metadata
         ``(source key, target key)`` of the ``_common_metadata`` file, if the source has one.
+    incomplete_versions
+        Older source versions left out because garbage collection already deleted some of
+        their blobs (they cannot be read at the source either).
     """
 
     source_uuid: str
@@ -86,6 +89,7 @@ class CopyPlan:
     skipped: int = 0
     skipped_bytes: int = 0
     common_metadata: tuple[str, str] | None = None
+    incomplete_versions: list[int] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:
@@ -163,7 +167,24 @@ def plan_copy(
         raise InvalidInputError(f"versions must be 'all' or 'latest', got {versions!r}")
     if source.url == target.url and tuuid == uuid:
         raise InvalidInputError(f"source and target are the same dataset {uuid!r}")
-    snapshots = [m.relocated(tuuid) for m in _source_snapshots(source, uuid, versions)]
+    sources = _source_snapshots(source, uuid, versions)
+    incomplete: list[int] = []
+    if len(sources) > 1:
+        # older versions whose blobs a GC with keep_versions/retention already deleted
+        # cannot be copied whole: leave them out (reported), never copy a broken version
+        present = set(source.iter_keys(naming.dataset_prefix(uuid)))
+        complete = [m for m in sources[:-1] if all(k in present for k in references(m))]
+        incomplete = [
+            m.version for m in sources[:-1] if m not in complete and m.version is not None
+        ]
+        if incomplete:
+            logger.warning(
+                "dataset %s: versions %s miss blobs deleted by garbage collection; not copied",
+                uuid,
+                incomplete,
+            )
+        sources = [*complete, sources[-1]]
+    snapshots = [m.relocated(tuuid) for m in sources]
     for meta in snapshots:
         existing = _existing_snapshot(target, meta)
         if existing is not None and existing != str(meta.commit.get("id")):
@@ -172,7 +193,7 @@ def plan_copy(
                 f"{meta.version} is a different commit); choose another target uuid or "
                 "delete it first"
             )
-    plan = CopyPlan(uuid, tuuid, snapshots, [])
+    plan = CopyPlan(uuid, tuuid, snapshots, [], incomplete_versions=incomplete)
     plan.blobs, plan.skipped, plan.skipped_bytes = plan_blobs(source, target, uuid, snapshots)
     table = snapshots[-1].table_name
     cm = naming.common_metadata_key(uuid, table)

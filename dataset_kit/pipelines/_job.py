@@ -78,7 +78,7 @@ def _open_client(address: str) -> Any:
             if not os.path.exists(address):
                 raise ConfigError(f"scheduler file {address!r} does not exist")
             return Client(scheduler_file=address, set_as_default=False)
-        return Client(address, set_as_default=False, timeout="30s")
+        return Client(address, set_as_default=False)  # distributed.comm.timeouts.connect
     except OSError as exc:
         raise ConfigError(f"cannot connect to the dask scheduler at {address!r}: {exc}") from exc
 
@@ -163,8 +163,8 @@ class Job(Generic[T]):
             address, a scheduler file, ``"threads"`` or ``"sync"``; None picks the
             active client, then ``$DATASET_KIT_SCHEDULER``, then local threads.
         progress
-            Show a progress bar (a text bar in terminals; a widget in Jupyter when
-            running on a distributed cluster).
+            Show a progress bar: a text bar on stderr, or a widget in Jupyter when running
+            on a distributed cluster.
 
         Raises
         ------
@@ -180,7 +180,8 @@ class Job(Generic[T]):
                 if progress:
                     from distributed import progress as show_progress
 
-                    show_progress(future)
+                    with contextlib.redirect_stdout(sys.stderr):  # text bars go to stderr
+                        show_progress(future)
                 result: T = future.result()
                 return result
             logger.info("job %s: %d tasks on the local %s scheduler", self.name, self.tasks, target)
@@ -188,7 +189,7 @@ class Job(Generic[T]):
             if progress:
                 from dask.diagnostics import ProgressBar
 
-                bar = ProgressBar()
+                bar = ProgressBar(out=sys.stderr)
             with bar:
                 out: T = self._delayed.compute(scheduler=target)
             return out

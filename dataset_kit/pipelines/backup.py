@@ -58,6 +58,9 @@ class CopyReport:
         Blobs the target already held identically (an incremental run skips them).
     repaired
         Blobs that went missing at the target during the copy and were copied again.
+    incomplete_versions
+        Older source versions not copied because garbage collection had already deleted
+        some of their blobs.
     """
 
     source_uuid: str
@@ -69,6 +72,7 @@ class CopyReport:
     skipped: int = 0
     skipped_bytes: int = 0
     repaired: int = 0
+    incomplete_versions: list[int] = field(default_factory=list)
 
 
 def _batches(items: list[Any], size: int) -> list[list[Any]]:
@@ -121,6 +125,7 @@ def _finish_copy(
         copied_bytes=nbytes,
         skipped=plan.skipped,
         skipped_bytes=plan.skipped_bytes,
+        incomplete_versions=list(plan.incomplete_versions),
     )
     report.repaired = _repair(source, target, plan, newest)
     return report

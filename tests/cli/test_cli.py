@@ -93,3 +93,55 @@ def test_exit_codes_map_the_error_hierarchy(store: Path, args: list[str], code: 
 def test_missing_store_is_a_config_error() -> None:
     out = cli("ls", env={"DATASET_KIT_STORE": ""})
     assert out.returncode == 5 and "--store" in out.stderr
+
+
+def test_stats_summarizes_partition_balance(store: Path) -> None:
+    dk.update_dataset(
+        pd.DataFrame({"p": [3] * 8, "x": [0.5] * 8}), store=str(store), dataset_uuid="sales"
+    )
+    stats = json.loads(cli("--store", str(store), "--json", "stats", "sales").stdout)
+    summary = stats["summary"]
+    assert summary["partitions"] == 2 and summary["rows"]["total"] == 10
+    assert summary["rows"]["max"] == 8 and summary["rows"]["max_over_median"] == 1.0
+    text = cli("--store", str(store), "stats", "sales").stdout
+    assert "2 partitions" in text and "max/median" in text
+
+
+def test_backup_verify_restore(store: Path, tmp_path: Path) -> None:
+    vault = tmp_path / "vault"
+    out = cli("--store", str(store), "--json", "backup", "sales", "--target", str(vault))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["versions"] == [0, 1]
+    again = json.loads(
+        cli("--store", str(store), "--json", "backup", "sales", "--target", str(vault)).stdout
+    )
+    assert again["copied"] == 0 and again["skipped"] == 2
+    ok = cli("--store", str(vault), "verify", "sales", "--all-versions", "--deep")
+    assert ok.returncode == 0 and "0 missing, 0 corrupt" in ok.stdout
+    dk.delete_dataset(store=str(store), dataset_uuid="sales")
+    back = cli("--store", str(store), "--json", "restore", "sales", "--source", str(vault))
+    assert back.returncode == 0, back.stderr
+    assert len(dk.read_table(store=str(store), dataset_uuid="sales")) == 2
+
+
+def test_verify_failure_exit_code(store: Path) -> None:
+    victim = next(store.rglob("*.parquet"))
+    victim.unlink()
+    out = cli("--store", str(store), "--json", "verify", "sales")
+    assert out.returncode == 8
+    assert json.loads(out.stdout)["missing"] == [str(victim.relative_to(store))]
+
+
+def test_progress_goes_to_stderr_and_json_stays_clean(store: Path) -> None:
+    out = cli("--store", str(store), "--json", "--progress", "verify", "sales")
+    assert out.returncode == 0
+    assert json.loads(out.stdout)["ok"] is True
+    assert "100%" in out.stderr
+
+
+def test_unreachable_scheduler_is_a_config_error(store: Path) -> None:
+    fast = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}  # the default waits 30 s
+    out = cli(
+        "--store", str(store), "--scheduler", "tcp://127.0.0.1:9", "verify", "sales", env=fast
+    )
+    assert out.returncode == 5 and "scheduler" in out.stderr

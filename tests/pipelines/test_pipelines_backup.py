@@ -222,3 +222,18 @@ def test_backup_with_transient_faults_and_retries(live: LocalStore, vault: Local
     assert report.version == 1
     pd.testing.assert_frame_equal(table(vault), table(live))
     assert dk.pipelines.verify(UUID, store=vault, versions="all").compute().ok
+
+
+def test_versions_broken_by_gc_are_left_out_and_reported(
+    live: LocalStore, vault: LocalStore, tmp_path: Path
+) -> None:
+    dk.write_dataset(frame(1, 2), store=live, dataset_uuid=UUID, partition_on="p", mode="overwrite")
+    dk.pipelines.garbage_collect(UUID, store=live, grace_period=0, keep_versions=1).compute()
+    report = dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    assert report.versions == [2] and report.incomplete_versions == [0, 1]
+    pd.testing.assert_frame_equal(table(vault), table(live))
+    # the newest version is never left out: a missing blob there is an error
+    key = next(iter(dk.open_dataset(store=live, dataset_uuid=UUID).meta.partitions.values()))
+    live.delete(key)
+    with pytest.raises(DataBlobMissingError):
+        dk.pipelines.backup(UUID, source=live, target=LocalStore(tmp_path / "v2"))

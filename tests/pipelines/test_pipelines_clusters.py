@@ -88,10 +88,15 @@ def test_threads_give_the_same_result(tmp_path: Path) -> None:
 
 
 def test_unreachable_scheduler_is_a_config_error(tmp_path: Path) -> None:
+    import dask
+
     store = LocalStore(tmp_path / "a")
     source(store, 1, 1)
     job = dk.pipelines.verify(SRC, store=store)
-    with pytest.raises(ConfigError, match="scheduler"):
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "2s"}),
+        pytest.raises(ConfigError, match="scheduler"),
+    ):
         job.compute(scheduler="tcp://127.0.0.1:9")
     with pytest.raises(ConfigError, match="does not exist"):
         job.compute(scheduler=str(tmp_path / "nope.json"))

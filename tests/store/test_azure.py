@@ -17,40 +17,8 @@ import dataset_kit as dk
 from dataset_kit.exceptions import ConfigError, KeyNotFoundError, StoreError
 from dataset_kit.store import Capability, Store, open_store
 from dataset_kit.store.azure import AzureBlobStore
-from dataset_kit.testing.azurite import ACCOUNT_KEY, azurite_server
+from dataset_kit.testing.azurite import ACCOUNT_KEY
 from dataset_kit.testing.store_suite import StoreConformanceSuite
-
-
-@pytest.fixture(scope="session")
-def azurite() -> Iterator[str]:
-    """The connection string of an in-memory Azurite running for the whole session.
-
-    ``make test`` installs Azurite; a machine without node/npm fails here on purpose.
-    """
-    with azurite_server() as connection_string:
-        yield connection_string
-
-
-def _container_name() -> str:
-    return f"dk-{uuid.uuid4().hex[:20]}"
-
-
-def _drop_container(connection_string: str, name: str) -> None:
-    from azure.core.exceptions import ResourceNotFoundError
-    from azure.storage.blob import BlobServiceClient
-
-    with BlobServiceClient.from_connection_string(connection_string, retry_total=1) as service:
-        try:
-            service.delete_container(name)
-        except ResourceNotFoundError:  # the test never used its store
-            pass
-
-
-@pytest.fixture
-def container(azurite: str) -> Iterator[str]:
-    name = _container_name()
-    yield name
-    _drop_container(azurite, name)
 
 
 @pytest.fixture
@@ -158,7 +126,8 @@ def test_unreachable_account_fails_fast() -> None:
 
 
 def test_missing_container_without_create(azurite: str) -> None:
-    store = AzureBlobStore(_container_name(), connection_string=azurite, create_container=False)
+    name = f"dk-{uuid.uuid4().hex[:20]}"
+    store = AzureBlobStore(name, connection_string=azurite, create_container=False)
     with pytest.raises(KeyNotFoundError):
         store.get("k")
     assert not store.exists("k")
@@ -228,18 +197,14 @@ def test_four_processes_appending_through_azurite_lose_nothing(store: AzureBlobS
 
 @pytest.mark.slow
 def test_dataset_operations_identical_with_20_percent_faults_on_azure(
-    azurite: str, tmp_path: Path
+    azurite: str, container: str, tmp_path: Path
 ) -> None:
     from dataset_kit.store import FaultInjectingStore, LocalStore, RetryingStore
     from dataset_kit.testing.scenarios import compare_results, run_scenario
 
     clean = run_scenario(LocalStore(tmp_path))
-    name = _container_name()
-    try:
-        azure_store = AzureBlobStore(name, connection_string=azurite, retry_total=2)
-        faulty = FaultInjectingStore(azure_store, fail_rate=0.2, fail_after_write_rate=0.05, seed=7)
-        store = RetryingStore(faulty, attempts=25, base_delay=0.001, max_delay=0.02)
-        compare_results(run_scenario(store), clean)
-        assert sum(s.faults + s.unknown_outcome for s in faulty.stats.values()) > 10
-    finally:
-        _drop_container(azurite, name)
+    azure_store = AzureBlobStore(container, connection_string=azurite, retry_total=2)
+    faulty = FaultInjectingStore(azure_store, fail_rate=0.2, fail_after_write_rate=0.05, seed=7)
+    store = RetryingStore(faulty, attempts=25, base_delay=0.001, max_delay=0.02)
+    compare_results(run_scenario(store), clean)
+    assert sum(s.faults + s.unknown_outcome for s in faulty.stats.values()) > 10
