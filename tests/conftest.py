@@ -37,3 +37,30 @@ def container(azurite: str) -> Iterator[str]:
     name = f"dk-{uuid.uuid4().hex[:20]}"
     yield name
     _drop_container(azurite, name)
+
+
+STORE_KINDS = ["memory", "local", "azure"]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def any_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[object]:
+    """The same dataset behaviour on every backend: memory, local directory, Azurite."""
+    import dataset_kit as dk
+
+    if request.param == "memory":
+        yield dk.open_store("memory://")
+    elif request.param == "local":
+        yield dk.open_store(str(tmp_path_factory.mktemp("store")))
+    else:
+        from dataset_kit.store.azure import AzureBlobStore
+
+        connection = request.getfixturevalue("azurite")
+        # as a user would configure it, so that the store's URL alone opens it too
+        request.getfixturevalue("monkeypatch").setenv("AZURE_STORAGE_CONNECTION_STRING", connection)
+        name = f"dk-{uuid.uuid4().hex[:20]}"
+        store = AzureBlobStore(name, connection_string=connection, retry_total=2)
+        yield store
+        store.close()
+        _drop_container(connection, name)

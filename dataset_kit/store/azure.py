@@ -110,6 +110,23 @@ def _strip_query(url: str) -> tuple[str, str]:
     return bare.rstrip("/"), parts.query
 
 
+#: ``credential=DEFAULT_CREDENTIAL``: ``azure.identity.DefaultAzureCredential`` per process.
+DEFAULT_CREDENTIAL = "default"
+
+
+def _resolve_credential(credential: Any) -> Any:
+    """The SDK credential for ``credential`` (``"default"`` -> DefaultAzureCredential)."""
+    if not (isinstance(credential, str) and credential == DEFAULT_CREDENTIAL):
+        return credential
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError as exc:
+        raise ConfigError(
+            'credential="default" needs azure-identity: pip install dataset-kit[azure]'
+        ) from exc
+    return DefaultAzureCredential()
+
+
 def _import_sdk() -> Any:
     """Import ``azure.storage.blob`` or raise ConfigError with the install hint."""
     try:
@@ -134,8 +151,11 @@ class AzureBlobStore(Store):
         in its query string is moved into ``credential``.
     credential
         Anything the SDK accepts as a credential: an account key, a SAS token, an
-        ``AzureNamedKeyCredential`` or a token credential such as
-        ``DefaultAzureCredential``. Travels with pickles, so it should be picklable.
+        ``AzureNamedKeyCredential`` or a token credential. ``"default"`` means
+        ``azure.identity.DefaultAzureCredential()`` (environment, workload or managed
+        identity, Azure CLI...), created in each process that uses the store: pickles sent
+        to dask workers then carry no secret at all, and every worker authenticates
+        itself. Other credentials travel with pickles, so they should be picklable.
     prefix
         Every key is stored under ``<prefix>/`` in the container.
     create_container
@@ -278,6 +298,8 @@ class AzureBlobStore(Store):
         query = {"account_url": self._account_url}
         if self._prefix:
             query["prefix"] = self._prefix
+        if isinstance(self._credential, str) and self._credential == DEFAULT_CREDENTIAL:
+            query["credential"] = DEFAULT_CREDENTIAL
         return f"azure://{self._container}?{urllib.parse.urlencode(query)}"
 
     @property
@@ -339,15 +361,14 @@ class AzureBlobStore(Store):
             random_jitter_range=1,
         )
         kwargs: dict[str, Any] = {"transport": transport, "retry_policy": retry}
+        credential = _resolve_credential(self._credential)
         try:
             if self._connection_string is not None:
                 service = BlobServiceClient.from_connection_string(
-                    self._connection_string, credential=self._credential, **kwargs
+                    self._connection_string, credential=credential, **kwargs
                 )
             else:
-                service = BlobServiceClient(
-                    self._account_url, credential=self._credential, **kwargs
-                )
+                service = BlobServiceClient(self._account_url, credential=credential, **kwargs)
             client = service.get_container_client(self._container)
         except ValueError as exc:  # malformed connection string or URL
             session.close()
@@ -451,6 +472,12 @@ class AzureBlobStore(Store):
             )
         if (isinstance(exc, az.ResourceExistsError) or status == 409) and if_absent:
             return KeyExistsError(f"key {key!r} already exists in {self!r}", key=key)
+        if status in (401, 403) and self._connection_string is None and self._credential is None:
+            message += (
+                "; no credentials were given: pass connection_string= or credential= "
+                '(credential="default" for DefaultAzureCredential), or set '
+                "AZURE_STORAGE_CONNECTION_STRING"
+            )
         return StoreError(message, key=key)
 
     # ------------------------------------------------------------------ helpers
@@ -773,9 +800,16 @@ def from_url(url: str, **options: Any) -> AzureBlobStore:
         raise ConfigError(f"unknown azure:// options: {sorted(unknown)}")
     kwargs = {k: v for k, v in options.items() if k != "allow_unsafe_commits"}
     for name, values in urllib.parse.parse_qs(parts.query, keep_blank_values=True).items():
-        if name not in ("account_url", "prefix") or len(values) != 1:
-            raise ConfigError(f"azure:// URLs take account_url and prefix once, not {name!r}")
+        if name not in ("account_url", "prefix", "credential") or len(values) != 1:
+            raise ConfigError(
+                f"azure:// URLs take account_url, prefix and credential=default once, not {name!r}"
+            )
         value = values[0]
+        if name == "credential" and value != DEFAULT_CREDENTIAL:
+            raise ConfigError(
+                "secrets do not belong in azure:// URLs: only credential=default may be given "
+                "there; pass other credentials as options"
+            )
         if name in kwargs and kwargs[name] != value:
             raise ConfigError(f"azure:// option {name}={kwargs[name]!r} contradicts the URL")
         kwargs[name] = value

@@ -31,6 +31,7 @@ __all__ = [
     "azurite_server",
     "connection_string",
     "find_azurite",
+    "write_self_signed_cert",
 ]
 
 _log = logging.getLogger(__name__)
@@ -50,12 +51,57 @@ class AzuriteUnavailableError(RuntimeError):
     """Azurite cannot be found, installed or started."""
 
 
-def connection_string(port: int, host: str = "127.0.0.1") -> str:
+def connection_string(port: int, host: str = "127.0.0.1", *, scheme: str = "http") -> str:
     """The connection string of the development account of an Azurite on ``host:port``."""
     return (
-        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
-        f"BlobEndpoint=http://{host}:{port}/{ACCOUNT_NAME};"
+        f"DefaultEndpointsProtocol={scheme};AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint={scheme}://{host}:{port}/{ACCOUNT_NAME};"
     )
+
+
+def write_self_signed_cert(
+    directory: str | os.PathLike[str], host: str = "127.0.0.1"
+) -> tuple[str, str]:
+    """Write a throw-away certificate and key for ``host`` (for Azurite over HTTPS).
+
+    Returns the paths of the PEM certificate (also the CA bundle to trust) and key.
+    """
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = Path(directory, "azurite.pem"), Path(directory, "azurite.key")
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
 
 
 def _repo_root() -> Path | None:
@@ -149,7 +195,12 @@ def _accepts(host: str, port: int) -> bool:
 
 
 @contextlib.contextmanager
-def azurite_server(*, host: str = "127.0.0.1", startup_timeout: float = 60.0) -> Iterator[str]:
+def azurite_server(
+    *,
+    host: str = "127.0.0.1",
+    startup_timeout: float = 60.0,
+    tls: tuple[str, str] | None = None,
+) -> Iterator[str]:
     """Run an in-memory Azurite blob service and yield its connection string.
 
     Parameters
@@ -158,6 +209,10 @@ def azurite_server(*, host: str = "127.0.0.1", startup_timeout: float = 60.0) ->
         The address to listen on.
     startup_timeout
         Seconds to wait for the port to accept connections.
+    tls
+        ``(certificate, key)`` PEM paths (see :func:`write_self_signed_cert`): serve HTTPS
+        and accept OAuth bearer tokens (``--oauth basic``: Azurite checks a token's
+        issuer, audience and expiry, not its signature), as Azure AD authentication needs.
 
     Yields
     ------
@@ -176,6 +231,8 @@ def azurite_server(*, host: str = "127.0.0.1", startup_timeout: float = 60.0) ->
     binary = find_azurite()
     port = _free_port(host)
     cmd = [str(binary), *_FLAGS, "--blobHost", host, "--blobPort", str(port)]
+    if tls is not None:
+        cmd += ["--cert", tls[0], "--key", tls[1], "--oauth", "basic"]
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
@@ -194,7 +251,7 @@ def azurite_server(*, host: str = "127.0.0.1", startup_timeout: float = 60.0) ->
                     )
                 time.sleep(0.1)
             _log.debug("azurite %s is up on %s:%d (pid %d)", AZURITE_VERSION, host, port, proc.pid)
-            yield connection_string(port, host)
+            yield connection_string(port, host, scheme="https" if tls else "http")
         finally:
             proc.terminate()
             try:

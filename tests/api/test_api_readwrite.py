@@ -53,8 +53,9 @@ class CountingStore(DelegatingStore):
 
 
 @pytest.fixture
-def store() -> Store:
-    return dk.open_store("memory://")
+def store(any_store: Store) -> Store:
+    """Every test here runs on the memory store, a local directory and Azurite."""
+    return any_store
 
 
 @pytest.fixture

@@ -108,8 +108,9 @@ def _seed(store: Store, *, partition_on: str | None = "p", **kwargs: Any) -> Non
 
 
 @pytest.fixture
-def store() -> Store:
-    return dk.open_store("memory://")
+def store(any_store: Store) -> Store:
+    """Every test here runs on the memory store, a local directory and Azurite."""
+    return any_store
 
 
 def _check_history(store: Store) -> list[int]:

@@ -208,3 +208,79 @@ def test_dataset_operations_identical_with_20_percent_faults_on_azure(
     store = RetryingStore(faulty, attempts=25, base_delay=0.001, max_delay=0.02)
     compare_results(run_scenario(store), clean)
     assert sum(s.faults + s.unknown_outcome for s in faulty.stats.values()) > 10
+
+
+class _StaticToken:
+    """A token credential as azure-identity's would return it (Azurite checks issuer,
+    audience and expiry of a bearer token, not its signature)."""
+
+    def get_token(self, *scopes: str, **kwargs: object) -> object:
+        import base64
+        import json
+
+        from azure.core.credentials import AccessToken
+
+        def part(doc: dict[str, object]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+
+        now = int(time.time())
+        tenant = "ab1f708d-50f6-404c-a006-d71b2ac7a606"
+        claims = {
+            "iss": f"https://sts.windows.net/{tenant}/",
+            "aud": "https://storage.azure.com",
+            "iat": now - 60,
+            "nbf": now - 60,
+            "exp": now + 3600,
+            "oid": "dataset-kit-test",
+            "tid": tenant,
+        }
+        return AccessToken(
+            f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2ln", now + 3600
+        )
+
+
+@pytest.fixture(scope="module")
+def azurite_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """Azurite over HTTPS with OAuth: (blob endpoint URL, CA bundle path)."""
+    from dataset_kit.testing.azurite import azurite_server, write_self_signed_cert
+
+    cert, key = write_self_signed_cert(tmp_path_factory.mktemp("tls"))
+    with azurite_server(tls=(cert, key)) as conn:
+        fields = dict(f.split("=", 1) for f in conn.split(";") if f)
+        yield fields["BlobEndpoint"], cert
+
+
+def test_token_credential_over_https(
+    azurite_tls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint, ca_bundle = azurite_tls
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca_bundle)  # trust the throw-away certificate
+    store = AzureBlobStore("tokens", account_url=endpoint, credential=_StaticToken())
+    dk.write_dataset(pd.DataFrame({"a": [1, 2]}), store=store, dataset_uuid="t")
+    assert dk.read_table(store=store, dataset_uuid="t")["a"].tolist() == [1, 2]
+    store.close()
+    keyless = AzureBlobStore("tokens", account_url=endpoint, retry_total=0)  # anonymous
+    with pytest.raises(StoreError, match="no credentials were given"):
+        keyless.get("t.by-dataset-metadata.json")
+    keyless.close()
+
+
+def test_default_credential_is_created_per_process_and_fails_clearly(
+    azurite_tls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint, ca_bundle = azurite_tls
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca_bundle)
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    store = open_store(f"azure://tokens?account_url={endpoint}&credential=default", retry_total=0)
+    assert isinstance(store, AzureBlobStore)
+    assert "credential=default" in store.url
+    clone = pickle.loads(pickle.dumps(store))  # what a dask worker receives: no secret
+    assert clone.options["credential"] == "default"
+    # no identity is configured on this machine: a typed error naming the cause, fast
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="DefaultAzureCredential"):
+        clone.get("anything")
+    assert time.monotonic() - started < 30
+    with pytest.raises(ConfigError, match="secrets do not belong"):
+        open_store(f"azure://tokens?account_url={endpoint}&credential=SECRETKEY")
