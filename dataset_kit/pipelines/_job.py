@@ -190,6 +190,12 @@ class Job(Generic[T]):
                 from dask.diagnostics import ProgressBar
 
                 bar = ProgressBar(out=sys.stderr)
+            # a scheduler *function*: dask would import distributed (0.7 s) to look for a
+            # client when given the name
+            if target == "sync":
+                from dask.local import get_sync as get
+            else:
+                from dask.threaded import get
             with bar:
-                out: T = self._delayed.compute(scheduler=target)
+                out: T = self._delayed.compute(scheduler=get)
             return out

@@ -675,12 +675,15 @@ class LocalStore(Store):
         """Delete many blobs, then prune the emptied directories once, deepest first.
 
         (Pruning after each key would try ``rmdir`` on the shared parents once per key.)
+        Sequential on purpose: with a few threads, 2,000 blobs in their own partition
+        directories took 0.25-0.41 s against 0.21-0.24 s sequentially here (directory
+        operations serialize in the file system).
         """
         report = DeleteReport()
         dirs: set[str] = set()
         for key in keys:
             try:
-                path = self._path(validate_key(key))
+                path = self._unlink_path(validate_key(key))
                 with _oserrors("delete", key):
                     try:
                         os.unlink(path)
@@ -693,10 +696,36 @@ class LocalStore(Store):
             report.deleted.append(key)
         for directory in dirs:
             self._fsync_dir(directory)
+        # leaves first (one rmdir each), then the parents of the removed ones
+        removed = [d for d in dirs if self._rmdir(d)]
+        parents = {os.path.dirname(d) for d in removed}
         busy: set[str] = set()
-        for directory in sorted(dirs, key=lambda d: d.count(os.sep), reverse=True):
+        for directory in sorted(parents, key=lambda d: d.count(os.sep), reverse=True):
             self._prune(directory, busy)
         return report
+
+    def _unlink_path(self, key: str) -> str:
+        """The path of ``key`` for unlinking: as :meth:`_path`, without the symlink check
+        (unlinking a symlink removes the link, never its target)."""
+        parts = key.split("/")
+        if any(part.startswith(HIDDEN_PREFIX) for part in parts):
+            return self._path(key)  # raises the reserved-name error
+        path = os.path.join(self._root, *parts)
+        parent = os.path.dirname(path)
+        if parent not in self._safe_dirs:
+            self._check_dirs(parent, key)
+        return path
+
+    def _rmdir(self, directory: str) -> bool:
+        """Remove ``directory`` if it is empty and not the root; True if it was removed."""
+        root_slash = self._root if self._root.endswith(os.sep) else self._root + os.sep
+        if not directory.startswith(root_slash):
+            return False
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return False
+        return True
 
     def _prune(self, directory: str, busy: set[str] | None = None) -> None:
         """Remove now-empty directories from ``directory`` up to (never including) root."""
