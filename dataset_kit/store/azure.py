@@ -288,6 +288,11 @@ class AzureBlobStore(Store):
         return self._container
 
     @property
+    def account_url(self) -> str:
+        """The blob endpoint, e.g. ``https://<account>.blob.core.windows.net`` (no secret)."""
+        return self._account_url
+
+    @property
     def prefix(self) -> str:
         """The key prefix inside the container (``""`` for none)."""
         return self._prefix
