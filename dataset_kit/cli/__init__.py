@@ -1,8 +1,8 @@
 """The ``dataset-kit`` command: inspect and maintain datasets from a shell.
 
 The only place that configures logging and chooses a scheduler. Commands: ``ls``,
-``info``, ``stats``, ``history``, ``gc``, ``expire-versions``, ``backup``, ``restore``,
-``verify``, ``delete``, ``demo``.
+``info``, ``stats``, ``history``, ``query``, ``gc``, ``expire-versions``, ``backup``,
+``restore``, ``verify``, ``delete``, ``demo``.
 
 Pipelines (``gc``, ``backup``, ``restore``, ``verify``) run on ``--scheduler`` (a dask
 scheduler address or scheduler file; default ``$DATASET_KIT_SCHEDULER``, else the local
@@ -116,6 +116,25 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--version", type=int, default=None, help="backup version (newest)")
     rs.add_argument("--check", choices=["size", "checksum"], default="size")
     rs.add_argument("--storage-concurrency", type=int, default=None)
+    qu = sub.add_parser("query", help="read columns and rows matching predicates")
+    qu.add_argument("dataset")
+    qu.add_argument("--columns", default=None, help="comma-separated columns (default: all)")
+    qu.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="'col OP value' with OP one of == != < <= > >= in 'not in' (values of in: "
+        "comma-separated); repeat to AND; values are parsed by the column's type",
+    )
+    qu.add_argument(
+        "--filter", default=None, help='predicates as JSON DNF: [[["col", "==", 1]], ...]'
+    )
+    qu.add_argument("--version", type=int, default=None)
+    qu.add_argument("--limit", type=int, default=None, help="at most this many rows")
+    qu.add_argument(
+        "--output", default=None, help="write to a .csv or .parquet file instead of the screen"
+    )
     ve = sub.add_parser("verify", help="check every referenced blob exists and is readable")
     ve.add_argument("dataset")
     ve.add_argument("--all-versions", action="store_true", help="every retained version")
@@ -179,6 +198,98 @@ def _stats_text(stats: dict[str, Any]) -> str:
     if s["with_stats"] < s["partitions"]:
         lines.append(f"  ({s['partitions'] - s['with_stats']} partitions without recorded stats)")
     return "\n".join(lines)
+
+
+_OPS = ("not in", "==", "!=", "<=", ">=", "<", ">", "in")
+
+
+def _text_value(text: str, t: Any, column: str) -> Any:
+    """A command-line value parsed as the Python value of a column of Arrow type ``t``."""
+    import datetime as dt
+    import decimal
+
+    import pandas as pd
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    try:
+        if pa.types.is_boolean(t):
+            lowered = text.lower()
+            if lowered not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return lowered in ("true", "1")
+        if pa.types.is_integer(t):
+            return int(text)
+        if pa.types.is_floating(t):
+            return float(text)
+        if pa.types.is_decimal(t):
+            return decimal.Decimal(text)
+        if pa.types.is_date(t):
+            return dt.date.fromisoformat(text)
+        if pa.types.is_timestamp(t):
+            return pd.Timestamp(text)
+    except (ValueError, decimal.InvalidOperation) as error:
+        raise exc.PredicateError(
+            f"--where: {text!r} is not a value of column {column!r} ({t})"
+        ) from error
+    return text
+
+
+def _where(exprs: list[str], schema: Any) -> list[tuple[str, str, Any]]:
+    terms = []
+    for expr in exprs:
+        for op in _OPS:
+            left, sep, right = expr.partition(f" {op} ")
+            if sep:
+                break
+        else:
+            raise exc.PredicateError(
+                f"--where {expr!r}: expected 'column OP value' with OP in {_OPS}"
+            )
+        column, raw = left.strip(), right.strip()
+        if schema.get_field_index(column) < 0:
+            raise exc.PredicateError(f"--where {expr!r}: unknown column {column!r}")
+        t = schema.field(column).type
+        if op in ("in", "not in"):
+            value: Any = [_text_value(v.strip(), t, column) for v in raw.split(",") if v.strip()]
+        else:
+            value = _text_value(raw, t, column)
+        terms.append((column, op, value))
+    return terms
+
+
+def _query(args: argparse.Namespace, store: Any) -> int:
+    import dataset_kit as dk
+
+    ds = dk.open_dataset(store=store, dataset_uuid=args.dataset, version=args.version)
+    predicates: Any = None
+    if args.filter is not None:
+        try:
+            predicates = json.loads(args.filter)
+        except json.JSONDecodeError as error:
+            raise exc.PredicateError(f"--filter is not valid JSON: {error}") from error
+    if args.where:
+        terms = _where(args.where, ds.schema)
+        predicates = [list(c) + terms for c in predicates] if predicates else [terms]
+    columns = None if args.columns is None else [c.strip() for c in args.columns.split(",")]
+    df = ds.read_table(columns=columns, predicates=predicates)
+    if args.limit is not None:
+        df = df.head(args.limit)
+    if args.output:
+        if args.output.endswith(".csv"):
+            df.to_csv(args.output, index=False)
+        elif args.output.endswith(".parquet"):
+            df.to_parquet(args.output, index=False)
+        else:
+            raise exc.InvalidInputError("--output must end with .csv or .parquet")
+        _emit(args, {"rows": len(df), "output": args.output}, f"{len(df)} rows -> {args.output}")
+    elif args.json:
+        print(df.to_json(orient="records", date_format="iso"))
+    else:
+        print(df.to_string(index=False, max_rows=200))
+        print(f"({len(df)} rows)", file=sys.stderr)
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -271,6 +382,8 @@ def _run(args: argparse.Namespace) -> int:
             f"copied {copy.copied} blobs ({copy.copied_bytes} bytes), "
             f"{copy.skipped} already there",
         )
+    elif args.command == "query":
+        return _query(args, store)
     elif args.command == "verify":
         result = _compute(
             args,

@@ -145,3 +145,52 @@ def test_unreachable_scheduler_is_a_config_error(store: Path) -> None:
         "--store", str(store), "--scheduler", "tcp://127.0.0.1:9", "verify", "sales", env=fast
     )
     assert out.returncode == 5 and "scheduler" in out.stderr
+
+
+@pytest.fixture
+def typed(tmp_path: Path) -> Path:
+    df = pd.DataFrame(
+        {
+            "day": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]).date,
+            "shop": [1, 2, 3],
+            "name": ["a", "b", "c"],
+            "ok": [True, False, True],
+            "price": [1.5, 2.5, 3.5],
+        }
+    )
+    dk.write_dataset(df, store=str(tmp_path), dataset_uuid="t", partition_on="day")
+    return tmp_path
+
+
+def test_query_where_parses_values_by_column_type(typed: Path) -> None:
+    base = ["--store", str(typed), "--json", "query", "t", "--columns", "shop,name"]
+    rows = json.loads(cli(*base, "--where", "shop >= 2", "--where", "ok == true").stdout)
+    assert rows == [{"shop": 3, "name": "c"}]
+    rows = json.loads(cli(*base, "--where", "day in 2024-01-01,2024-01-03").stdout)
+    assert [r["shop"] for r in rows] == [1, 3]
+    rows = json.loads(cli(*base, "--where", "name not in a,b", "--where", "price < 4").stdout)
+    assert [r["name"] for r in rows] == ["c"]
+    rows = json.loads(cli(*base, "--filter", '[[["shop", "==", 1]], [["shop", "==", 2]]]').stdout)
+    assert [r["shop"] for r in rows] == [1, 2]
+    text = cli("--store", str(typed), "query", "t", "--limit", "1")
+    assert text.returncode == 0 and "price" in text.stdout and "(1 rows)" in text.stderr
+
+
+def test_query_to_files(typed: Path, tmp_path: Path) -> None:
+    for name in ("out.csv", "out.parquet"):
+        target = tmp_path / name
+        out = cli(
+            "--store", str(typed), "query", "t", "--where", "shop != 2", "--output", str(target)
+        )
+        assert out.returncode == 0, out.stderr
+        back = pd.read_csv(target) if name.endswith(".csv") else pd.read_parquet(target)
+        assert sorted(back["shop"]) == [1, 3]
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["shop >= two", "nosuch == 1", "shop ~ 1", "ok == maybe", "day == 2024-13-01"],
+)
+def test_query_bad_predicates_are_typed_errors(typed: Path, where: str) -> None:
+    out = cli("--store", str(typed), "query", "t", "--where", where)
+    assert out.returncode == 5 and out.stderr.startswith("error: PredicateError"), out.stderr
