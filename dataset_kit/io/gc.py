@@ -11,6 +11,8 @@ deleted only if
   modification times report 0) is never deleted.
 
 Snapshots themselves are never deleted here: expiring versions is a separate operation.
+A dataset that no longer exists (deleted, or never committed) references nothing: its
+remaining blobs are collected under the same grace period.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 
 from dataset_kit.core import naming
 from dataset_kit.core.metadata import DatasetMetadata
-from dataset_kit.exceptions import InvalidInputError
+from dataset_kit.exceptions import DatasetNotFoundError, InvalidInputError
 from dataset_kit.io import commit as _commit
 from dataset_kit.store import BlobInfo, Store
 
@@ -184,11 +186,20 @@ def find_garbage(
     if grace_period < 0:
         raise InvalidInputError(f"grace_period must be >= 0 seconds, got {grace_period}")
     uuid = naming.validate_uuid(dataset_uuid)
-    referenced, versions = referenced_keys(
-        store, uuid, keep_versions=keep_versions, retention=retention
-    )
-    now = time.time() if now is None else now
     prefix = naming.dataset_prefix(uuid)
+    try:
+        referenced, versions = referenced_keys(
+            store, uuid, keep_versions=keep_versions, retention=retention
+        )
+    except DatasetNotFoundError:
+        # deleted (a tombstone, or plateau removed the pointer) or never committed: no
+        # version references anything, but a delete that died halfway or a writer that
+        # died before its commit left blobs behind; they are garbage once old enough
+        if next(iter(store.iter_keys(prefix)), None) is None:
+            raise
+        logger.info("dataset %s does not exist: all its blobs are unreferenced", uuid)
+        referenced, versions = set(), []
+    now = time.time() if now is None else now
     versions_prefix = naming.snapshot_prefix(uuid)
     candidates: list[BlobInfo] = []
     too_young = 0

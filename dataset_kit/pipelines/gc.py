@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from dataset_kit.core import naming
 from dataset_kit.core.duration import Duration, parse_duration
-from dataset_kit.exceptions import DatasetNotFoundError, InvalidInputError
+from dataset_kit.exceptions import DatasetNotFoundError, InvalidInputError, VersionNotFoundError
 from dataset_kit.io import commit as _commit
 from dataset_kit.io import gc as _gc
 from dataset_kit.pipelines._job import Job, task_key
@@ -52,11 +52,11 @@ def _referenced_since(store: Store, uuid: str, planned: int | None) -> set[str] 
         return None
     refs = set(_gc.references(latest))
     newest = latest.version if latest.version is not None else (latest.parent or -1)
-    start = -1 if planned is None else planned
-    for version in range(start + 1, newest + 1):
+    start = latest.history_start - 1 if planned is None else planned
+    for version in range(max(start, latest.history_start - 1) + 1, newest + 1):
         try:
             refs.update(_gc.references(_commit.load_version(store, uuid, version)))
-        except DatasetNotFoundError:
+        except (DatasetNotFoundError, VersionNotFoundError):
             continue
     return refs
 
@@ -159,14 +159,17 @@ def garbage_collect(
     assert grace is not None
     keep = parse_duration(retention, name="retention")
     throttle = as_throttle(storage_concurrency, name="storage")
-    latest = _commit.resolve(kv, uuid).meta
+    try:
+        planned: int | None = _commit.resolve(kv, uuid).meta.version
+    except DatasetNotFoundError:
+        planned = None  # deleted or never committed: collect_garbage decides
     plan = _gc.collect_garbage(
         kv, uuid, grace_period=grace, keep_versions=keep_versions, retention=keep, dry_run=True
     )
     plan.dry_run = dry_run
     import dask
 
-    token = ("gc", kv.url, uuid, latest.version, plan.keys, dry_run)
+    token = ("gc", kv.url, uuid, planned, plan.keys, dry_run)
     batches = (
         []
         if dry_run
@@ -175,7 +178,7 @@ def garbage_collect(
     deleter = with_throttle(kv, throttle)
     nodes = [
         dask.delayed(_delete_batch, pure=False)(
-            deleter, uuid, batch, latest.version, dask_key_name=task_key("gc", f"delete{i}", *token)
+            deleter, uuid, batch, planned, dask_key_name=task_key("gc", f"delete{i}", *token)
         )
         for i, batch in enumerate(batches)
     ]

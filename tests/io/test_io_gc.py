@@ -158,3 +158,18 @@ def test_retention_by_age_keeps_recent_versions(store: LocalStore) -> None:
     assert dk.expire_versions(store=store, dataset_uuid=UUID, retention=0) == [0, 1]
     assert dk.open_dataset(store=store, dataset_uuid=UUID).version == 2
     assert sorted(dk.read_table(store=store, dataset_uuid=UUID)["p"]) == [0, 1, 2]
+
+
+def test_blobs_of_a_dataset_that_no_longer_exists_are_collected(tmp_path: Path) -> None:
+    """E.g. a delete that died after its tombstone, or plateau removing only the pointer."""
+    store = LocalStore(tmp_path)
+    dk.write_dataset(frame(1, 2), store=store, dataset_uuid=UUID, partition_on="p")
+    store.delete(naming.pointer_key(UUID))  # the dataset is gone; its blobs are left
+    with pytest.raises(DatasetNotFoundError):
+        dk.read_table(store=store, dataset_uuid=UUID)
+    young = dk.garbage_collect(store=store, dataset_uuid=UUID)  # default grace: all young
+    assert young.count == 0 and young.too_young == 2
+    report = dk.garbage_collect(store=store, dataset_uuid=UUID, grace_period=0)
+    assert report.count == 2 and data_keys(store) == set()
+    with pytest.raises(DatasetNotFoundError):  # nothing at all under that name
+        dk.garbage_collect(store=store, dataset_uuid="never-written", grace_period=0)
