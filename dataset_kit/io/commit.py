@@ -57,8 +57,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: How often a commit retries after losing a create-only race before giving up.
-DEFAULT_MAX_ATTEMPTS = 20
+#: How often a commit retries after losing a create-only race before giving up, and for
+#: how long: with many writers on a slow store (8 processes appending through Azurite),
+#: 20 attempts were not enough for the unluckiest writer; a rebase costs nothing but time.
+DEFAULT_MAX_ATTEMPTS = 1000
+DEFAULT_COMMIT_DEADLINE = 300.0
 
 
 @dataclass(frozen=True)
@@ -244,7 +247,9 @@ def _next_free_version(store: Store, uuid: str) -> int:
 
 
 def _backoff(attempt: int) -> None:
-    time.sleep(random.uniform(0, min(1.0, 0.005 * 2**attempt)))
+    # capped low: a writer that lost many times must not wait much longer than the
+    # winners, who retry at once (a high cap starves the losers)
+    time.sleep(random.uniform(0, min(0.25, 0.005 * 2**attempt)))
 
 
 def require_atomic(store: Store) -> None:
@@ -299,6 +304,7 @@ def commit(
     on_conflict: Callable[[DatasetMetadata | None, DatasetMetadata | None], None],
     operation: str,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    deadline: float = DEFAULT_COMMIT_DEADLINE,
     commit_info: dict[str, Any] | None = None,
 ) -> DatasetMetadata:
     """Commit the state ``build(base_meta)`` as the next version of a dataset.
@@ -319,8 +325,8 @@ def commit(
         first; raises (e.g. :class:`CommitConflictError`) if the operation cannot rebase.
     operation
         Name recorded in the snapshot (``write``, ``append``, ``delete``...).
-    max_attempts
-        Upper bound of rebase attempts.
+    max_attempts, deadline
+        Upper bounds of rebase attempts and of the seconds spent trying.
     commit_info
         Extra fields for the snapshot's commit record.
 
@@ -333,7 +339,12 @@ def commit(
     """
     require_atomic(store)
     commit_id = _uuid.uuid4().hex
+    give_up = time.monotonic() + deadline
+    tried = 0
     for attempt in range(max_attempts):
+        if attempt and time.monotonic() > give_up:
+            break
+        tried += 1
         if base is None:
             # "new dataset": make sure nobody created it since the caller looked (a
             # pipeline's commit node can run long after planning)
@@ -350,6 +361,15 @@ def commit(
         if base_meta is None:
             version, parent = _next_free_version(store, dataset_uuid), None
             start = version
+            if version > 0 and not _fresh_history_allowed(store, dataset_uuid, version - 1):
+                # the dataset exists after all (created since we looked), or another
+                # writer committed its first version and is about to write the pointer:
+                # build on it, never start a history over it
+                if not store.exists(naming.pointer_key(dataset_uuid)):
+                    _await_creation(store, dataset_uuid, version - 1)
+                base = _reload(store, dataset_uuid, None, on_conflict, missing_ok=True)
+                _backoff(attempt)
+                continue
         else:
             assert base_meta.version is not None
             version, parent, start = (
@@ -379,6 +399,8 @@ def commit(
             continue
         if not created:
             logger.info("dataset %s: version %d taken by another writer", dataset_uuid, version)
+            if base_meta is None:
+                _await_creation(store, dataset_uuid, version)
             base = _reload(store, dataset_uuid, base_meta, on_conflict)
             _backoff(attempt)
             continue
@@ -392,9 +414,84 @@ def commit(
         _publish(store, snapshot, base, schema_changed=bool(schema_changed))
         return snapshot
     raise CommitConflictError(
-        f"dataset {dataset_uuid!r}: gave up after {max_attempts} commit attempts "
+        f"dataset {dataset_uuid!r}: gave up after {tried} commit attempts "
         "(too many concurrent writers)"
     )
+
+
+#: A snapshot without a pointer younger than this is a creation in progress; an older
+#: one is what a deleted dataset left behind (its pointer is the existence marker).
+PENDING_CREATION_SECONDS = 60.0
+
+
+def _fresh_history_allowed(store: Store, uuid: str, newest: int) -> bool:
+    """May a new history start after snapshot ``newest``? Only after a deleted dataset.
+
+    Yes if ``newest`` is a tombstone, or is what a dataset deleted by another tool left
+    (no pointer, not a creation in progress). No if a pointer exists (the dataset was
+    created since the caller looked) or another writer's first version is being published.
+    """
+    try:
+        snapshot = _read_snapshot(store, uuid, newest)
+    except KeyNotFoundError:
+        return True
+    except MetadataFormatError:
+        return False  # never start over what cannot be read
+    if snapshot.tombstone:
+        return True
+    if store.exists(naming.pointer_key(uuid)):
+        return False
+    return not _pending_creation(store, uuid, newest)
+
+
+def _pending_creation(store: Store, uuid: str, version: int) -> bool:
+    """True if ``version`` is a fresh, unpublished first commit of a new dataset."""
+    if store.exists(naming.pointer_key(uuid)):
+        return False
+    try:
+        snapshot = _read_snapshot(store, uuid, version)
+    except (KeyNotFoundError, MetadataFormatError):
+        return False
+    if snapshot.tombstone or snapshot.version != snapshot.history_start:
+        return False
+    # plateau's delete_dataset removes the pointer and the blobs, not our snapshots: a
+    # deleted dataset's leftover snapshot references blobs that are gone
+    if any(not store.exists(key) for key in list(snapshot.partitions.values())[:3]):
+        return False
+    stamp = snapshot.commit.get("timestamp")
+    try:
+        committed = _dt.datetime.fromisoformat(stamp).timestamp() if isinstance(stamp, str) else 0
+    except ValueError:
+        return False
+    return time.time() - committed < PENDING_CREATION_SECONDS
+
+
+def _await_creation(store: Store, uuid: str, version: int) -> None:
+    """Another writer just created the first snapshot of a new dataset: let it appear.
+
+    The dataset becomes visible when its creator writes the pointer, normally within
+    milliseconds. If that does not happen (the creator died or failed between the two
+    writes), its snapshot is committed all the same, so it is published here; the
+    creator's caller was told the outcome was unknown, and now it happened.
+    """
+    pointer = naming.pointer_key(uuid)
+    for attempt in range(12):  # up to ~2.5 s in total
+        if store.exists(pointer):
+            return
+        time.sleep(min(0.5, 0.005 * 2**attempt))
+    try:
+        snapshot = _read_snapshot(store, uuid, version)
+    except (KeyNotFoundError, MetadataFormatError):
+        return
+    if snapshot.tombstone or store.exists(pointer):
+        return
+    logger.warning(
+        "dataset %s: version %d was committed without its pointer; publishing it", uuid, version
+    )
+    try:
+        _publish(store, snapshot, None, schema_changed=True)
+    except CommitStateUnknownError:  # the next reader or writer repairs it
+        pass
 
 
 def _reload(

@@ -743,3 +743,74 @@ def test_msgpack_pointer_is_read_and_replaced(store: Store) -> None:
     store.delete(POINTER)
     with pytest.raises(exc.MetadataFormatError):
         _read(store)
+
+
+def test_appender_waits_for_a_slow_creator_and_builds_on_it(store: Store) -> None:
+    """The creator's snapshot exists, its pointer not yet: a second writer must neither
+    fail ("deleted during the update") nor start a history that drops the first."""
+    slow = HookStore(store)
+    at_pointer, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        at_pointer.set()
+        assert release.wait(30)
+
+    slow.on(lambda op, key, kw: op == "put" and key == POINTER, hold)
+    creator = threading.Thread(
+        target=lambda: dk.update_dataset(_frame(1), store=slow, dataset_uuid=UUID)
+    )
+    creator.start()
+    assert at_pointer.wait(30)
+    threading.Timer(0.3, release.set).start()
+    meta = dk.update_dataset(_frame(2), store=store, dataset_uuid=UUID)
+    creator.join(30)
+    assert meta.version == 1 and meta.history_start == 0
+    assert sorted(_read(store)["tag"]) == [1, 2]
+
+
+def test_first_version_left_without_pointer_by_a_dead_creator_is_kept(store: Store) -> None:
+    class NoPointer(DelegatingStore):
+        def _put(self, key: str, data: Any, *, if_absent: bool, if_match: str | None) -> Any:
+            if key == POINTER:
+                raise exc.StoreUnavailableError("connection reset", key=key)
+            return super()._put(key, data, if_absent=if_absent, if_match=if_match)
+
+    with pytest.raises(exc.CommitStateUnknownError):
+        dk.update_dataset(_frame(1), store=NoPointer(store), dataset_uuid=UUID)
+    # the next writer publishes the committed version instead of dropping it
+    meta = dk.update_dataset(_frame(2), store=store, dataset_uuid=UUID)
+    assert meta.version == 1
+    assert sorted(_read(store)["tag"]) == [1, 2]
+
+
+def test_single_version_dataset_deleted_by_plateau_stays_deleted(store: Store) -> None:
+    dk.write_dataset(_frame(1), store=store, dataset_uuid=UUID)
+    for key in list(store.iter_keys(UUID)):  # plateau: pointer and blobs, not our snapshots
+        if "/_versions/" not in key:
+            store.delete(key)
+    meta = dk.write_dataset(_frame(7), store=store, dataset_uuid=UUID)
+    assert meta.version == 1 and meta.history_start == 1
+    assert _read(store)["tag"].tolist() == [7]
+
+
+def test_dataset_created_between_lookup_and_commit_is_built_on_not_replaced(
+    store: Store,
+) -> None:
+    """Found by 8 processes appending through Azurite: a writer that saw no dataset, then
+    found another writer's published first version when choosing its own version number,
+    started a new history over it and one append was lost."""
+
+    class Interleave(DelegatingStore):
+        fired = False
+
+        def _iter_keys(self, prefix: str) -> Any:
+            if "/_versions/" in prefix and not self.fired:
+                self.fired = True  # the other writer creates and publishes the dataset now
+                dk.update_dataset(_frame(1), store=self.inner, dataset_uuid=UUID)
+            return super()._iter_keys(prefix)
+
+    racing = Interleave(store)
+    meta = dk.update_dataset(_frame(2), store=racing, dataset_uuid=UUID)
+    assert racing.fired
+    assert meta.version == 1 and meta.history_start == 0
+    assert sorted(_read(store)["tag"]) == [1, 2]
