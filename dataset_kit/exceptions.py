@@ -32,6 +32,8 @@ Several classes also derive from the builtin a caller would naturally catch
     │   ├── CommitConflictError            another writer changed what this commit depends on
     │   └── CommitStateUnknownError        the commit may or may not have happened
     ├── SourceError                        reading an external source (database, files) failed
+    │   ├── SourceConnectionError          cannot connect or authenticate (or the link dropped)
+    │   └── SourceQueryError               the source rejected the query (unknown table, syntax)
     └── ConfigError (ValueError)           invalid configuration or store URL
 
 Warnings derive from :class:`DatasetKitWarning`.
@@ -62,7 +64,9 @@ __all__ = [
     "PreconditionFailedError",
     "PredicateError",
     "SchemaMismatchError",
+    "SourceConnectionError",
     "SourceError",
+    "SourceQueryError",
     "StoreError",
     "StoreUnavailableError",
     "UnsafeCommitWarning",
@@ -207,6 +211,17 @@ class CommitStateUnknownError(CommitError):
 # --------------------------------------------------------------------------- other
 class SourceError(DatasetKitError):
     """Reading an external source (a database, input files) failed."""
+
+
+class SourceConnectionError(SourceError):
+    """The source cannot be reached or refused the credentials (the message never shows them).
+
+    Transient failures (refused or dropped connections) are retried before this surfaces.
+    """
+
+
+class SourceQueryError(SourceError):
+    """The source rejected the query: unknown table or column, bad SQL, no permission."""
 
 
 class ConfigError(DatasetKitError, ValueError):

@@ -11,6 +11,7 @@ Importing this module loads neither dask nor distributed; they load when a job i
 from dataset_kit.pipelines._job import SCHEDULER_ENV, Job
 from dataset_kit.pipelines.backup import CopyReport, backup, restore, verify
 from dataset_kit.pipelines.compute import map_partitions
+from dataset_kit.pipelines.download import download_table
 from dataset_kit.pipelines.gc import garbage_collect
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "CopyReport",
     "Job",
     "backup",
+    "download_table",
     "garbage_collect",
     "map_partitions",
     "restore",

@@ -44,7 +44,16 @@ from dataset_kit.pipelines._stores import with_throttle
 from dataset_kit.store import Store, open_store
 from dataset_kit.throttle import Throttle, as_throttle
 
-__all__ = ["NodeResult", "map_partitions"]
+__all__ = [
+    "NodeResult",
+    "WriteTarget",
+    "commit_results",
+    "map_partitions",
+    "resolve_target",
+    "slim_plan",
+    "stage_results",
+    "write_result",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +83,12 @@ class NodeResult:
 
 
 @dataclass(frozen=True)
-class _Target:
+class WriteTarget:
+    """Where and how pipeline nodes write: the target store, dataset and layout.
+
+    ``base_schema`` is the schema of the dataset appended to (None: a new content).
+    """
+
     store: Store
     uuid: str
     table_name: str
@@ -83,8 +97,22 @@ class _Target:
     options: WriteOptions
     base_schema: pa.Schema | None
 
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        # stores tokenize by what they are, not by their (possibly unpicklable) state
+        return (
+            "dk-target",
+            repr(self.store),
+            self.store.url,
+            self.uuid,
+            self.table_name,
+            self.partition_on,
+            self.secondary_indices,
+            self.options,
+            None if self.base_schema is None else self.base_schema.serialize().to_pybytes(),
+        )
 
-def _slim(plan: _read.ReadPlan) -> _read.ReadPlan:
+
+def slim_plan(plan: _read.ReadPlan) -> _read.ReadPlan:
     """The plan without its partition list, so each node ships only its own parts."""
     meta = plan.meta
     slim = DatasetMetadata(
@@ -105,7 +133,7 @@ def _run_node(
     func: Callable[..., Any],
     func_kwargs: Mapping[str, Any],
     input_kind: str,
-    target: _Target,
+    target: WriteTarget,
 ) -> NodeResult:
     tables = _read.read_partitions(source, plan, parts)
     data = _read.to_output(plan, _read.concat(plan, tables), input_kind)
@@ -116,7 +144,17 @@ def _run_node(
             f"{[p.label for p in parts]}; return a DataFrame or Arrow table (empty to write "
             "nothing)"
         )
-    table = to_arrow(out)
+    return write_result(to_arrow(out), target)
+
+
+def write_result(table: pa.Table, target: WriteTarget) -> NodeResult:
+    """Write one node's output table as uncommitted blobs and describe them.
+
+    Raises
+    ------
+    InvalidInputError, PartitionValueError, SchemaMismatchError
+        The table does not fit the target's layout or schema.
+    """
     validate_write_columns(
         table,
         partition_on=target.partition_on,
@@ -138,7 +176,9 @@ def _run_node(
     return NodeResult(tuple(written), table.schema, categories, table.num_rows)
 
 
-def _stage(results: Sequence[NodeResult], base_schema: pa.Schema | None, uuid: str) -> StagedWrite:
+def stage_results(
+    results: Sequence[NodeResult], base_schema: pa.Schema | None, uuid: str
+) -> StagedWrite:
     """Merge node results (in plan order, so the outcome is deterministic)."""
     staged = StagedWrite()
     staged.schema = base_schema
@@ -154,17 +194,30 @@ def _stage(results: Sequence[NodeResult], base_schema: pa.Schema | None, uuid: s
     return staged
 
 
-def _commit_node(
+def commit_results(
     results: list[NodeResult],
     *,
-    target: _Target,
+    target: WriteTarget,
     mode: Mode,
     base: _commit.Resolved | None,
     metadata: dict[str, Any],
+    delete_scope: Any = None,
+    removed: frozenset[str] = frozenset(),
 ) -> DatasetMetadata:
+    """The commit node: make every node's blobs visible as one new version of the target.
+
+    ``mode="append"`` adds them to ``base`` (rebasing onto concurrent appends) minus the
+    ``removed`` labels that ``delete_scope`` selected when the job was planned; the other
+    modes commit them as the target's whole content.
+    """
     if mode == "append":
-        staged = _stage(results, base.meta.schema if base is not None else None, target.uuid)
-        if base is not None and not staged.parts and staged.schema == base.meta.schema:
+        staged = stage_results(results, base.meta.schema if base is not None else None, target.uuid)
+        if (
+            base is not None
+            and not staged.parts
+            and not removed
+            and staged.schema == base.meta.schema
+        ):
             if not metadata:
                 logger.info("dataset %s: the compute wrote nothing; no commit", target.uuid)
                 return base.meta
@@ -176,11 +229,11 @@ def _commit_node(
             table_name=target.table_name,
             partition_on=target.partition_on,
             secondary_indices=target.secondary_indices,
-            delete_scope=None,
-            removed=set(),
+            delete_scope=delete_scope,
+            removed=set(removed),
             metadata=metadata,
         )
-    staged = _stage(results, None, target.uuid)
+    staged = stage_results(results, None, target.uuid)
     return commit_write(
         target.store,
         target.uuid,
@@ -191,6 +244,58 @@ def _commit_node(
         secondary_indices=target.secondary_indices,
         metadata=metadata,
     )
+
+
+def resolve_target(
+    store: Store,
+    dataset_uuid: str,
+    *,
+    mode: Mode,
+    partition_on: str | Sequence[str] | None,
+    secondary_indices: str | Sequence[str] | None,
+    options: WriteOptions,
+    throttle: Throttle | None,
+) -> tuple[WriteTarget, _commit.Resolved | None]:
+    """The target of a pipeline write and its current state (None: it does not exist).
+
+    An append to an existing dataset takes its layout (``partition_on`` must match it);
+    otherwise the requested layout applies.
+
+    Raises
+    ------
+    DatasetExistsError
+        ``mode="error"`` and the dataset exists.
+    InvalidInputError
+        A layout that does not match the existing dataset appended to.
+    """
+    base = resolve_or_none(store, dataset_uuid)
+    requested_keys = None if partition_on is None else as_list(partition_on, "partition_on")
+    requested_indices = as_list(secondary_indices, "secondary_indices")
+    if mode == "error" and base is not None:
+        raise DatasetExistsError(f"dataset {dataset_uuid!r} already exists (pass mode='overwrite')")
+    if mode == "append" and base is not None:
+        keys = check_partition_keys(base.meta, requested_keys)
+        unknown = [c for c in requested_indices if c not in base.meta.indices]
+        if unknown:
+            raise InvalidInputError(
+                f"dataset {dataset_uuid!r} has no secondary index on {unknown}; build it "
+                "first with build_dataset_indices"
+            )
+        index_cols, table_name = list(base.meta.indices), base.meta.table_name
+        base_schema = base.meta.schema
+    else:
+        keys, index_cols, table_name = requested_keys or [], requested_indices, naming.DEFAULT_TABLE
+        base_schema = None
+    target = WriteTarget(
+        with_throttle(store, throttle),
+        dataset_uuid,
+        table_name,
+        keys,
+        index_cols,
+        options,
+        base_schema,
+    )
+    return target, base
 
 
 def map_partitions(
@@ -309,27 +414,16 @@ def map_partitions(
         sort_partitions_by=tuple(as_list(sort_partitions_by, "sort_partitions_by")),
     )
 
-    base = resolve_or_none(dst, dst_uuid)
-    requested_keys = None if partition_on is None else as_list(partition_on, "partition_on")
-    requested_indices = as_list(secondary_indices, "secondary_indices")
-    if mode == "error" and base is not None:
-        raise DatasetExistsError(f"dataset {dst_uuid!r} already exists (pass mode='overwrite')")
-    if mode == "append" and base is not None:
-        keys = check_partition_keys(base.meta, requested_keys)
-        unknown = [c for c in requested_indices if c not in base.meta.indices]
-        if unknown:
-            raise InvalidInputError(
-                f"dataset {dst_uuid!r} has no secondary index on {unknown}; build it first "
-                "with build_dataset_indices"
-            )
-        index_cols, table_name = list(base.meta.indices), base.meta.table_name
-        base_schema = base.meta.schema
-    else:
-        keys, index_cols, table_name = requested_keys or [], requested_indices, naming.DEFAULT_TABLE
-        base_schema = None
-    tgt = _Target(
-        with_throttle(dst, throttle), dst_uuid, table_name, keys, index_cols, options, base_schema
+    tgt, base = resolve_target(
+        dst,
+        dst_uuid,
+        mode=mode,
+        partition_on=partition_on,
+        secondary_indices=secondary_indices,
+        options=options,
+        throttle=throttle,
     )
+    keys, index_cols = tgt.partition_on, tgt.secondary_indices
 
     import dask
 
@@ -352,7 +446,7 @@ def map_partitions(
         func_kwargs,
     )
     reader = with_throttle(src, throttle)
-    shared = dask.delayed(_slim(plan), name=task_key("map", "plan", *token))
+    shared = dask.delayed(slim_plan(plan), name=task_key("map", "plan", *token))
     kwargs = dict(func_kwargs or {})
     nodes = [
         dask.delayed(_run_node, pure=False)(
@@ -367,7 +461,7 @@ def map_partitions(
         )
         for i, group in enumerate(groups)
     ]
-    final = dask.delayed(_commit_node, pure=False)(
+    final = dask.delayed(commit_results, pure=False)(
         nodes,
         target=tgt,
         mode=mode,
