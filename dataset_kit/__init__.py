@@ -18,6 +18,7 @@ from dataset_kit.api.eager import (
     write_dataset,
 )
 from dataset_kit.core.metadata import DatasetMetadata
+from dataset_kit.pipelines.ddf import read_dataset_as_ddf
 from dataset_kit.store import open_store
 
 __version__ = "0.1.0"
@@ -37,6 +38,7 @@ __all__ = [
     "open_store",
     "pipelines",
     "read_dataset_as_dataframes",
+    "read_dataset_as_ddf",
     "read_table",
     "throttle",
     "update_dataset",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 
 from dataset_kit.core.metadata import DatasetMetadata
+from dataset_kit.exceptions import DatasetKitError, InvalidInputError
 from dataset_kit.io import commit as _commit
 from dataset_kit.io import read as _read
 from dataset_kit.store import Store, open_store
@@ -110,6 +112,151 @@ class Dataset:
             f"<Dataset {self.uuid!r} version={self.version} partitions={self.num_partitions} "
             f"rows={self.num_rows}>"
         )
+
+    def partition_sizes(self) -> list[tuple[str, int, int]]:
+        """``(label, rows, bytes)`` of every partition whose figures are recorded."""
+        return [
+            (label, *self.meta.stats[label])
+            for label in self.meta.partitions
+            if label in self.meta.stats
+        ]
+
+    def _recent_versions(self, limit: int) -> tuple[int, list[DatasetMetadata]]:
+        """How many versions are retained, and the newest ``limit`` of them (newest first)."""
+        start = self.meta.history_start
+        versions = [v for v in _commit.snapshot_versions(self.store, self.uuid) if v >= start]
+        if self.version is not None:
+            versions = [v for v in versions if v <= self.version]
+        recent = []
+        for v in reversed(versions[-limit:]):
+            if v == self.version:
+                recent.append(self.meta)
+                continue
+            try:
+                recent.append(_commit.load_version(self.store, self.uuid, v))
+            except DatasetKitError:  # expired meanwhile, unreadable: not shown
+                continue
+        return len(versions), recent
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: figures, partition-size spread, recent versions and the schema."""
+        esc = html.escape
+        rows, nbytes = self.num_rows, self.nbytes
+        keys, indices = set(self.partition_keys), set(self.secondary_indices)
+        out = [
+            '<div class="dataset-kit-dataset">',
+            f"<strong>Dataset</strong> <code>{esc(self.uuid)}</code> "
+            f"version <strong>{esc(str(self.version))}</strong>",
+            "<table>",
+            _row("partitions", f"{self.num_partitions:,}"),
+            _row("rows", "unknown" if rows is None else f"{rows:,}"),
+            _row("bytes", "unknown" if nbytes is None else _human_bytes(nbytes)),
+            _row("partitioned on", ", ".join(self.partition_keys) or "(not partitioned)"),
+        ]
+        if indices:
+            out.append(_row("secondary indices", ", ".join(self.secondary_indices)))
+        sizes = sorted(r for _, r, _ in self.partition_sizes())
+        if sizes:
+            spread = f"min {sizes[0]:,} / median {sizes[len(sizes) // 2]:,} / max {sizes[-1]:,}"
+            out.append(_row("rows per file", spread))
+        out.append("</table>")
+        try:
+            total, recent = self._recent_versions(5)
+        except DatasetKitError:  # pragma: no cover - store unreachable: show the rest
+            total, recent = 0, []
+        if recent:
+            out.append(f"<details><summary>versions ({total} retained)</summary><table>")
+            out.append(
+                "<tr><th>version</th><th>operation</th><th>time</th><th>partitions</th></tr>"
+            )
+            for m in recent:
+                out.append(
+                    "<tr>"
+                    + "".join(
+                        f"<td>{esc(str(x))}</td>"
+                        for x in (
+                            m.version,
+                            m.commit.get("operation", ""),
+                            m.commit.get("timestamp", ""),
+                            m.num_partitions,
+                        )
+                    )
+                    + "</tr>"
+                )
+            out.append("</table></details>")
+        out.append(f"<details><summary>schema ({len(self.schema)} columns)</summary><table>")
+        out.append("<tr><th>column</th><th>type</th><th>role</th></tr>")
+        for f in self.schema:
+            role = "partition" if f.name in keys else "indexed" if f.name in indices else ""
+            out.append(
+                f"<tr><td>{esc(f.name)}</td><td><code>{esc(str(f.type))}</code></td>"
+                f"<td>{role}</td></tr>"
+            )
+        out.append("</table></details></div>")
+        return "\n".join(out)
+
+    def plot_partition_sizes(self, *, by: str = "rows", bins: int = 30, ax: Any = None) -> Any:
+        """A histogram of the partitions' sizes, to see imbalance at a glance.
+
+        Needs matplotlib (``pip install 'dataset-kit[plot]'``).
+
+        Parameters
+        ----------
+        by
+            ``"rows"`` or ``"bytes"``.
+        bins
+            Histogram bins.
+        ax
+            A matplotlib ``Axes`` to draw on (None: a new figure).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+
+        Raises
+        ------
+        InvalidInputError
+            For an unknown ``by``.
+        ImportError
+            Without matplotlib.
+        """
+        if by not in ("rows", "bytes"):
+            raise InvalidInputError(f"by must be 'rows' or 'bytes', got {by!r}")
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError(
+                "plot_partition_sizes needs matplotlib: pip install 'dataset-kit[plot]'"
+            ) from exc
+        values = [r if by == "rows" else b for _, r, b in self.partition_sizes()]
+        if ax is None:
+            _, ax = plt.subplots()
+        ax.hist(values, bins=bins)
+        ax.set_xlabel(f"{by} per partition file")
+        ax.set_ylabel("files")
+        ax.set_title(f"{self.uuid} v{self.version}: {len(values)} files")
+        return ax
+
+
+def _row(name: str, value: str) -> str:
+    name, value = html.escape(name), html.escape(value)
+    return f"<tr><th style='text-align:left'>{name}</th><td>{value}</td></tr>"
+
+
+def _human_bytes(n: int) -> str:
+    """A byte count for people.
+
+    Examples
+    --------
+    >>> _human_bytes(1536)
+    '1.5 KiB'
+    """
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def open_dataset(*, store: Any, dataset_uuid: str, version: int | None = None) -> Dataset:

@@ -1,13 +1,13 @@
 """The ``dataset-kit`` command: inspect and maintain datasets from a shell.
 
 The only place that configures logging and chooses a scheduler. Commands: ``ls``,
-``info``, ``stats``, ``history``, ``query``, ``gc``, ``expire-versions``, ``backup``,
-``restore``, ``verify``, ``delete``, ``demo``.
+``info``, ``stats``, ``history``, ``query``, ``download``, ``repartition``, ``gc``,
+``expire-versions``, ``backup``, ``restore``, ``verify``, ``delete``, ``demo``.
 
-Pipelines (``gc``, ``backup``, ``restore``, ``verify``) run on ``--scheduler`` (a dask
-scheduler address or scheduler file; default ``$DATASET_KIT_SCHEDULER``, else the local
-threaded scheduler) and show a progress bar on stderr when it is a terminal
-(``--progress``/``--no-progress`` to force).
+Pipelines (``download``, ``repartition``, ``gc``, ``backup``, ``restore``, ``verify``)
+run on ``--scheduler`` (a dask scheduler address or scheduler file; default
+``$DATASET_KIT_SCHEDULER``, else the local threaded scheduler) and show a progress bar
+on stderr when it is a terminal (``--progress``/``--no-progress`` to force).
 
 Exit codes map the error hierarchy (documented in ``dataset-kit --help``)::
 
@@ -20,6 +20,7 @@ Exit codes map the error hierarchy (documented in ``dataset-kit --help``)::
     6  store error (I/O, unsupported operation)
     7  refused: a destructive command without --yes
     8  verify found missing or corrupt blobs
+    9  source error (database or input files: connection, query, malformed input)
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (exc.DatasetError, 5),
     (exc.ConfigError, 5),
     (exc.StoreError, 6),
+    (exc.SourceError, 9),
     (exc.DatasetKitError, 1),
 ]
 REFUSED = 7
@@ -58,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Inspect and maintain dataset_kit / kartothek / plateau datasets.",
         epilog="exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 commit conflict, "
         "5 invalid input/metadata/schema, 6 store error, 7 refused without --yes, "
-        "8 verify found missing or corrupt blobs",
+        "8 verify found missing or corrupt blobs, 9 source (database/files) error",
     )
     parser.add_argument(
         "--store",
@@ -135,6 +137,30 @@ def _parser() -> argparse.ArgumentParser:
     qu.add_argument(
         "--output", default=None, help="write to a .csv or .parquet file instead of the screen"
     )
+    dl = sub.add_parser("download", help="a database table or query -> a dataset (in chunks)")
+    dl.add_argument("dataset")
+    dl.add_argument("--url", required=True, help="database URL (postgresql://, sqlite:///, ...)")
+    what = dl.add_mutually_exclusive_group(required=True)
+    what.add_argument("--table")
+    what.add_argument("--query")
+    dl.add_argument("--chunk-by", default=None, help="numeric/date/timestamp key to split on")
+    dl.add_argument("--n-chunks", type=int, default=8)
+    dl.add_argument("--chunking", choices=["range", "rows"], default="range")
+    dl.add_argument("--partition-on", default=None, help="comma-separated columns")
+    dl.add_argument("--mode", choices=["error", "overwrite", "append"], default="error")
+    dl.add_argument("--incremental", action="store_true", help="only rows above the mark")
+    dl.add_argument("--job-id", default=None, help="resumable: rerun with the same id")
+    dl.add_argument("--db-concurrency", type=int, default=None)
+    rp = sub.add_parser("repartition", help="rewrite a dataset with another partitioning")
+    rp.add_argument("dataset")
+    rp.add_argument("--target", required=True, help="target dataset uuid")
+    rp.add_argument("--target-store", default=None, help="default: --store")
+    rp.add_argument("--partition-on", required=True, help="comma-separated columns")
+    rp.add_argument("--bucket-by", default=None, help="comma-separated columns")
+    rp.add_argument("--num-buckets", type=int, default=None)
+    rp.add_argument("--sort-by", default=None, help="comma-separated columns")
+    rp.add_argument("--rows-per-file", type=int, default=None)
+    rp.add_argument("--mode", choices=["error", "overwrite"], default="error")
     ve = sub.add_parser("verify", help="check every referenced blob exists and is readable")
     ve.add_argument("dataset")
     ve.add_argument("--all-versions", action="store_true", help="every retained version")
@@ -153,6 +179,30 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
         print(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         print(text)
+
+
+def _cols(text: str | None) -> list[str] | None:
+    return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _meta_summary(meta: Any) -> dict[str, Any]:
+    rows = [r for r, _ in meta.stats.values()]
+    return {
+        "dataset": meta.uuid,
+        "version": meta.version,
+        "partitions": meta.num_partitions,
+        "rows": sum(rows),
+        "bytes": sum(b for _, b in meta.stats.values()),
+        "partition_keys": list(meta.partition_keys),
+    }
+
+
+def _meta_text(meta: Any) -> str:
+    s = _meta_summary(meta)
+    return (
+        f"{s['dataset']} version {s['version']}: {s['partitions']} files, {s['rows']:,} rows, "
+        f"{s['bytes']:,} bytes, partitioned on {s['partition_keys']}"
+    )
 
 
 def _compute(args: argparse.Namespace, job: Any) -> Any:
@@ -384,6 +434,50 @@ def _run(args: argparse.Namespace) -> int:
         )
     elif args.command == "query":
         return _query(args, store)
+    elif args.command == "download":
+        from dataset_kit.pipelines.download import download_table
+
+        meta = _compute(
+            args,
+            download_table(
+                args.url,
+                table=args.table,
+                query=args.query,
+                store=store,
+                dataset_uuid=args.dataset,
+                chunk_by=args.chunk_by,
+                n_chunks=args.n_chunks,
+                chunking=args.chunking,
+                partition_on=_cols(args.partition_on),
+                mode=args.mode,
+                incremental=args.incremental,
+                job_id=args.job_id,
+                db_concurrency=args.db_concurrency,
+            ),
+        )
+        _emit(args, _meta_summary(meta), _meta_text(meta))
+    elif args.command == "repartition":
+        from dataset_kit.pipelines.repartition import repartition
+
+        options: dict[str, Any] = {}
+        if args.rows_per_file is not None:
+            options["target_rows_per_file"] = args.rows_per_file
+        meta = _compute(
+            args,
+            repartition(
+                args.dataset,
+                args.target,
+                store=store,
+                target_store=dk.open_store(args.target_store) if args.target_store else None,
+                partition_on=_cols(args.partition_on) or [],
+                bucket_by=_cols(args.bucket_by),
+                num_buckets=args.num_buckets,
+                sort_by=_cols(args.sort_by),
+                mode=args.mode,
+                **options,
+            ),
+        )
+        _emit(args, _meta_summary(meta), _meta_text(meta))
     elif args.command == "verify":
         result = _compute(
             args,

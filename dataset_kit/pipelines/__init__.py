@@ -11,8 +11,10 @@ Importing this module loads neither dask nor distributed; they load when a job i
 from dataset_kit.pipelines._job import SCHEDULER_ENV, Job
 from dataset_kit.pipelines.backup import CopyReport, backup, restore, verify
 from dataset_kit.pipelines.compute import map_partitions
+from dataset_kit.pipelines.ddf import read_dataset_as_ddf, update_from_ddf, write_ddf
 from dataset_kit.pipelines.download import download_table
 from dataset_kit.pipelines.gc import garbage_collect
+from dataset_kit.pipelines.repartition import repartition
 
 __all__ = [
     "SCHEDULER_ENV",
@@ -22,6 +24,10 @@ __all__ = [
     "download_table",
     "garbage_collect",
     "map_partitions",
+    "read_dataset_as_ddf",
+    "repartition",
     "restore",
+    "update_from_ddf",
     "verify",
+    "write_ddf",
 ]

@@ -446,12 +446,14 @@ def map_partitions(
         func_kwargs,
     )
     reader = with_throttle(src, throttle)
-    shared = dask.delayed(slim_plan(plan), name=task_key("map", "plan", *token))
+    # the (small) plan goes into every node: a shared dependency would make dask run
+    # every node on the worker that holds it
+    slim = slim_plan(plan)
     kwargs = dict(func_kwargs or {})
     nodes = [
         dask.delayed(_run_node, pure=False)(
             reader,
-            shared,
+            slim,
             group,
             func,
             kwargs,

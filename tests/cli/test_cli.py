@@ -194,3 +194,55 @@ def test_query_to_files(typed: Path, tmp_path: Path) -> None:
 def test_query_bad_predicates_are_typed_errors(typed: Path, where: str) -> None:
     out = cli("--store", str(typed), "query", "t", "--where", where)
     assert out.returncode == 5 and out.stderr.startswith("error: PredicateError"), out.stderr
+
+
+def test_download_and_repartition_commands(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "shop.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE sales (id INTEGER PRIMARY KEY, day TEXT, shop INTEGER, qty REAL)")
+        con.executemany(
+            "INSERT INTO sales VALUES (?, ?, ?, ?)",
+            [(i, f"2024-01-0{1 + i % 3}", i % 5, float(i)) for i in range(300)],
+        )
+    con.close()
+    lake = str(tmp_path / "lake")
+    out = cli(
+        "--store",
+        lake,
+        "--json",
+        "download",
+        "sales",
+        "--url",
+        f"sqlite:///{db}",
+        "--table",
+        "sales",
+        "--chunk-by",
+        "id",
+        "--n-chunks",
+        "3",
+        "--partition-on",
+        "day",
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["rows"] == 300 and summary["partition_keys"] == ["day"]
+    out = cli(
+        "--store",
+        lake,
+        "--json",
+        "repartition",
+        "sales",
+        "--target",
+        "by_shop",
+        "--partition-on",
+        "shop",
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["partition_keys"] == ["shop"]
+    back = dk.read_table(store=lake, dataset_uuid="by_shop")
+    assert len(back) == 300 and sorted(back["qty"]) == [float(i) for i in range(300)]
+    bad = cli("--store", lake, "download", "x", "--url", f"sqlite:///{db}", "--table", "nope")
+    assert bad.returncode == 9, bad.stderr
+    assert "nope" in bad.stderr

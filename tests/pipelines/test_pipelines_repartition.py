@@ -1,0 +1,347 @@
+"""Repartition: every row lands in its new partition, files are balanced, one commit.
+
+The fast tests run on the local scheduler (disk shuffle); the ``slow`` ones on a
+LocalCluster with the P2P shuffle, with a worker killed mid-shuffle, and with workers
+whose memory limit is smaller than the dataset.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import sys
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from pandas.testing import assert_frame_equal
+
+import dataset_kit as dk
+from dataset_kit.core.metadata import DatasetMetadata
+from dataset_kit.core.naming import decode_label
+from dataset_kit.exceptions import DatasetExistsError, InvalidInputError, PartitionValueError
+from dataset_kit.pipelines.repartition import balanced_chunks, repartition
+from dataset_kit.store import Capability, DelegatingStore, LocalStore, Store
+from dataset_kit.testing.dask_cluster import local_cluster
+from dataset_kit.testing.frames import all_types_frame
+
+SRC = "by_date"
+SHOPS = 12
+
+
+def source_frame(rows: int = 6000, seed: int = 0) -> pd.DataFrame:
+    """Rows over 6 dates and 12 shops, shop 0 holding about a third of them (skew)."""
+    rng = np.random.default_rng(seed)
+    shop = rng.integers(0, SHOPS, rows)
+    shop[rng.random(rows) < 0.3] = 0
+    return pd.DataFrame(
+        {
+            "id": rng.permutation(rows).astype("int64"),
+            "date": [f"2024-01-0{d}" for d in rng.integers(1, 7, rows)],
+            "shop": shop.astype("int64"),
+            "sales": rng.gamma(2.0, 50.0, rows).round(2),
+            "label": [f"l{i % 97}" for i in range(rows)],
+        }
+    )
+
+
+def write_source(store: Store, rows: int = 6000, appends: int = 2) -> pd.DataFrame:
+    """The source, partitioned on date, written in ``appends`` commits (several blobs per date)."""
+    frames = [source_frame(rows // appends, seed) for seed in range(appends)]
+    for i, f in enumerate(frames):
+        f["id"] += i * (rows // appends)
+        dk.update_dataset(f, store=store, dataset_uuid=SRC, partition_on="date")
+    return dk.read_table(store=store, dataset_uuid=SRC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "lake")
+
+
+def by_id(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values("id").reset_index(drop=True)
+
+
+def files_by_partition(meta: DatasetMetadata) -> dict[str, list[int]]:
+    """Partition (label without the file name) -> rows of each of its files."""
+    out: dict[str, list[int]] = defaultdict(list)
+    for label in meta.partitions:
+        values, _ = decode_label(label)
+        out["/".join(f"{k}={v}" for k, v in values)].append(meta.stats[label][0])
+    return dict(out)
+
+
+def check_same_rows(store: Store, target: str, want: pd.DataFrame) -> pd.DataFrame:
+    got = dk.read_table(store=store, dataset_uuid=target)
+    assert_frame_equal(by_id(got), by_id(want[got.columns]))
+    return got
+
+
+def check_balanced(meta: DatasetMetadata, target_rows: int) -> None:
+    """Files within [target/2, 2*target), except a partition's single small file; none empty."""
+    for partition, sizes in files_by_partition(meta).items():
+        assert all(s > 0 for s in sizes), partition
+        if sum(sizes) < target_rows / 2:
+            assert len(sizes) == 1, (partition, sizes)
+        else:
+            assert all(target_rows / 2 <= s < 2 * target_rows for s in sizes), (partition, sizes)
+        assert sorted(sizes) == sorted(balanced_chunks(sum(sizes), target_rows))
+
+
+def test_every_row_lands_in_its_partition(store: LocalStore) -> None:
+    src = write_source(store)
+    job = repartition(SRC, "by_shop", store=store, partition_on="shop", target_rows_per_file=400)
+    assert job.shuffle_method == "disk"  # type: ignore[attr-defined]
+    meta = job.compute()
+    assert meta.version == 0 and meta.partition_keys == ("shop",)
+    got = check_same_rows(store, "by_shop", src)
+    assert list(got.columns) == list(src.columns)
+    assert got.dtypes.equals(src.dtypes)
+    # each partition holds exactly its key's rows: the (id, shop) pairs are the source's,
+    # and every file of a partition carries that partition's value
+    parts = files_by_partition(meta)
+    assert sorted(parts) == [f"shop={s}" for s in sorted(src["shop"].unique(), key=str)]
+    assert sum(sum(v) for v in parts.values()) == len(src)
+    for frame in dk.read_dataset_as_dataframes(store=store, dataset_uuid="by_shop"):
+        assert frame["shop"].nunique() == 1
+        want = set(src.loc[src["shop"] == frame["shop"].iloc[0], "id"])
+        assert set(frame["id"]) <= want
+    check_balanced(meta, 400)
+    assert dk.read_table(store=store, dataset_uuid=SRC).shape == src.shape  # source untouched
+
+
+@pytest.mark.parametrize("target_rows", [7, 150, 700, 100_000])
+def test_files_are_balanced(store: LocalStore, target_rows: int) -> None:
+    src = write_source(store, rows=3000)
+    meta = repartition(
+        SRC, "t", store=store, partition_on=["shop"], target_rows_per_file=target_rows
+    ).compute()
+    check_balanced(meta, target_rows)
+    check_same_rows(store, "t", src)
+
+
+def test_a_selective_filter_yields_few_well_filled_files(store: LocalStore) -> None:
+    src = write_source(store, rows=20_000, appends=4)
+    assert dk.open_dataset(store=store, dataset_uuid=SRC).num_partitions == 24
+    predicates = [[("id", "<", 200)]]  # 1% of the rows
+    meta = repartition(
+        SRC, "few", store=store, partition_on="shop", predicates=predicates, npartitions=24
+    ).compute()
+    want = src[src["id"] < 200]
+    # one file per shop, not one sliver per (source blob, shop): up to 24 x 12 = 288
+    assert meta.num_partitions == want["shop"].nunique() == SHOPS
+    check_same_rows(store, "few", want)
+
+
+def test_bucketing_keeps_each_bucket_value_in_one_file(store: LocalStore) -> None:
+    src = write_source(store)
+    meta = repartition(
+        SRC, "b", store=store, partition_on="date", bucket_by="shop", num_buckets=3
+    ).compute()
+    check_same_rows(store, "b", src)
+    per_date: dict[str, list[set[int]]] = defaultdict(list)
+    for frame in dk.read_dataset_as_dataframes(store=store, dataset_uuid="b"):
+        per_date[frame["date"].iloc[0]].append(set(frame["shop"]))
+    for shops in per_date.values():
+        assert len(shops) <= 3
+        assert sum(len(s) for s in shops) == len(set().union(*shops))  # disjoint
+    assert "__KTK_HASH_BUCKET" not in dk.read_table(store=store, dataset_uuid="b").columns
+    assert meta.num_partitions <= 6 * 3
+
+
+def test_sort_by_gives_files_with_consecutive_ranges(store: LocalStore) -> None:
+    write_source(store)
+    repartition(
+        SRC, "s", store=store, partition_on="shop", sort_by="id", target_rows_per_file=300
+    ).compute()
+    ranges: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for frame in dk.read_dataset_as_dataframes(store=store, dataset_uuid="s"):
+        assert frame["id"].is_monotonic_increasing
+        ranges[int(frame["shop"].iloc[0])].append((frame["id"].min(), frame["id"].max()))
+    assert max(len(r) for r in ranges.values()) > 1
+    for spans in ranges.values():
+        spans.sort()
+        assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
+
+
+def test_columns_and_every_type_survive_exactly(store: LocalStore) -> None:
+    df = pd.concat([all_types_frame()] * 3, ignore_index=True)
+    df["key"] = np.arange(len(df))
+    df["p"] = np.arange(len(df)) % 2
+    dk.write_dataset(df, store=store, dataset_uuid="types", partition_on="p")
+    src = dk.read_table(store=store, dataset_uuid="types")
+    repartition("types", "by_s", store=store, partition_on=["s", "tz"]).compute()
+    got = dk.read_table(store=store, dataset_uuid="by_s")
+    assert_frame_equal(
+        got.sort_values("key").reset_index(drop=True),
+        src[got.columns].sort_values("key").reset_index(drop=True),
+    )
+    meta = repartition(
+        "types", "few", store=store, partition_on="cat", columns=["cat", "key", "S"]
+    ).compute()
+    assert meta.schema is not None and meta.schema.names == ["cat", "key", "S"]
+    assert dk.read_table(store=store, dataset_uuid="few").dtypes.equals(
+        src.dtypes[["cat", "key", "S"]]
+    )
+
+
+def test_a_failed_run_leaves_the_target_unchanged(store: LocalStore) -> None:
+    df = pd.DataFrame({"x": [1.0, np.nan, 3.0], "y": [1, 2, 3], "p": [1, 1, 2]})
+    dk.write_dataset(df, store=store, dataset_uuid="nan", partition_on="p")
+    dk.write_dataset(df.head(1), store=store, dataset_uuid="t")
+    job = repartition("nan", "t", store=store, partition_on="x", mode="overwrite")
+    with pytest.raises(PartitionValueError):
+        job.compute()
+    assert dk.open_dataset(store=store, dataset_uuid="t").version == 0
+    assert len(dk.read_table(store=store, dataset_uuid="t")) == 1
+    with pytest.raises(DatasetExistsError):
+        repartition("nan", "t", store=store, partition_on="y")
+
+
+def test_in_place_and_empty_selections(store: LocalStore) -> None:
+    src = write_source(store, rows=600, appends=1)
+    meta = repartition(SRC, SRC, store=store, partition_on="shop", mode="overwrite").compute()
+    assert meta.version == 1 and meta.partition_keys == ("shop",)
+    check_same_rows(store, SRC, src)
+    assert dk.read_table(store=store, dataset_uuid=SRC, version=0).shape == src.shape
+    none = repartition(
+        SRC, "none", store=store, partition_on="date", predicates=[[("shop", ">", 99)]]
+    ).compute()
+    assert none.num_partitions == 0
+    empty = dk.read_table(store=store, dataset_uuid="none")
+    assert empty.empty and empty.dtypes.equals(src.dtypes[empty.columns])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"partition_on": []}, "needs partition_on"),
+        ({"partition_on": "shop", "num_buckets": 3}, "needs bucket_by"),
+        ({"partition_on": "shop", "bucket_by": "id"}, "num_buckets"),
+        ({"partition_on": "shop", "sort_by": "shop"}, "partition columns"),
+        ({"partition_on": "shop", "columns": ["id"]}, "not read"),
+        ({"partition_on": "shop", "target_rows_per_file": 0}, "target_rows_per_file"),
+        ({"partition_on": "shop", "shuffle_method": "magic"}, "shuffle_method"),
+        ({"partition_on": "nope"}, "not read"),
+    ],
+)
+def test_bad_options_fail_when_building(
+    store: LocalStore, kwargs: dict[str, Any], match: str
+) -> None:
+    write_source(store, rows=100, appends=1)
+    with pytest.raises(InvalidInputError, match=match):
+        repartition(SRC, "x", store=store, **kwargs)
+
+
+# ------------------------------------------------------------------ on a LocalCluster
+
+
+class KillOnceStore(DelegatingStore):
+    """SIGKILL the worker process on the ``kill_at``-th data-blob read, once per test.
+
+    Reads go through ``get`` (no local paths); reads are counted with files in
+    ``marker_dir``, shared by every process.
+    """
+
+    def __init__(self, inner: Store, marker_dir: str, kill_at: int) -> None:
+        super().__init__(inner, capabilities=inner.capabilities - {Capability.LOCAL_PATH})
+        self.marker_dir = marker_dir
+        self.kill_at = kill_at
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.inner, self.marker_dir, self.kill_at))
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return ("kill-once", self.inner.url, self.marker_dir, self.kill_at)
+
+    def _get(self, key: str) -> bytes:
+        if key.endswith(".parquet"):
+            Path(self.marker_dir, f"read-{uuid.uuid4().hex}").touch()
+            reads = sum(1 for p in Path(self.marker_dir).iterdir() if p.name.startswith("read-"))
+            killed = Path(self.marker_dir, "killed")
+            if reads >= self.kill_at and not killed.exists():
+                killed.write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super()._get(key)
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_p2p_on_a_local_cluster(store: LocalStore, tmp_path: Path) -> None:
+    src = write_source(store, rows=20_000, appends=4)
+    built_locally = repartition(SRC, "late", store=store, partition_on="shop")
+    assert built_locally.shuffle_method == "disk"  # type: ignore[attr-defined]
+    with local_cluster(n_workers=2) as client:
+        job = repartition(
+            SRC, "by_shop", store=store, partition_on="shop", target_rows_per_file=500
+        )
+        assert job.shuffle_method == "p2p"  # type: ignore[attr-defined]
+        meta = job.compute()
+        check_same_rows(store, "by_shop", src)
+        check_balanced(meta, 500)
+        # a job built without a cluster switches to P2P when it runs on one
+        built_locally.compute(scheduler=client)
+        assert built_locally.shuffle_method == "p2p"  # type: ignore[attr-defined]
+        check_same_rows(store, "late", src)
+
+        # a worker killed in the middle of the shuffle: P2P restarts (or the run fails
+        # cleanly, leaving the target as it was)
+        markers = tmp_path / "markers"
+        markers.mkdir()
+        killer = KillOnceStore(store, str(markers), kill_at=10)
+        workers = set(client.run(os.getpid).values())
+        job = repartition(
+            SRC, "killed", store=killer, target_store=store, partition_on="shop", npartitions=8
+        )
+        try:
+            meta = job.compute()
+        except Exception:
+            assert "killed" not in dk.list_datasets(store)
+        else:
+            check_same_rows(store, "killed", src)
+            check_balanced(meta, 1_000_000)
+        victim = int((markers / "killed").read_text())
+        assert victim in workers and victim not in set(client.run(os.getpid).values())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_dataset_larger_than_the_workers_memory_limit(store: LocalStore) -> None:
+    """2 workers of 450 MiB (about 180 MiB of which the imported libraries take)
+    repartition 8M rows (460 MiB as pandas, 400 MiB as Arrow) without a restart: the
+    read tasks are sized from the workers' memory limit and P2P spills to disk."""
+    rows = 8_000_000
+    labels = pa.array([f"label-{i:04d}" for i in range(1000)])
+    for part in range(4):
+        rng = np.random.default_rng(part)
+        n = rows // 4
+        table = pa.table(
+            {
+                "date": pa.array([f"2024-01-{d:02d}" for d in range(1, 31)]).take(
+                    rng.integers(0, 30, n)
+                ),
+                "store_id": rng.integers(0, 100, n),
+                "product_id": rng.integers(0, 5_000_000, n),
+                "sales": rng.gamma(2.0, 50.0, n),
+                "label": labels.take(rng.integers(0, 1000, n)),
+            }
+        )
+        dk.update_dataset(table, store=store, dataset_uuid=SRC, partition_on="date")
+        del table
+    with local_cluster(n_workers=2, memory_limit="450MiB") as client:
+        pids = set(client.run(os.getpid).values())
+        meta = repartition(SRC, "by_store", store=store, partition_on="store_id").compute()
+        assert set(client.run(os.getpid).values()) == pids  # nobody was killed
+    assert sum(rows for rows, _ in meta.stats.values()) == rows
+    assert meta.num_partitions == 100
