@@ -1,6 +1,9 @@
 """The ``dataset-kit`` command: inspect and maintain datasets from a shell.
 
-The only place that configures logging and chooses a scheduler. Commands: ``ls``,
+The only place that configures logging and chooses a scheduler. Settings come from the
+command line, else the environment (``DATASET_KIT_STORE``, ``DATASET_KIT_SCHEDULER``),
+else a TOML config file (``--config`` or ``DATASET_KIT_CONFIG``: ``store``, ``scheduler``
+and a ``[store_options]`` table). Commands: ``ls``,
 ``info``, ``stats``, ``history``, ``query``, ``download``, ``repartition``, ``gc``,
 ``expire-versions``, ``backup``, ``restore``, ``verify``, ``delete``, ``demo``.
 
@@ -52,6 +55,37 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
 REFUSED = 7
 VERIFY_FAILED = 8
 _STORE_ENV = "DATASET_KIT_STORE"
+_CONFIG_ENV = "DATASET_KIT_CONFIG"
+_CONFIG_KEYS = frozenset({"store", "scheduler", "store_options"})
+
+
+def _load_config(path: str | None) -> dict[str, Any]:
+    """The settings of a TOML config file, e.g.::
+
+    store = "azure://datasets?prefix=prod"
+    scheduler = "tcp://scheduler:8786"
+    [store_options]
+    credential = "default"
+    """
+    if not path:
+        return {}
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            config = tomllib.load(fh)
+    except OSError as error:
+        raise exc.ConfigError(f"cannot read the config file {path!r}: {error}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise exc.ConfigError(f"config file {path!r} is not valid TOML: {error}") from error
+    unknown = sorted(set(config) - _CONFIG_KEYS)
+    if unknown:
+        raise exc.ConfigError(
+            f"config file {path!r}: unknown keys {unknown}; known: {sorted(_CONFIG_KEYS)}"
+        )
+    if not isinstance(config.get("store_options", {}), dict):
+        raise exc.ConfigError(f"config file {path!r}: store_options must be a table")
+    return config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,9 +97,14 @@ def _parser() -> argparse.ArgumentParser:
         "8 verify found missing or corrupt blobs, 9 source (database/files) error",
     )
     parser.add_argument(
+        "--config",
+        default=os.environ.get(_CONFIG_ENV),
+        help=f"TOML file with store/scheduler/store_options (default: ${_CONFIG_ENV})",
+    )
+    parser.add_argument(
         "--store",
-        default=os.environ.get(_STORE_ENV),
-        help=f"store URL or directory (default: ${_STORE_ENV})",
+        default=None,
+        help=f"store URL or directory (default: ${_STORE_ENV}, then the config file)",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
@@ -349,9 +388,17 @@ def _run(args: argparse.Namespace) -> int:
         from dataset_kit.demo import main as demo_main
 
         return demo_main(["--store", args.dir])
-    if not args.store:
-        raise exc.ConfigError(f"no store: pass --store URL or set ${_STORE_ENV}")
-    store = dk.open_store(args.store)
+    config = _load_config(args.config)
+    if args.scheduler is None:
+        args.scheduler = config.get("scheduler")
+    store_url = args.store or os.environ.get(_STORE_ENV) or config.get("store")
+    if not store_url:
+        raise exc.ConfigError(
+            f"no store: pass --store URL, set ${_STORE_ENV}, or give a config file with "
+            f"store = ... (--config or ${_CONFIG_ENV})"
+        )
+    store_options = config.get("store_options", {}) if store_url == config.get("store") else {}
+    store = dk.open_store(store_url, **store_options)
     if args.command == "ls":
         names = dk.list_datasets(store)
         _emit(args, names, "\n".join(names))

@@ -246,3 +246,17 @@ def test_download_and_repartition_commands(tmp_path: Path) -> None:
     bad = cli("--store", lake, "download", "x", "--url", f"sqlite:///{db}", "--table", "nope")
     assert bad.returncode == 9, bad.stderr
     assert "nope" in bad.stderr
+
+
+def test_config_file_gives_store_and_scheduler(store: Path, tmp_path: Path) -> None:
+    config = tmp_path / "dk.toml"
+    config.write_text(f'store = "{store}"\nscheduler = "sync"\n')
+    out = cli("--config", str(config), "ls", env={"DATASET_KIT_STORE": ""})
+    assert out.returncode == 0 and out.stdout.split() == ["sales"]
+    out = cli("verify", "sales", env={"DATASET_KIT_CONFIG": str(config), "DATASET_KIT_STORE": ""})
+    assert out.returncode == 0, out.stderr
+    config.write_text('stor = "typo"\n')
+    bad = cli("--config", str(config), "ls", env={"DATASET_KIT_STORE": ""})
+    assert bad.returncode == 5 and "unknown keys ['stor']" in bad.stderr
+    config.write_text("store = [\n")
+    assert cli("--config", str(config), "ls").returncode == 5
