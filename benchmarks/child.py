@@ -7,7 +7,9 @@ computes check values (untimed) that the parent compares with the expected ones.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import importlib
 import json
 import os
 import resource
@@ -16,7 +18,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -102,19 +104,23 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         contender = load(spec["contender"])
         out["baseline_after_imports_mib"] = _peak_bytes() / MIB
         params = Params.from_json(spec["params"])
-        op, check = _prepare(contender, spec, params)
-        gc.collect()
-        reset = _reset_peak() and _hwm_bytes() is not None
-        # Without a resettable VmHWM: peak minus the after-import baseline.
-        before = _rss_bytes() if reset else int(out["baseline_after_imports_mib"] * MIB)
-        start = time.perf_counter()
-        result = op()
-        seconds = time.perf_counter() - start
-        out["peak_mib"] = max(0, _peak_bytes() - before) / MIB
-        out["memory_method"] = "vmhwm-reset" if reset else "peak-minus-baseline"
-        out["rss_before_mib"] = before / MIB
-        out["seconds"] = seconds
-        out["check"] = check(result)
+        notes: dict[str, Any] = {}
+        with contextlib.ExitStack() as stack:  # clusters, containers: closed after the check
+            op, check = _prepare(contender, spec, params, stack, notes)
+            gc.collect()
+            reset = _reset_peak() and _hwm_bytes() is not None
+            # Without a resettable VmHWM: peak minus the after-import baseline.
+            before = _rss_bytes() if reset else int(out["baseline_after_imports_mib"] * MIB)
+            start = time.perf_counter()
+            result = op()
+            seconds = time.perf_counter() - start
+            out["peak_mib"] = max(0, _peak_bytes() - before) / MIB
+            out["memory_method"] = "vmhwm-reset" if reset else "peak-minus-baseline"
+            out["rss_before_mib"] = before / MIB
+            out["seconds"] = seconds
+            out["check"] = check(result)
+        if notes:
+            out["notes"] = notes
         out["status"] = "ok"
     except Unsupported as exc:
         out.update(status="unsupported", error_type=type(exc).__name__, error=str(exc))
@@ -130,8 +136,139 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _import_all(names: Iterable[str]) -> None:
+    """Import ``names`` (missing optional modules are skipped)."""
+    for name in names:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+def _start_cluster(
+    contender: Any, stack: contextlib.ExitStack, notes: dict[str, Any], modules: list[str]
+) -> Any:
+    """A 2-worker LocalCluster (processes, 1 thread each), warmed up; untimed.
+
+    Warm-up: every worker imports the contender's modules and runs one task, so the
+    timed computation does not pay for worker-side imports either. The time it all
+    took is reported as ``cluster_startup_s``.
+    """
+    from dataset_kit.testing.dask_cluster import local_cluster
+
+    started = time.perf_counter()
+    client = stack.enter_context(local_cluster(n_workers=2, threads_per_worker=1))
+    client.run(_import_all, [type(contender).__module__, *modules])
+    client.submit(sum, [1, 2], pure=False).result()
+    notes["cluster_startup_s"] = time.perf_counter() - started
+    return client
+
+
+def _prepare_pipeline(
+    contender: Any,
+    spec: dict[str, Any],
+    params: Any,
+    stack: contextlib.ExitStack,
+    notes: dict[str, Any],
+) -> tuple[Callable[[], Any], Callable[[Any], dict[str, Any]]]:
+    """Untimed setup of W8-W10; return (timed operation, check)."""
+    from benchmarks import azurite
+    from benchmarks.contenders import Location
+    from benchmarks.workloads import WORKLOADS
+
+    key: str = spec["workload"]
+    path: str = spec["path"]
+    base: str | None = spec.get("base")
+    variant: str = spec.get("variant", "")
+    workload = WORKLOADS[key]
+    assert base is not None, f"{key} needs a base dataset"
+    modules = contender.pipeline_modules()
+    _import_all(modules)
+    cs = ""
+    if workload.azurite:
+        # A fresh in-memory Azurite per measurement: one long-lived emulator slows down
+        # as blobs come and go, and once stopped answering altogether mid-run.
+        from dataset_kit.testing.azurite import azurite_server
+
+        cs = stack.enter_context(azurite_server())
+
+    def fresh_container() -> Location:
+        name = azurite.container_name(key, spec["contender"], variant, spec.get("tag", ""))
+        return Location(container=name, connection_string=cs)
+
+    if key == "W8":
+        client = _start_cluster(contender, stack, notes, modules) if variant == "cluster" else None
+        os.makedirs(path, exist_ok=True)
+
+        def w8_check(_: Any) -> dict[str, Any]:
+            frame = contender.read_all(path)
+            return _frame_check(frame) | {
+                "partitions": contender.count_partitions(contender.open(path))
+            }
+
+        return (
+            lambda: contender.compute(
+                base, path, variant=variant, client=client, func_format=spec["func_format"]
+            )
+        ), w8_check
+    if key.startswith("W9-"):
+        if workload.azurite:
+            location = fresh_container()
+            started = time.perf_counter()
+            notes["uploaded"] = azurite.upload_tree(base, cs, location.container)
+            notes["upload_s"] = time.perf_counter() - started
+
+            def count() -> int:
+                return azurite.count_blobs(cs, location.container)
+        else:
+            shutil.copytree(base, path)
+            location = Location(path=path)
+
+            def count() -> int:
+                return _count_data_files(path)
+
+        files_before = count()
+
+        def gc_check(_: Any) -> dict[str, Any]:
+            return {
+                "removed": files_before - count(),
+                "rows": contender.count_rows_at(location),
+            }
+
+        return (lambda: contender.gc_at(location)), gc_check
+    if key.startswith("W10-"):
+        import dataset_kit as dk
+        from benchmarks.data import read_ipc
+
+        source = base
+        target = fresh_container() if workload.azurite else Location(path=os.path.join(path, "dst"))
+        if key.endswith("-incr"):
+            source = os.path.join(path, "src")
+            shutil.copytree(base, source)
+            contender.backup(source, target, variant=variant)  # the first, full backup
+            append = read_ipc(params.inputs["w10_append"]).to_pandas()
+            dk.update_dataset(append, store=dk.open_store(source), dataset_uuid="bench")
+
+        def backup_check(copied: int) -> dict[str, Any]:
+            notes["copied"] = copied
+            store = (
+                dk.open_store(
+                    f"azure://{target.container}", connection_string=target.connection_string
+                )
+                if target.is_azure
+                else dk.open_store(target.local_path())
+            )
+            frame = dk.read_table(store=store, dataset_uuid="bench")
+            return {"copied": copied} | _frame_check(frame)
+
+        return (lambda: contender.backup(source, target, variant=variant)), backup_check
+    raise ValueError(f"unknown workload {key!r}")
+
+
 def _prepare(
-    contender: Any, spec: dict[str, Any], params: Any
+    contender: Any,
+    spec: dict[str, Any],
+    params: Any,
+    stack: contextlib.ExitStack,
+    notes: dict[str, Any],
 ) -> tuple[Callable[[], Any], Callable[[Any], dict[str, Any]]]:
     """Untimed setup for the workload; return (timed operation, check)."""
     from benchmarks.data import read_ipc
@@ -147,11 +284,19 @@ def _prepare(
     def rows_check(_: Any) -> dict[str, Any]:
         return {"rows": contender.count_rows(path)}
 
-    if key in ("W1", "W5-write"):
-        data = load_input("main" if key == "W1" else "w5")
+    if key in ("W1", "W5-write", "W8-base", "W10-base"):
+        name = {"W1": "main", "W5-write": "w5", "W8-base": "w8", "W10-base": "w10"}[key]
+        data = load_input(name)
         partition_on = ["date"] if key == "W1" else ["part"]
         os.makedirs(path, exist_ok=True)
         return (lambda: contender.write(data, path, partition_on)), rows_check
+    if key in ("W9-base", "W9-azure-base"):
+        name = "w9" if key == "W9-base" else "w9_azure"
+        garbage, replacement = load_input(f"{name}_garbage"), load_input(f"{name}_replacement")
+        os.makedirs(path, exist_ok=True)
+        return (lambda: contender.make_garbage(garbage, replacement, path, "part")), rows_check
+    if key in ("W8", "W9-local", "W9-azure") or key.startswith("W10-"):
+        return _prepare_pipeline(contender, spec, params, stack, notes)
     if key == "W7":
         garbage, replacement = load_input("w7_garbage"), load_input("w7_replacement")
         os.makedirs(path, exist_ok=True)

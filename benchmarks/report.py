@@ -6,8 +6,17 @@ import statistics
 from typing import Any
 
 from benchmarks.contenders import CONTENDERS
+from benchmarks.workloads import TARGETS, VARIANTS, WORKLOADS, split_entry
 
 REFERENCE = "dataset_kit"
+
+#: How the numeric notes of a measurement are shown (median over the repetitions).
+NOTES = {
+    "cluster_startup_s": "cluster start-up + warm-up {:.2f} s (untimed)",
+    "copied": "data blobs copied: {:,.0f}",
+    "uploaded": "setup: {:,.0f} blobs uploaded",
+    "upload_s": "in {:.0f} s (untimed)",
+}
 
 
 def summarize(measurements: list[dict[str, Any]]) -> dict[str, Any]:
@@ -24,7 +33,7 @@ def summarize(measurements: list[dict[str, Any]]) -> dict[str, Any]:
         }
     seconds = [m["seconds"] for m in ok]
     peaks = [m["peak_mib"] for m in ok if m.get("peak_mib") is not None]
-    return {
+    row = {
         "status": "ok",
         "verified": all(m.get("verified", False) for m in ok),
         "median_s": statistics.median(seconds),
@@ -32,16 +41,43 @@ def summarize(measurements: list[dict[str, Any]]) -> dict[str, Any]:
         "peak_mib": statistics.median(peaks) if peaks else None,
         "reps_ok": len(ok),
     }
+    names = sorted({n for m in ok for n in m.get("notes", {})})
+    notes = {
+        n: statistics.median([m["notes"][n] for m in ok if n in m.get("notes", {})]) for n in names
+    }
+    if notes:
+        row["notes"] = notes
+    return row
+
+
+def reference(rows: dict[str, dict[str, Any]]) -> str | None:
+    """The entry ratios refer to: the first dataset_kit entry (``dataset_kit[:variant]``)."""
+    return next((e for e in rows if split_entry(e)[0] == REFERENCE), None)
 
 
 def add_ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> None:
-    """Set ``ratio`` = contender median / dataset_kit median (>1: dataset_kit faster)."""
+    """Set ``ratio`` = entry median / reference median (>1: dataset_kit faster)."""
     for rows in summary.values():
-        ref = rows.get(REFERENCE, {})
+        ref_entry = reference(rows)
+        ref = rows.get(ref_entry, {}) if ref_entry is not None else {}
         ref_s = ref.get("median_s") if ref.get("status") == "ok" else None
         for row in rows.values():
             ok = row.get("status") == "ok" and ref_s
             row["ratio"] = row["median_s"] / ref_s if ok else None
+
+
+def label(entry: str) -> str:
+    """``dataset_kit [2-worker LocalCluster, 1 thread each]``."""
+    contender, variant = split_entry(entry)
+    name = CONTENDERS[contender].label
+    return f"{name} [{VARIANTS.get(variant, variant)}]" if variant else name
+
+
+def notes_text(row: dict[str, Any]) -> str:
+    """The notes of a summary row, e.g. 'copied 1,000 data blobs'."""
+    notes = row.get("notes") or {}
+    order = [k for k in NOTES if k in notes] + [k for k in notes if k not in NOTES]
+    return "; ".join(NOTES.get(k, k + " {}").format(notes[k]) for k in order)
 
 
 def status_text(row: dict[str, Any]) -> str:
@@ -79,48 +115,111 @@ def markdown(
     contenders: list[str],
     summary: dict[str, dict[str, dict[str, Any]]],
 ) -> str:
-    """The full report."""
-    label = {name: CONTENDERS[name].label for name in contenders}
+    """The full report: W1-W7 as contender columns, W8-W10 with their variants."""
+    classic = {k: rows for k, rows in summary.items() if not WORKLOADS[k].pipeline}
+    pipeline = {k: rows for k, rows in summary.items() if WORKLOADS[k].pipeline}
+    columns = [c for c in contenders if any(c in rows for rows in classic.values())]
     lines = ["# dataset_kit benchmark", ""]
     lines += [f"- {key}: {value}" for key, value in meta.items()]
-    lines += ["", "## Summary", ""]
-    lines += [
-        "Median seconds; in brackets the ratio to dataset_kit (>1: dataset_kit is faster).",
-        "",
-    ]
-    lines.append("| workload | " + " | ".join(label[c] for c in contenders) + " |")
-    lines.append("|---|" + "---|" * len(contenders))
-    for key, rows in summary.items():
-        cells = []
-        for name in contenders:
-            row = rows[name]
-            if row["status"] == "ok":
-                ratio = f" ({fmt_ratio(row['ratio'])})" if row["ratio"] is not None else ""
-                cells.append(f"{fmt_s(row['median_s'])}{ratio}")
-            else:
-                cells.append(status_text(row))
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    if classic:
+        lines += ["", "## Summary", ""]
+        lines += [
+            "Median seconds; in brackets the ratio to dataset_kit (>1: dataset_kit is faster).",
+            "",
+        ]
+        lines.append("| workload | " + " | ".join(label(c) for c in columns) + " |")
+        lines.append("|---|" + "---|" * len(columns))
+        for key, rows in classic.items():
+            cells = []
+            for name in columns:
+                row = rows[name]
+                if row["status"] == "ok":
+                    ratio = f" ({fmt_ratio(row['ratio'])})" if row["ratio"] is not None else ""
+                    cells.append(f"{fmt_s(row['median_s'])}{ratio}")
+                else:
+                    cells.append(status_text(row))
+            lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    if pipeline:
+        lines += pipeline_summary(pipeline)
     errors: list[str] = []
     for key, rows in summary.items():
         lines += ["", f"## {key}: {titles[key]}", ""]
+        ref = reference(rows)
+        if WORKLOADS[key].pipeline and ref is not None:
+            lines += [f"Ratios are to {label(ref)} (>1: it is faster).", ""]
+        extra = " notes |" if WORKLOADS[key].pipeline else ""
         lines.append(
             "| contender | median s | min s | ratio to dataset_kit | peak MiB | reps | status |"
+            + extra
         )
-        lines.append("|---|---|---|---|---|---|---|")
-        for name in contenders:
-            row = rows[name]
+        lines.append("|---|---|---|---|---|---|---|" + ("---|" if extra else ""))
+        for name, row in rows.items():
+            notes = f" {notes_text(row)} |" if extra else ""
             lines.append(
-                f"| {label[name]} | {fmt_s(row.get('median_s'))} | {fmt_s(row.get('min_s'))} "
+                f"| {label(name)} | {fmt_s(row.get('median_s'))} | {fmt_s(row.get('min_s'))} "
                 f"| {fmt_ratio(row.get('ratio'))} | {fmt_mib(row.get('peak_mib'))} "
-                f"| {row['reps_ok']} | {status_text(row)} |"
+                f"| {row['reps_ok']} | {status_text(row)} |{notes}"
             )
             if row["status"] in ("error", "not_implemented") and row.get("error"):
                 message = " ".join(str(row["error"]).split())[:300]
-                errors.append(f"- {key} / {label[name]}: {row.get('error_type')}: {message}")
+                errors.append(f"- {key} / {label(name)}: {row.get('error_type')}: {message}")
     if errors:
         lines += ["", "## Failures", "", *errors]
-    lines += ["", "## Method", "", *METHOD, ""]
+    lines += ["", "## Method", "", *METHOD]
+    if pipeline:
+        lines += PIPELINE_METHOD
+    lines.append("")
     return "\n".join(lines)
+
+
+def pipeline_summary(pipeline: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """The W8-W10 summary (every entry) and the issue targets."""
+    lines = ["", "## Pipelines (W8-W10)", ""]
+    lines += [
+        "Median seconds; ratio = median / median of the workload's first dataset_kit entry",
+        "(>1: dataset_kit is faster).",
+        "",
+        "| workload | contender | median s | ratio to dataset_kit | status | notes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, rows in pipeline.items():
+        for name, row in rows.items():
+            lines.append(
+                f"| {key} | {label(name)} | {fmt_s(row.get('median_s'))} "
+                f"| {fmt_ratio(row.get('ratio'))} | {status_text(row)} | {notes_text(row)} |"
+            )
+    targets = [t for t in TARGETS if t.key in pipeline]
+    if not targets:
+        return lines
+    lines += [
+        "",
+        "### Issue targets",
+        "",
+        "speed-up = peer median / dataset_kit median, measured in this run.",
+        "",
+        "| workload | dataset_kit | peer | speed-up | goal | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for target in targets:
+        rows = pipeline[target.key]
+        mine, peer = rows.get(target.entry, {}), rows.get(target.peer, {})
+        speedup = None
+        if mine.get("status") == "ok" and peer.get("status") == "ok":
+            speedup = peer["median_s"] / mine["median_s"]
+        if target.at_least is None:
+            met = "-"
+        elif speedup is None:
+            met = "n/a"
+        else:
+            met = "yes" if speedup >= target.at_least else "**no**"
+        goal = target.goal
+        if target.at_least is not None:
+            goal += f" (speed-up >= {target.at_least:.2f})"
+        lines.append(
+            f"| {target.key} | {label(target.entry)} | {label(target.peer)} "
+            f"| {fmt_ratio(speedup)} | {goal} | {met} |"
+        )
+    return lines
 
 
 METHOD = [
@@ -141,4 +240,32 @@ METHOD = [
     "  files and remaining rows for W7. A wrong result is an error, not a time.",
     "- The page cache is warm (datasets were just written). After a failure the remaining",
     "  repetitions of that contender/workload are skipped.",
+]
+
+PIPELINE_METHOD = [
+    "- W8: each contender first writes the W8 dataset itself (untimed, partitioned on",
+    "  `part`); timed: planning plus computing the per-partition function and writing the",
+    "  target dataset (partitioned on `part`). The `cluster` variants start a 2-worker",
+    "  LocalCluster (processes, 1 thread each) and warm it up (workers import the libraries",
+    "  and run one task) before the clock starts; that start-up is a note, not timed. Their",
+    "  peak MiB is the client process only (the work happens in the workers). Verified:",
+    "  rows, product_id sum, columns and partition count of the target.",
+    "- W9: each contender writes its garbage dataset once (untimed): the W9 blobs as one",
+    "  partition each, then an overwrite with 1 partition. Each repetition GCs a fresh copy",
+    "  (local: a directory copy; Azurite: uploaded to a new container, untimed).",
+    "  dataset_kit: `dk.pipelines.garbage_collect(grace_period=0, keep_versions=1)` on the",
+    "  local threaded scheduler; plateau: `garbage_collect_dataset` (Azurite: minimalkv's",
+    "  `HAzureBlockBlobStore`); deltalake: `vacuum(retention_hours=0)` (local only).",
+    "  Verified: deleted data files and remaining rows.",
+    "- W10: a dataset_kit dataset (written untimed) is backed up to an empty directory or",
+    "  a new Azurite container. dataset_kit: `dk.pipelines.backup(...)` on the local",
+    "  threaded scheduler; naive: a sequential `target.put(key, source.get(key))` loop over",
+    "  the same dataset_kit store objects. `-incr`: the source is a copy of the base, backed",
+    "  up once by the same contender (untimed), then 1 partition is appended (untimed) and",
+    "  the second backup is timed. Verified: rows and product_id sum read back from the",
+    "  target, and the number of data blobs copied.",
+    "- Azurite (`--azurite`): every measurement starts its own in-memory emulator on this",
+    "  machine (untimed; one emulator for the whole run slowed down and then hung). It",
+    "  shares the 2 CPUs with the client, so its request rate (tens to ~100 requests/s),",
+    "  not network latency, bounds those workloads.",
 ]

@@ -24,11 +24,22 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.contenders import CONTENDERS
-from benchmarks.workloads import WORKLOADS, Params, expand
+from benchmarks.workloads import WORKLOADS, Params, expand, split_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.md"
-PACKAGES = ("pyarrow", "pandas", "numpy", "deltalake", "plateau", "minimalkv", "dataset-kit")
+PACKAGES = (
+    "pyarrow",
+    "pandas",
+    "numpy",
+    "deltalake",
+    "plateau",
+    "minimalkv",
+    "dask",
+    "distributed",
+    "azure-storage-blob",
+    "dataset-kit",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,6 +56,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--w5-partitions", type=int, default=20_000)
     parser.add_argument("--w5-rows-per-partition", type=int, default=10)
     parser.add_argument("--w7-blobs", type=int, default=2_000)
+    parser.add_argument("--w8-partitions", type=int, default=200, help="W8 partitions")
+    parser.add_argument("--w8-rows-per-partition", type=int, default=50_000)
+    parser.add_argument("--w9-blobs", type=int, default=10_000, help="W9 unreferenced blobs")
+    parser.add_argument(
+        "--w9-azure-blobs",
+        type=int,
+        default=2_000,
+        help="W9-azure unreferenced blobs (in-memory Azurite slows down as blobs pile up)",
+    )
+    parser.add_argument("--w10-partitions", type=int, default=1_000, help="W10 partitions")
+    parser.add_argument("--w10-rows-per-partition", type=int, default=1_000)
+    parser.add_argument(
+        "--azurite",
+        action="store_true",
+        help="also run the Azurite workloads (W9-azure, W10-azure*); each of their "
+        "measurements starts its own in-memory Azurite (node + .cache/azurite, see "
+        "dataset_kit.testing.azurite)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="per child, seconds")
     parser.add_argument(
         "--max-rep-seconds",
@@ -65,17 +94,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rows < 30 or args.reps < 1 or args.w5_partitions < 2 or args.w7_blobs < 1:
         parser.error("need --rows >= 30, --reps >= 1, --w5-partitions >= 2, --w7-blobs >= 1")
+    sizes = (args.w8_partitions, args.w8_rows_per_partition, args.w9_blobs, args.w9_azure_blobs)
+    if min(*sizes, args.w10_partitions, args.w10_rows_per_partition) < 1:
+        parser.error("the W8-W10 sizes must be >= 1")
     return args
 
 
-def build_inputs(args: argparse.Namespace, data_dir: Path) -> Params:
-    """Generate every input once (Arrow IPC files) and the expected check values."""
+def build_inputs(args: argparse.Namespace, data_dir: Path, workloads: list[str]) -> Params:
+    """Generate the inputs of ``workloads`` once (Arrow IPC files) and the expected values."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from benchmarks import data
 
     data_dir.mkdir(parents=True)
+    need = set(workloads)
     append_rows = max(1, args.rows // len(data.DATES))
     w5_target = args.w5_partitions // 2 + 7
     params = Params(
@@ -88,6 +121,12 @@ def build_inputs(args: argparse.Namespace, data_dir: Path) -> Params:
         w3_date=data.W3_DATE,
         w3_store_ids=list(data.W3_STORE_IDS),
         w5_predicate=[[("part", "==", w5_target)]],
+        w8_partitions=args.w8_partitions,
+        w8_rows_per_partition=args.w8_rows_per_partition,
+        w9_blobs=args.w9_blobs,
+        w9_azure_blobs=args.w9_azure_blobs,
+        w10_partitions=args.w10_partitions,
+        w10_rows_per_partition=args.w10_rows_per_partition,
     )
     columns = sorted(data.W1_COLUMNS)
 
@@ -96,47 +135,103 @@ def build_inputs(args: argparse.Namespace, data_dir: Path) -> Params:
         data.write_ipc(table, path)
         params.inputs[name] = str(path)
 
-    main = data.make_frame(args.rows, args.seed)
-    save("main", main)
-    mask = pc.and_(
-        pc.equal(main["date"], params.w3_date),
-        pc.is_in(main["store_id"], value_set=pa.array(params.w3_store_ids, pa.int64())),
-    )
-    w3 = main.filter(mask)
-    total = pc.sum(main["product_id"]).as_py()
-    params.expected["W1"] = {"rows": args.rows}
-    params.expected["W2"] = {"rows": args.rows, "product_id_sum": total, "columns": columns}
-    params.expected["W3"] = {
-        "rows": w3.num_rows,
-        "product_id_sum": pc.sum(w3["product_id"]).as_py() or 0,
-        "columns": columns,
-        "dates": [params.w3_date] if w3.num_rows else [],
-        "store_ids": sorted(set(w3["store_id"].to_pylist())),
-    }
-    del main, w3
-    save("append", data.make_frame(append_rows, args.seed + 1, dates=[data.APPEND_DATE]))
-    params.expected["W4"] = {"rows": args.rows + append_rows}
+    if need & {"W1", "W2", "W3", "W4"}:
+        main = data.make_frame(args.rows, args.seed)
+        save("main", main)
+        mask = pc.and_(
+            pc.equal(main["date"], params.w3_date),
+            pc.is_in(main["store_id"], value_set=pa.array(params.w3_store_ids, pa.int64())),
+        )
+        w3 = main.filter(mask)
+        total = pc.sum(main["product_id"]).as_py()
+        params.expected["W1"] = {"rows": args.rows}
+        params.expected["W2"] = {"rows": args.rows, "product_id_sum": total, "columns": columns}
+        params.expected["W3"] = {
+            "rows": w3.num_rows,
+            "product_id_sum": pc.sum(w3["product_id"]).as_py() or 0,
+            "columns": columns,
+            "dates": [params.w3_date] if w3.num_rows else [],
+            "store_ids": sorted(set(w3["store_id"].to_pylist())),
+        }
+        del main, w3
+        save("append", data.make_frame(append_rows, args.seed + 1, dates=[data.APPEND_DATE]))
+        params.expected["W4"] = {"rows": args.rows + append_rows}
 
-    w5 = data.make_partitioned(args.w5_partitions, args.w5_rows_per_partition, args.seed + 2)
-    save("w5", w5)
-    hit = w5.filter(pc.equal(w5["part"], w5_target))
-    params.expected["W5-write"] = {"rows": w5.num_rows}
-    params.expected["W5-open"] = {"partitions": args.w5_partitions}
-    params.expected["W5-read"] = {
-        "rows": hit.num_rows,
-        "product_id_sum": pc.sum(hit["product_id"]).as_py(),
-        "columns": sorted([*columns, "part"]),
-    }
-    save("w7_garbage", data.make_partitioned(args.w7_blobs, 5, args.seed + 3))
-    replacement = data.make_partitioned(10, 10, args.seed + 4, first_part=args.w7_blobs)
-    save("w7_replacement", replacement)
-    params.expected["W7"] = {"removed": args.w7_blobs, "rows": replacement.num_rows}
+    if need & {"W5-write", "W5-open", "W5-read"}:
+        w5 = data.make_partitioned(args.w5_partitions, args.w5_rows_per_partition, args.seed + 2)
+        save("w5", w5)
+        hit = w5.filter(pc.equal(w5["part"], w5_target))
+        params.expected["W5-write"] = {"rows": w5.num_rows}
+        params.expected["W5-open"] = {"partitions": args.w5_partitions}
+        params.expected["W5-read"] = {
+            "rows": hit.num_rows,
+            "product_id_sum": pc.sum(hit["product_id"]).as_py(),
+            "columns": sorted([*columns, "part"]),
+        }
+        del w5, hit
+    if "W7" in need:
+        save("w7_garbage", data.make_partitioned(args.w7_blobs, 5, args.seed + 3))
+        replacement = data.make_partitioned(10, 10, args.seed + 4, first_part=args.w7_blobs)
+        save("w7_replacement", replacement)
+        params.expected["W7"] = {"removed": args.w7_blobs, "rows": replacement.num_rows}
+    if "W8" in need:
+        from benchmarks.compute import revenue_arrow
+
+        w8 = data.make_partitioned(args.w8_partitions, args.w8_rows_per_partition, args.seed + 5)
+        save("w8", w8)
+        out = revenue_arrow(w8)
+        params.expected["W8-base"] = {"rows": w8.num_rows}
+        params.expected["W8"] = {
+            "rows": out.num_rows,
+            "product_id_sum": pc.sum(out["product_id"]).as_py() or 0,
+            "columns": sorted([*columns, "part", "revenue"]),
+            "partitions": len(pc.unique(out["part"])),
+        }
+        del w8, out
+    for key, blobs in (("W9-local", args.w9_blobs), ("W9-azure", args.w9_azure_blobs)):
+        if key not in need:
+            continue
+        name = "w9" if key == "W9-local" else "w9_azure"
+        save(f"{name}_garbage", data.make_partitioned(blobs, 5, args.seed + 6))
+        replacement = data.make_partitioned(1, 10, args.seed + 7, first_part=blobs)
+        save(f"{name}_replacement", replacement)
+        params.expected[WORKLOADS[key].base or ""] = {"rows": replacement.num_rows}
+        params.expected[key] = {"removed": blobs, "rows": replacement.num_rows}
+    if any(key.startswith("W10-") for key in need):
+        parts, per = args.w10_partitions, args.w10_rows_per_partition
+        w10 = data.make_partitioned(parts, per, args.seed + 8)
+        extra = data.make_partitioned(1, per, args.seed + 9, first_part=parts)
+        save("w10", w10)
+        save("w10_append", extra)
+        full_sum = pc.sum(w10["product_id"]).as_py()
+        both = {"columns": sorted([*columns, "part"])}
+        params.expected["W10-base"] = {"rows": w10.num_rows}
+        for key in ("W10-local", "W10-azure"):
+            params.expected[key] = both | {
+                "copied": parts,
+                "rows": w10.num_rows,
+                "product_id_sum": full_sum,
+            }
+        for key in ("W10-local-incr", "W10-azure-incr"):
+            params.expected[key] = both | {
+                "copied": 1,
+                "rows": w10.num_rows + extra.num_rows,
+                "product_id_sum": full_sum + pc.sum(extra["product_id"]).as_py(),
+            }
+            # the naive full copy copies every data blob again
+            params.expected[f"{key}/naive:full"] = {"copied": parts + 1}
     return params
 
 
 def input_format(args: argparse.Namespace, contender: str) -> str:
     """The format ("arrow" or "pandas") the contender receives its input in."""
     return CONTENDERS[contender].native_input if args.input == "native" else "pandas"
+
+
+def func_format(args: argparse.Namespace, contender: str) -> str:
+    """W8: the flavour of the per-partition function (plateau's dask API is pandas only;
+    dataset_kit and the pyarrow loop use Arrow unless ``--input pandas``)."""
+    return "pandas" if args.input == "pandas" or contender == "plateau" else "arrow"
 
 
 def verify(check: dict[str, Any] | None, expected: dict[str, Any]) -> tuple[bool, str | None]:
@@ -167,20 +262,22 @@ class Runner:
             p for p in (str(ROOT), self.env.get("PYTHONPATH", "")) if p
         )
 
-    def spawn(
-        self, contender: str, key: str, path: Path, base: str | None, tag: str
-    ) -> dict[str, Any]:
-        """Run one child and return its result record."""
+    def spawn(self, entry: str, key: str, path: Path, base: str | None, tag: str) -> dict[str, Any]:
+        """Run one child for ``entry`` (``contender[:variant]``); return its result record."""
+        contender, variant = split_entry(entry)
         specs = self.workdir / "specs"
         specs.mkdir(exist_ok=True)
-        stem = specs / f"{contender}-{key}-{tag}"
+        stem = specs / f"{entry.replace(':', '-')}-{key}-{tag}"
         result_file, log_file = stem.with_suffix(".result.json"), stem.with_suffix(".log")
         spec = {
             "contender": contender,
+            "variant": variant,
             "workload": key,
             "path": str(path),
             "base": base,
+            "tag": tag,
             "input_format": input_format(self.args, contender),
+            "func_format": func_format(self.args, contender),
             "params": self.params.to_json(),
             "result": str(result_file),
         }
@@ -215,7 +312,8 @@ class Runner:
         result: dict[str, Any] = json.loads(result_file.read_text())
         result["wall_s"] = wall
         if result.get("status") == "ok":
-            verified, mismatch = verify(result.get("check"), self.params.expected[key])
+            expected = self.params.expected_for(key, entry)
+            verified, mismatch = verify(result.get("check"), expected)
             result["verified"] = verified
             if mismatch:
                 result.update(status="error", error_type="WrongResult", error=mismatch)
@@ -236,8 +334,9 @@ class Runner:
         self.base_failures[(contender, producer)] = result
         return result
 
-    def measure(self, contender: str, key: str, rep: int) -> dict[str, Any]:
-        """One repetition of one workload for one contender."""
+    def measure(self, entry: str, key: str, rep: int) -> dict[str, Any]:
+        """One repetition of one workload for one entry (``contender[:variant]``)."""
+        contender = split_entry(entry)[0]
         producer = WORKLOADS[key].base
         base: str | None = None
         if producer is not None:
@@ -248,8 +347,8 @@ class Runner:
                 )
                 return {**found, "error": error, "rep": rep}
             base = found
-        path = self.workdir / "runs" / contender / f"{key}-rep{rep}"
-        result = self.spawn(contender, key, path, base, f"rep{rep}")
+        path = self.workdir / "runs" / entry.replace(":", "-") / f"{key}-rep{rep}"
+        result = self.spawn(entry, key, path, base, f"rep{rep}")
         result["rep"] = rep
         keep = key in ("W1", "W5-write") and (contender, key) not in self.bases
         if keep and result["status"] == "ok":
@@ -264,28 +363,40 @@ class Runner:
         return result
 
     def run(self, workloads: list[str], contenders: list[str]) -> dict[str, dict[str, list]]:
-        """All repetitions, contenders rotating round-robin.
+        """All repetitions, entries (contenders and their variants) rotating round-robin.
 
-        A contender/workload stops after a failure, or after one repetition
+        An entry/workload stops after a failure, or after one repetition
         longer than ``--max-rep-seconds``.
         """
-        results: dict[str, dict[str, list]] = {k: {c: [] for c in contenders} for k in workloads}
+        results: dict[str, dict[str, list]] = {
+            k: {e: [] for e in entries_of(k, contenders)} for k in workloads
+        }
         done: set[tuple[str, str]] = set()
         cap = self.args.max_rep_seconds
         for index, key in enumerate(workloads):
+            entries = list(results[key])
             for rep in range(self.args.reps):
-                shift = (rep + index) % len(contenders)
-                for contender in contenders[shift:] + contenders[:shift]:
-                    if (contender, key) in done:
+                shift = (rep + index) % max(1, len(entries))
+                for entry in entries[shift:] + entries[:shift]:
+                    if (entry, key) in done:
                         continue
-                    result = self.measure(contender, key, rep)
-                    results[key][contender].append(result)
-                    progress(
-                        f"[{key} rep {rep + 1}/{self.args.reps}] {contender}: {describe(result)}"
-                    )
+                    result = self.measure(entry, key, rep)
+                    results[key][entry].append(result)
+                    progress(f"[{key} rep {rep + 1}/{self.args.reps}] {entry}: {describe(result)}")
                     if result["status"] != "ok" or (cap and result["seconds"] > cap):
-                        done.add((contender, key))
+                        done.add((entry, key))
         return results
+
+
+def entries_of(key: str, contenders: list[str]) -> list[str]:
+    """The entries of workload ``key`` whose contender was selected.
+
+    Classic workloads keep the ``--contenders`` order; pipeline workloads their own.
+    """
+    entries = WORKLOADS[key].entries
+    if not WORKLOADS[key].pipeline:
+        return [c for c in contenders if c in entries]
+    return [e for e in entries if split_entry(e)[0] in contenders]
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -314,7 +425,19 @@ def git_commit() -> str:
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown (no commit)"
-    return out.stdout.strip()
+    commit = out.stdout.strip()
+    try:
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "dataset_kit"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        dirty = ""
+    return f"{commit} + uncommitted changes in dataset_kit/" if dirty else commit
 
 
 def versions() -> str:
@@ -326,6 +449,40 @@ def versions() -> str:
         except importlib.metadata.PackageNotFoundError:
             found.append(f"{name} (source tree)" if name == "dataset-kit" else f"{name} (missing)")
     return ", ".join(found)
+
+
+def classic_meta(args: argparse.Namespace, workloads: list[str]) -> dict:
+    """The sizes line of W1-W7 (only when any of them is selected)."""
+    if all(WORKLOADS[k].pipeline for k in workloads):
+        return {}
+    return {
+        "rows": f"{args.rows:,} (W1-W4); W5: {args.w5_partitions:,} partitions x "
+        f"{args.w5_rows_per_partition} rows; W7: {args.w7_blobs:,} blobs"
+    }
+
+
+def pipeline_meta(args: argparse.Namespace, workloads: list[str], skipped: list[str]) -> dict:
+    """Report header lines about W8-W10 (only when any of them is selected)."""
+    if not any(WORKLOADS[k].pipeline for k in workloads + skipped):
+        return {}
+    w8 = args.w8_partitions * args.w8_rows_per_partition
+    w10 = args.w10_partitions * args.w10_rows_per_partition
+    function = (
+        "pandas for everyone"
+        if args.input == "pandas"
+        else "Arrow for dataset_kit and the pyarrow loop, pandas for plateau"
+    )
+    return {
+        "pipeline sizes": f"W8: {args.w8_partitions:,} partitions x "
+        f"{args.w8_rows_per_partition:,} rows ({w8:,}); W9: {args.w9_blobs:,} blobs "
+        f"(Azurite: {args.w9_azure_blobs:,}); "
+        f"W10: {args.w10_partitions:,} partitions x {args.w10_rows_per_partition:,} rows "
+        f"({w10:,})",
+        "W8 function flavour": function,
+        "azurite": "on (a fresh in-memory Azurite on this machine per measurement)"
+        if args.azurite
+        else f"off (pass --azurite for {', '.join(skipped) or 'the Azurite workloads'})",
+    }
 
 
 def load_text(load: tuple[float, float, float]) -> str:
@@ -346,6 +503,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         progress(str(exc))
         return 2
+    skipped = [k for k in workloads if WORKLOADS[k].azurite and not args.azurite]
+    if skipped:
+        progress(f"skipping {', '.join(skipped)}: pass --azurite to run them")
+        workloads = [k for k in workloads if k not in skipped]
+    if not workloads:
+        progress("no workload left to run")
+        return 2
     started = dt.datetime.now(dt.UTC)
     load_before = os.getloadavg()
     t0 = time.perf_counter()
@@ -354,8 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="dk-bench-", dir=args.workdir))
     progress(f"workdir {workdir}; load average {load_text(load_before)}")
     try:
-        params = build_inputs(args, workdir / "data")
+        params = build_inputs(args, workdir / "data", workloads)
         progress(f"inputs generated in {time.perf_counter() - t0:.1f} s")
+        if any(WORKLOADS[k].azurite for k in workloads):
+            from dataset_kit.testing.azurite import AZURITE_VERSION, find_azurite
+
+            # installs it once if needed; every Azurite measurement then starts its own
+            progress(f"azurite {AZURITE_VERSION}: {find_azurite()}")
         results = Runner(args, params, workdir).run(workloads, contenders)
     finally:
         if not args.keep_workdir:
@@ -366,8 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     inputs = ", ".join(f"{CONTENDERS[c].label}: {input_format(args, c)}" for c in contenders)
     meta = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "rows": f"{args.rows:,} (W1-W4); W5: {args.w5_partitions:,} partitions x "
-        f"{args.w5_rows_per_partition} rows; W7: {args.w7_blobs:,} blobs",
+        **classic_meta(args, workloads),
+        **pipeline_meta(args, workloads, skipped),
         "reps": args.reps
         if args.max_rep_seconds is None
         else f"{args.reps} (fewer where one took > {args.max_rep_seconds:g} s)",
@@ -380,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         "load average (1/5/15 min) after": load_text(load_after),
         "total wall time": f"{time.perf_counter() - t0:.0f} s",
     }
-    summary = {k: {c: report.summarize(results[k][c]) for c in contenders} for k in workloads}
+    summary = {k: {e: report.summarize(rs) for e, rs in results[k].items()} for k in workloads}
     report.add_ratios(summary)
     titles = {k: params.title(k, len(DATES)) for k in workloads}
     text = report.markdown(meta, titles, contenders, summary)

@@ -1,19 +1,41 @@
-"""Workload catalogue and the benchmark parameters shared by parent and children."""
+"""Workload catalogue and the benchmark parameters shared by parent and children.
+
+A workload is measured for each of its *entries*: a contender name, or
+``contender:variant`` when one library is measured in several ways (W8-W10: on a
+cluster or on threads, a loop with one or two threads, ...).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: The contenders of the classic workloads W1-W7, in report order.
+CLASSIC = ("dataset_kit", "pyarrow", "deltalake", "plateau")
+
 
 @dataclass(frozen=True)
 class Workload:
-    """One measured operation; ``base`` names the dataset it starts from."""
+    """One measured operation.
+
+    ``base`` names the dataset it starts from (built once per contender, untimed),
+    ``entries`` what is measured, ``azurite`` whether it needs ``--azurite``.
+    """
 
     key: str
     title: str
     base: str | None = None
+    entries: tuple[str, ...] = CLASSIC
+    azurite: bool = False
 
+    @property
+    def pipeline(self) -> bool:
+        """W8-W10: reported with variants and notes."""
+        return self.entries != CLASSIC
+
+
+_BACKUP = ("dataset_kit", "naive:full")
+_BACKUP_INCR = ("dataset_kit", "naive:full", "naive:missing")
 
 WORKLOADS: dict[str, Workload] = {
     w.key: w
@@ -28,9 +50,116 @@ WORKLOADS: dict[str, Workload] = {
             "W5-read", "read one of {w5_partitions:,} partitions by predicate", base="W5-write"
         ),
         Workload("W7", "garbage collection of {w7_blobs:,} unreferenced blobs"),
+        Workload(
+            "W8",
+            "per-partition compute (revenue = sales * price, filter) over {w8_partitions:,} "
+            "partitions x {w8_rows_per_partition:,} rows into a new dataset",
+            base="W8-base",
+            entries=(
+                "dataset_kit:cluster",
+                "dataset_kit:threads",
+                "pyarrow:loop",
+                "pyarrow:loop2",
+                "pyarrow:loop2-strdict",
+                "plateau:cluster",
+                "plateau:threads",
+            ),
+        ),
+        Workload(
+            "W9-local",
+            "GC of {w9_blobs:,} unreferenced blobs, local store",
+            base="W9-base",
+            entries=("dataset_kit", "plateau", "deltalake"),
+        ),
+        Workload(
+            "W9-azure",
+            "GC of {w9_azure_blobs:,} unreferenced blobs, Azurite",
+            base="W9-azure-base",
+            entries=("dataset_kit", "plateau"),
+            azurite=True,
+        ),
+        Workload(
+            "W10-local",
+            "backup of a {w10_partitions:,}-partition dataset, local -> local",
+            base="W10-base",
+            entries=_BACKUP,
+        ),
+        Workload(
+            "W10-local-incr",
+            "incremental backup after appending 1 partition, local -> local",
+            base="W10-base",
+            entries=_BACKUP_INCR,
+        ),
+        Workload(
+            "W10-azure",
+            "backup of a {w10_partitions:,}-partition dataset, local -> Azurite",
+            base="W10-base",
+            entries=_BACKUP,
+            azurite=True,
+        ),
+        Workload(
+            "W10-azure-incr",
+            "incremental backup after appending 1 partition, local -> Azurite",
+            base="W10-base",
+            entries=_BACKUP_INCR,
+            azurite=True,
+        ),
     )
 }
-GROUPS: dict[str, list[str]] = {"W5": ["W5-write", "W5-open", "W5-read"]}
+GROUPS: dict[str, list[str]] = {
+    "W5": ["W5-write", "W5-open", "W5-read"],
+    "W9": ["W9-local", "W9-azure"],
+    "W10": ["W10-local", "W10-local-incr", "W10-azure", "W10-azure-incr"],
+}
+
+#: What the variants of an entry mean (used in the report).
+VARIANTS: dict[str, str] = {
+    "cluster": "2-worker LocalCluster, 1 thread each",
+    "threads": "local threaded scheduler",
+    "loop": "fragment loop, 1 thread",
+    "loop2": "fragment loop, ThreadPool(2)",
+    "loop2-strdict": "fragment loop, ThreadPool(2), dictionary encoding for strings only",
+    "full": "sequential get/put of every blob",
+    "missing": "sequential get/put of the data blobs the target lacks, plus the metadata",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """An issue target: ``peer`` median / ``entry`` median must be >= ``at_least``."""
+
+    key: str
+    entry: str
+    peer: str
+    at_least: float | None
+    goal: str
+
+
+_W8_GOAL = "dataset_kit within 1.3x of the loop"
+TARGETS: tuple[Target, ...] = (
+    Target("W8", "dataset_kit:cluster", "pyarrow:loop2", 1 / 1.3, _W8_GOAL),
+    Target("W8", "dataset_kit:cluster", "pyarrow:loop", 1 / 1.3, _W8_GOAL),
+    Target("W8", "dataset_kit:cluster", "pyarrow:loop2-strdict", 1 / 1.3, _W8_GOAL),
+    Target("W8", "dataset_kit:threads", "pyarrow:loop2", 1 / 1.3, _W8_GOAL),
+    Target("W8", "dataset_kit:threads", "pyarrow:loop", 1 / 1.3, _W8_GOAL),
+    Target("W8", "dataset_kit:threads", "pyarrow:loop2-strdict", 1 / 1.3, _W8_GOAL),
+    Target("W8", "dataset_kit:cluster", "plateau:cluster", None, "(no target)"),
+    Target("W9-local", "dataset_kit", "plateau", 5.0, ">= 5x faster than plateau"),
+    Target("W9-local", "dataset_kit", "deltalake", None, "(no target)"),
+    Target("W9-azure", "dataset_kit", "plateau", 5.0, ">= 5x faster than plateau"),
+    Target("W10-local", "dataset_kit", "naive:full", 5.0, ">= 5x faster than the naive copy"),
+    Target("W10-azure", "dataset_kit", "naive:full", 5.0, ">= 5x faster than the naive copy"),
+    Target("W10-local-incr", "dataset_kit", "naive:full", 5.0, ">= 5x faster than the naive copy"),
+    Target("W10-local-incr", "dataset_kit", "naive:missing", None, "(no target)"),
+    Target("W10-azure-incr", "dataset_kit", "naive:full", 5.0, ">= 5x faster than the naive copy"),
+    Target("W10-azure-incr", "dataset_kit", "naive:missing", None, "(no target)"),
+)
+
+
+def split_entry(entry: str) -> tuple[str, str]:
+    """``"dataset_kit:cluster"`` -> ``("dataset_kit", "cluster")``; no variant -> ``""``."""
+    contender, _, variant = entry.partition(":")
+    return contender, variant
 
 
 def expand(selection: str) -> list[str]:
@@ -46,7 +175,8 @@ def expand(selection: str) -> list[str]:
         elif item.upper() in WORKLOADS or item in WORKLOADS:
             wanted.add(item if item in WORKLOADS else item.upper())
         else:
-            raise ValueError(f"unknown workload {item!r}; known: {', '.join(WORKLOADS)}, W5")
+            groups = ", ".join(GROUPS)
+            raise ValueError(f"unknown workload {item!r}; known: {', '.join(WORKLOADS)}, {groups}")
     return [key for key in WORKLOADS if key in wanted]
 
 
@@ -65,6 +195,12 @@ class Params:
     w5_predicate: list[list[tuple[str, str, Any]]]
     inputs: dict[str, str] = field(default_factory=dict)
     expected: dict[str, dict[str, Any]] = field(default_factory=dict)
+    w8_partitions: int = 200
+    w8_rows_per_partition: int = 50_000
+    w9_blobs: int = 10_000
+    w9_azure_blobs: int = 2_000
+    w10_partitions: int = 1_000
+    w10_rows_per_partition: int = 1_000
 
     def to_json(self) -> dict[str, Any]:
         """JSON-compatible dict."""
@@ -77,6 +213,10 @@ class Params:
         raw["w5_predicate"] = [[tuple(term) for term in conj] for conj in raw["w5_predicate"]]
         return cls(**raw)
 
+    def expected_for(self, key: str, entry: str) -> dict[str, Any]:
+        """Expected check values of ``key``, with the overrides of ``key/entry`` if any."""
+        return {**self.expected.get(key, {}), **self.expected.get(f"{key}/{entry}", {})}
+
     def title(self, key: str, dates: int) -> str:
         """Human title of workload ``key`` with the sizes filled in."""
         return WORKLOADS[key].title.format(
@@ -86,4 +226,9 @@ class Params:
             w5_rows=self.w5_partitions * self.w5_rows_per_partition,
             w5_partitions=self.w5_partitions,
             w7_blobs=self.w7_blobs,
+            w8_partitions=self.w8_partitions,
+            w8_rows_per_partition=self.w8_rows_per_partition,
+            w9_blobs=self.w9_blobs,
+            w9_azure_blobs=self.w9_azure_blobs,
+            w10_partitions=self.w10_partitions,
         )

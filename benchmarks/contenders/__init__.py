@@ -5,9 +5,17 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from benchmarks.contenders.base import Contender, Predicate, Unsupported
+from benchmarks.contenders.base import Contender, Location, Predicate, Unsupported
 
-__all__ = ["CONTENDERS", "Contender", "ContenderInfo", "Predicate", "Unsupported", "load"]
+__all__ = [
+    "CONTENDERS",
+    "Contender",
+    "ContenderInfo",
+    "Location",
+    "Predicate",
+    "Unsupported",
+    "load",
+]
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,9 @@ CONTENDERS: dict[str, ContenderInfo] = {
         ),
         ContenderInfo(
             "plateau", "benchmarks.contenders.plateau_eager:PlateauContender", "pandas", "plateau"
+        ),
+        ContenderInfo(
+            "naive", "benchmarks.contenders.naive:NaiveContender", "pandas", "naive loop"
         ),
     )
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
 import pandas as pd
@@ -17,6 +18,26 @@ Predicate: TypeAlias = list[list[tuple[str, str, Any]]]
 
 class Unsupported(NotImplementedError):
     """The library has no such feature (reported as ``n/a``, not as missing code)."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a dataset lives: a local directory, or a container of the run's Azurite."""
+
+    path: str | None = None
+    container: str | None = None
+    connection_string: str | None = None
+
+    @property
+    def is_azure(self) -> bool:
+        """True for an Azurite container."""
+        return self.container is not None
+
+    def local_path(self) -> str:
+        """The directory (Unsupported for a container)."""
+        if self.path is None:
+            raise Unsupported("this contender runs on the local store only")
+        return self.path
 
 
 class Contender(ABC):
@@ -70,6 +91,37 @@ class Contender(ABC):
     @abstractmethod
     def count_partitions(self, handle: object) -> int | None:
         """Partitions known to an :meth:`open` handle (None: cannot tell)."""
+
+    # Pipeline workloads (W8-W10). Not every library has them: the defaults say so.
+
+    def pipeline_modules(self) -> list[str]:
+        """Modules the pipeline methods import lazily; imported before timing (and on
+        cluster workers), like every other import."""
+        return []
+
+    def compute(
+        self, source: str, target: str, *, variant: str, client: Any, func_format: str
+    ) -> None:
+        """W8: apply the :mod:`benchmarks.compute` function to every partition of the
+        dataset at ``source``, writing a dataset partitioned on ``part`` at ``target``.
+
+        ``client`` is a ``distributed.Client`` for the ``cluster`` variant, else None;
+        ``func_format`` is ``"arrow"`` or ``"pandas"`` (which function flavour to use).
+        """
+        raise Unsupported(f"{self.name} has no per-partition compute")
+
+    def gc_at(self, location: Location) -> None:
+        """W9: delete the unreferenced data files at ``location`` (default: :meth:`gc`)."""
+        self.gc(location.local_path())
+
+    def count_rows_at(self, location: Location) -> int:
+        """Rows of the dataset at ``location`` (default: :meth:`count_rows`)."""
+        return self.count_rows(location.local_path())
+
+    def backup(self, source: str, target: Location, *, variant: str) -> int:
+        """W10: copy the dataset_kit dataset at ``source`` to ``target``; return the number
+        of Parquet data blobs copied."""
+        raise Unsupported(f"{self.name} has no backup")
 
 
 def as_arrow(data: Frame) -> pa.Table:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.contenders.base import Contender, Frame, Predicate, as_pandas
+from benchmarks import compute
+from benchmarks.contenders.base import Contender, Frame, Location, Predicate, as_pandas
 
 UUID = "bench"
 
@@ -93,3 +94,58 @@ class DatasetKitContender(Contender):
             if value is not None:
                 return value if isinstance(value, int) else len(value)
         return None
+
+    # Pipelines (W8-W10): ``dk.pipelines``, on the local threaded scheduler unless a
+    # cluster client is given.
+
+    def _pipelines(self) -> Any:
+        pipelines = getattr(self._dk, "pipelines", None)
+        if pipelines is None:
+            raise NotImplementedError("dataset_kit.pipelines does not exist yet")
+        return pipelines
+
+    def _store_at(self, location: Location) -> Any:
+        if location.is_azure:
+            return self._api("open_store")(
+                f"azure://{location.container}", connection_string=location.connection_string
+            )
+        return self._store(location.local_path())
+
+    def pipeline_modules(self) -> list[str]:
+        """dask, the pipelines and the Azure backend."""
+        return ["dask", "dataset_kit.pipelines", "dataset_kit.store.azure", "azure.storage.blob"]
+
+    def compute(
+        self, source: str, target: str, *, variant: str, client: Any, func_format: str
+    ) -> None:
+        """``dk.pipelines.map_partitions(...).compute(scheduler=client or "threads")``."""
+        arrow = func_format == "arrow"
+        job = self._pipelines().map_partitions(
+            compute.revenue_arrow if arrow else compute.revenue_pandas,
+            source=UUID,
+            target=UUID,
+            store=self._store(source),
+            target_store=self._store(target),
+            partition_on=["part"],
+            input="arrow" if arrow else "pandas",
+        )
+        job.compute(scheduler=client if client is not None else "threads")
+
+    def gc_at(self, location: Location) -> None:
+        """``dk.pipelines.garbage_collect(grace_period=0, keep_versions=1)`` on threads."""
+        job = self._pipelines().garbage_collect(
+            UUID, store=self._store_at(location), grace_period=0, keep_versions=1
+        )
+        job.compute(scheduler="threads")
+
+    def count_rows_at(self, location: Location) -> int:
+        """Rows of a full ``read_table``."""
+        return len(self._api("read_table")(store=self._store_at(location), dataset_uuid=UUID))
+
+    def backup(self, source: str, target: Location, *, variant: str) -> int:
+        """``dk.pipelines.backup(...).compute(scheduler="threads")``; blobs it copied."""
+        job = self._pipelines().backup(
+            UUID, source=self._store(source), target=self._store_at(target)
+        )
+        copied: int = job.compute(scheduler="threads").copied
+        return copied

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -15,7 +17,8 @@ from plateau.io.eager import (
     update_dataset_from_dataframes,
 )
 
-from benchmarks.contenders.base import Contender, Frame, Predicate, as_pandas
+from benchmarks import compute
+from benchmarks.contenders.base import Contender, Frame, Location, Predicate, as_pandas
 
 UUID = "bench"
 
@@ -23,6 +26,27 @@ UUID = "bench"
 def _store(path: str) -> KeyValueStore:
     """A filesystem store with the extended keyspace (keys contain '/')."""
     return get_store_from_url(f"hfs://{os.path.abspath(path)}")
+
+
+def _store_factory(path: str) -> Any:
+    """A picklable factory of :func:`_store` (for dask workers)."""
+    return functools.partial(get_store_from_url, f"hfs://{os.path.abspath(path)}")
+
+
+def _azure_store(location: Location) -> KeyValueStore:
+    """minimalkv's Azure block blob store with the extended keyspace, on Azurite."""
+    from minimalkv._hstores import HAzureBlockBlobStore
+
+    return HAzureBlockBlobStore(
+        conn_string=location.connection_string,
+        container=location.container,
+        public=False,
+        create_if_missing=False,
+    )
+
+
+def _store_at(location: Location) -> KeyValueStore:
+    return _azure_store(location) if location.is_azure else _store(location.local_path())
 
 
 class PlateauContender(Contender):
@@ -90,3 +114,38 @@ class PlateauContender(Contender):
         """Partitions listed in the metadata."""
         assert isinstance(handle, DatasetMetadata)
         return len(handle.partitions)
+
+    # Pipelines: plateau's dask API for W8, garbage_collect_dataset for W9.
+
+    def pipeline_modules(self) -> list[str]:
+        """plateau's dask layer and minimalkv's Azure store."""
+        return ["dask", "plateau.io.dask.delayed", "minimalkv._hstores", "azure.storage.blob"]
+
+    def compute(
+        self, source: str, target: str, *, variant: str, client: Any, func_format: str
+    ) -> None:
+        """``read_dataset_as_delayed`` -> the pandas function per partition ->
+        ``store_delayed_as_dataset(partition_on=["part"])``, computed on the cluster
+        (``cluster``) or the local threaded scheduler (``threads``)."""
+        import dask
+        from plateau.io.dask.delayed import read_dataset_as_delayed, store_delayed_as_dataset
+
+        parts = read_dataset_as_delayed(dataset_uuid=UUID, store=_store_factory(source))
+        out = [dask.delayed(compute.revenue_pandas)(part) for part in parts]
+        job = store_delayed_as_dataset(
+            out, store=_store_factory(target), dataset_uuid=UUID, partition_on=["part"]
+        )
+        if client is not None:
+            client.compute(job).result()
+        else:
+            job.compute(scheduler="threads")
+
+    def gc_at(self, location: Location) -> None:
+        """``garbage_collect_dataset`` (one sequential ``store.delete`` per file)."""
+        garbage_collect_dataset(dataset_uuid=UUID, store=_store_at(location))
+
+    def count_rows_at(self, location: Location) -> int:
+        """Local: :meth:`count_rows`; Azurite: rows of a full ``read_table``."""
+        if not location.is_azure:
+            return self.count_rows(location.local_path())
+        return len(read_table(dataset_uuid=UUID, store=_azure_store(location)))

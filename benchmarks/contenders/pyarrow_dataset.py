@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
+from benchmarks import compute
 from benchmarks.contenders.base import (
     Contender,
     Frame,
@@ -83,3 +89,45 @@ class PyArrowDatasetContender(Contender):
         """Distinct partition directories among the discovered files."""
         assert isinstance(handle, ds.FileSystemDataset)
         return len({file.rsplit("/", 1)[0] for file in handle.files})
+
+    def compute(
+        self, source: str, target: str, *, variant: str, client: Any, func_format: str
+    ) -> None:
+        """The hand-written loop: per fragment, read it, apply the function and
+        ``pq.write_table`` the result into the same ``part=<value>`` directory under
+        ``target``; one thread (``loop``) or a ThreadPool of 2 (``loop2``).
+
+        ``loop2-strdict`` is ``loop2`` with dataset_kit's Parquet choice: dictionary
+        encoding for the string columns only (``pq.write_table``'s default tries it on
+        every column, which makes the write about 2.5x slower on this data).
+        """
+        fragments = list(self._dataset(source).get_fragments())
+        options: dict[str, Any] = {}
+
+        def one(fragment: ds.Fragment) -> None:
+            keys = ds.get_partition_keys(fragment.partition_expression)
+            table = fragment.to_table()
+            if func_format == "arrow":
+                out = compute.revenue_arrow(table)
+            else:
+                frame = compute.revenue_pandas(table.to_pandas())
+                out = pa.Table.from_pandas(frame, preserve_index=False)
+            if not out.num_rows:
+                return
+            directory = os.path.join(target, *(f"{k}={v}" for k, v in keys.items()))
+            os.makedirs(directory, exist_ok=True)
+            pq.write_table(out, os.path.join(directory, "part-0.parquet"), **options)
+
+        if variant == "loop2-strdict":
+            schema = self._dataset(source).schema
+            text = (pa.types.is_string, pa.types.is_large_string)
+            options["use_dictionary"] = [f.name for f in schema if any(t(f.type) for t in text)]
+            variant = "loop2"
+        if variant == "loop":
+            for fragment in fragments:
+                one(fragment)
+        elif variant == "loop2":
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(one, fragments))
+        else:
+            raise ValueError(f"unknown variant {variant!r}")

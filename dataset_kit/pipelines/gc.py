@@ -22,7 +22,7 @@ from dataset_kit.core.duration import Duration, parse_duration
 from dataset_kit.exceptions import DatasetNotFoundError, InvalidInputError, VersionNotFoundError
 from dataset_kit.io import commit as _commit
 from dataset_kit.io import gc as _gc
-from dataset_kit.pipelines._job import Job, task_key
+from dataset_kit.pipelines._job import Job, job_token, task_key
 from dataset_kit.pipelines._stores import with_throttle
 from dataset_kit.store import Store, open_store
 from dataset_kit.throttle import Throttle, as_throttle
@@ -169,7 +169,7 @@ def garbage_collect(
     plan.dry_run = dry_run
     import dask
 
-    token = ("gc", kv.url, uuid, planned, plan.keys, dry_run)
+    token = (job_token("gc", kv.url, uuid, planned, plan.keys, dry_run),)
     batches = (
         []
         if dry_run

@@ -1,4 +1,8 @@
-"""End-to-end smoke test of the benchmark runner at tiny sizes (every workload verified)."""
+"""End-to-end smoke test of the benchmark runner at tiny sizes (every workload verified).
+
+The Azurite workloads (W9-azure, W10-azure*) need the runner's ``--azurite`` and are not
+run here.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKLOADS = ["W1", "W2", "W3", "W4", "W5-write", "W5-open", "W5-read", "W7"]
+PIPELINES = ["W8", "W9-local", "W10-local", "W10-local-incr"]
 LABELS = {
     "dataset_kit": "dataset_kit",
     "pyarrow": "pyarrow.dataset (hive)",
     "deltalake": "deltalake",
     "plateau": "plateau",
 }
+TINY_PIPELINES = (
+    *("--w8-partitions", "4", "--w8-rows-per-partition", "400", "--w9-blobs", "20"),
+    *("--w10-partitions", "6", "--w10-rows-per-partition", "20"),
+)
 
 
-def run_bench(tmp_path: Path, contenders: list[str]) -> tuple[dict[str, Any], str]:
+def run_bench(
+    tmp_path: Path, contenders: list[str], workloads: list[str] = WORKLOADS
+) -> tuple[dict[str, Any], str]:
     """Run ``python -m benchmarks.run`` in a subprocess; return (JSON results, Markdown)."""
     out, results = tmp_path / "report.md", tmp_path / "results.json"
     command = [
@@ -28,6 +39,8 @@ def run_bench(tmp_path: Path, contenders: list[str]) -> tuple[dict[str, Any], st
         "-m",
         "benchmarks.run",
         *("--rows", "20000", "--reps", "1", "--w5-partitions", "50", "--w7-blobs", "50"),
+        *TINY_PIPELINES,
+        *("--workloads", ",".join(workloads)),
         *("--contenders", ",".join(contenders), "--timeout", "120", "--quiet"),
         *("--out", str(out), "--json", str(results), "--workdir", str(tmp_path / "work")),
     ]
@@ -77,3 +90,40 @@ def test_runner_dataset_kit_end_to_end(tmp_path: Path) -> None:
         assert row["status"] == "ok", row
         assert row["verified"], row
         assert row["ratio"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_runner_pipelines_end_to_end(tmp_path: Path) -> None:
+    """W8-W10 without Azurite: every entry (variant) verified, ratios and targets reported."""
+    contenders = ["dataset_kit", "pyarrow", "deltalake", "plateau", "naive"]
+    results, markdown = run_bench(tmp_path, contenders, ["W8", "W9", "W10"])
+    assert sorted(results["summary"]) == sorted(PIPELINES)  # the Azurite ones are skipped
+    assert "pass --azurite" in markdown
+    expected_entries = {
+        "W8": [
+            "dataset_kit:cluster",
+            "dataset_kit:threads",
+            "pyarrow:loop",
+            "pyarrow:loop2",
+            "pyarrow:loop2-strdict",
+            "plateau:cluster",
+            "plateau:threads",
+        ],
+        "W9-local": ["dataset_kit", "plateau", "deltalake"],
+        "W10-local": ["dataset_kit", "naive:full"],
+        "W10-local-incr": ["dataset_kit", "naive:full", "naive:missing"],
+    }
+    for key in PIPELINES:
+        rows = results["summary"][key]
+        assert list(rows) == expected_entries[key]
+        assert len(table_rows(markdown, key)) == len(rows)
+        for entry, row in rows.items():
+            assert row["status"] == "ok", (key, entry, row)
+            assert row["verified"], (key, entry, row)
+            assert row["ratio"] is not None
+        assert rows[expected_entries[key][0]]["ratio"] == pytest.approx(1.0)
+    w8 = results["summary"]["W8"]
+    assert w8["dataset_kit:cluster"]["notes"]["cluster_startup_s"] > 0
+    assert "cluster_startup_s" not in w8["dataset_kit:threads"].get("notes", {})
+    assert results["summary"]["W10-local-incr"]["dataset_kit"]["notes"]["copied"] == 1
+    assert "### Issue targets" in markdown
