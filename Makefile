@@ -55,3 +55,11 @@ bench: install
 
 clean:
 	rm -rf $(VENV) demo-data build .pytest_cache .mypy_cache .ruff_cache
+
+# The reliability suite with soak figures (DK_SOAK=1: more processes, seconds, seeds and
+# hypothesis examples; see dataset_kit/testing/soak.py and docs/reliability.md). Runs the
+# tests one after the other with -s, so every test prints its figures line.
+# Single figures: make soak SOAK_ENV="DK_GC_RACE_SECONDS=600 DK_FUZZ_EXAMPLES=5000".
+.PHONY: soak
+soak: install azurite
+	env DK_SOAK=1 $(SOAK_ENV) $(PY) -m pytest -s -q -p no:cacheprovider tests/reliability $(PYTEST_ARGS)

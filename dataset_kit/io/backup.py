@@ -309,12 +309,17 @@ def finish_copy(source: Store, target: Store, plan: CopyPlan) -> DatasetMetadata
         assert meta.version is not None
         key = naming.snapshot_key(meta.uuid, meta.version)
         existing = _existing_snapshot(target, meta)
-        if existing is None:
+        for attempt in range(10):
+            if existing is not None:
+                break
             try:
                 target.put(key, meta.to_json(), if_absent=True)
-                continue
+                existing = str(meta.commit.get("id"))
             except StoreError:
-                existing = _existing_snapshot(target, meta)  # lost a race or unknown outcome
+                # lost a race, or failed before/after reaching the store: look again
+                existing = _existing_snapshot(target, meta)
+                if existing is None and attempt == 9:
+                    raise
         if existing != str(meta.commit.get("id")):
             raise DatasetExistsError(
                 f"dataset {meta.uuid!r}: version {meta.version} at the target is another "

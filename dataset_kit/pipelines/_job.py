@@ -87,7 +87,7 @@ def _open_client(address: str) -> Any:
                 raise ConfigError(f"scheduler file {address!r} does not exist")
             return Client(scheduler_file=address, set_as_default=False)
         return Client(address, set_as_default=False)  # distributed.comm.timeouts.connect
-    except OSError as exc:
+    except (OSError, TypeError) as exc:  # TypeError: a tls:// address without certificates
         raise ConfigError(f"cannot connect to the dask scheduler at {address!r}: {exc}") from exc
 
 

@@ -114,6 +114,30 @@ def _strip_query(url: str) -> tuple[str, str]:
 DEFAULT_CREDENTIAL = "default"
 
 
+class _MaskSecrets(logging.Filter):
+    """Mask SAS signatures and account keys in the records of the HTTP libraries below the
+    SDK (urllib3 logs every request URL, query string included, at DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = message
+        for pattern in _SECRET_PATTERNS:
+            masked = pattern.sub(r"\1***", masked)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+_MASK = _MaskSecrets()
+
+
+def _install_log_masking() -> None:
+    for name in ("urllib3.connectionpool", "azure.core.pipeline.policies.http_logging_policy"):
+        logger = logging.getLogger(name)
+        if _MASK not in logger.filters:
+            logger.addFilter(_MASK)
+
+
 def _resolve_credential(credential: Any) -> Any:
     """The SDK credential for ``credential`` (``"default"`` -> DefaultAzureCredential)."""
     if not (isinstance(credential, str) and credential == DEFAULT_CREDENTIAL):
@@ -366,6 +390,7 @@ class AzureBlobStore(Store):
             random_jitter_range=1,
         )
         kwargs: dict[str, Any] = {"transport": transport, "retry_policy": retry}
+        _install_log_masking()
         credential = _resolve_credential(self._credential)
         try:
             if self._connection_string is not None:
