@@ -205,7 +205,9 @@ def _parser() -> argparse.ArgumentParser:
     ve.add_argument("--all-versions", action="store_true", help="every retained version")
     ve.add_argument("--version", type=int, default=None)
     ve.add_argument("--deep", action="store_true", help="also parse every Parquet footer")
-    de = sub.add_parser("delete", help="delete a dataset (refused without --yes)")
+    de = sub.add_parser(
+        "delete", help="delete a dataset (asks on a terminal; elsewhere refused without --yes)"
+    )
     de.add_argument("dataset")
     de.add_argument("--yes", action="store_true", help="really delete")
     demo = sub.add_parser("demo", help="run the end-to-end demo on a local directory")
@@ -218,6 +220,18 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
         print(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         print(text)
+
+
+def _confirm(question: str) -> bool:
+    """Ask on a terminal; never on a pipe (scripts must pass --yes, never hang)."""
+    if not sys.stdin.isatty():
+        return False
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    try:
+        answer = sys.stdin.readline()
+    except (EOFError, KeyboardInterrupt):
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _cols(text: str | None) -> list[str] | None:
@@ -556,7 +570,7 @@ def _run(args: argparse.Namespace) -> int:
         verb = "expired" if args.yes else "would expire (dry run; pass --yes)"
         _emit(args, {"expired": expired, "dry_run": not args.yes}, f"{verb}: {expired}")
     elif args.command == "delete":
-        if not args.yes:
+        if not args.yes and not _confirm(f"delete dataset {args.dataset!r} in {store!r}?"):
             print(f"refusing to delete {args.dataset!r} without --yes", file=sys.stderr)
             return REFUSED
         dk.delete_dataset(store=store, dataset_uuid=args.dataset)

@@ -260,3 +260,24 @@ def test_config_file_gives_store_and_scheduler(store: Path, tmp_path: Path) -> N
     assert bad.returncode == 5 and "unknown keys ['stor']" in bad.stderr
     config.write_text("store = [\n")
     assert cli("--config", str(config), "ls").returncode == 5
+
+
+@pytest.mark.parametrize(("answer", "deleted"), [("y\n", True), ("n\n", False), ("\n", False)])
+def test_delete_asks_on_a_terminal(store: Path, answer: str, deleted: bool) -> None:
+    import pty
+
+    leader, follower = pty.openpty()  # the command's stdin is a real terminal
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataset_kit.cli", "--store", str(store), "delete", "sales"],
+        stdin=follower,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(follower)
+    os.write(leader, answer.encode())
+    _, err = proc.communicate(timeout=60)
+    os.close(leader)
+    assert "delete dataset 'sales'" in err and "[y/N]" in err
+    assert proc.returncode == (0 if deleted else 7)
+    assert (dk.list_datasets(str(store)) == []) is deleted
