@@ -124,7 +124,9 @@ class Dataset:
     def _recent_versions(self, limit: int) -> tuple[int, list[DatasetMetadata]]:
         """How many versions are retained, and the newest ``limit`` of them (newest first)."""
         start = self.meta.history_start
-        versions = [v for v in _commit.snapshot_versions(self.store, self.uuid) if v >= start]
+        versions = [
+            v for v in _commit.snapshot_versions(self.store, self.uuid, expired=False) if v >= start
+        ]
         if self.version is not None:
             versions = [v for v in versions if v <= self.version]
         recent = []

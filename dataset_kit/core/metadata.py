@@ -23,7 +23,15 @@ from dataset_kit.core import naming
 from dataset_kit.core.schema import schema_from_b64, schema_to_b64
 from dataset_kit.exceptions import MetadataFormatError
 
-__all__ = ["BLOCK_FORMAT", "DatasetMetadata", "parse_json", "parse_msgpack_zstd"]
+__all__ = [
+    "BLOCK_FORMAT",
+    "STUB_MAX_BYTES",
+    "DatasetMetadata",
+    "expired_stub",
+    "is_expired_stub",
+    "parse_json",
+    "parse_msgpack_zstd",
+]
 
 #: Version of the ``dataset_kit`` block inside the v4 document.
 BLOCK_FORMAT = 1
@@ -405,3 +413,36 @@ def parse_msgpack_zstd(data: bytes, *, what: str) -> Any:
         return msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except Exception as exc:
         raise MetadataFormatError(f"{what} is not valid msgpack+zstd: {exc}") from exc
+
+
+#: Upper bound of a stub's size; every real snapshot is larger (it carries the kartothek
+#: keys, a commit id and a timestamp), so a listing tells stubs apart without reads.
+STUB_MAX_BYTES = 160
+
+
+def expired_stub(dataset_uuid: str, version: int) -> bytes:
+    """The document that replaces the snapshot of an expired version.
+
+    Expiring a version must not free its snapshot key: whoever *creates* that key commits
+    the version, so a writer stalled on an old base would otherwise "commit" into a
+    version number the history has long passed (and its data would be in no version of
+    the current line). The stub keeps the slot taken; it is a few dozen bytes.
+
+    Examples
+    --------
+    >>> is_expired_stub(orjson.loads(expired_stub("sales", 3)))
+    True
+    """
+    del dataset_uuid  # not stored: a stub's size must not depend on it (see STUB_MAX_BYTES)
+    stamp = _dt.datetime.now(_dt.UTC).isoformat()
+    data = orjson.dumps({_BLOCK: {"format": BLOCK_FORMAT, "version": version, "expired": stamp}})
+    assert len(data) <= STUB_MAX_BYTES
+    return data
+
+
+def is_expired_stub(doc: Any) -> bool:
+    """True if a parsed snapshot document is the stub of an expired version."""
+    if not isinstance(doc, dict):
+        return False
+    block = doc.get(_BLOCK)
+    return isinstance(block, dict) and "expired" in block and "partitions" not in doc

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataset_kit.core import naming
-from dataset_kit.core.metadata import DatasetMetadata, parse_json
+from dataset_kit.core.metadata import DatasetMetadata, is_expired_stub, parse_json
 from dataset_kit.exceptions import (
     DataBlobMissingError,
     DatasetExistsError,
@@ -129,6 +129,10 @@ def _source_snapshots(store: Store, uuid: str, versions: Versions) -> list[Datas
     return [m for m in _commit.iter_snapshots(store, uuid, strict=True) if m.version is not None]
 
 
+#: What :func:`_existing_snapshot` says of the stub of a version expired at the target.
+EXPIRED_AT_TARGET = "<expired>"
+
+
 def _existing_snapshot(store: Store, meta: DatasetMetadata) -> str | None:
     """None if the target lacks this snapshot; else its commit id."""
     assert meta.version is not None
@@ -137,6 +141,8 @@ def _existing_snapshot(store: Store, meta: DatasetMetadata) -> str | None:
         doc = parse_json(store.get(key), what=key)
     except KeyNotFoundError:
         return None
+    if is_expired_stub(doc):
+        return EXPIRED_AT_TARGET
     block = doc.get("dataset_kit") if isinstance(doc, dict) else None
     commit = block.get("commit") if isinstance(block, dict) else None
     return str(commit.get("id")) if isinstance(commit, dict) else ""
@@ -162,7 +168,7 @@ def plan_copy(
         A source snapshot is unreadable.
     """
     uuid = naming.validate_uuid(dataset_uuid)
-    tuuid = naming.validate_uuid(target_uuid or uuid)
+    tuuid = naming.validate_uuid(uuid if target_uuid is None else target_uuid)
     if versions not in ("all", "latest"):
         raise InvalidInputError(f"versions must be 'all' or 'latest', got {versions!r}")
     if source.url == target.url and tuuid == uuid:
@@ -184,15 +190,23 @@ def plan_copy(
                 incomplete,
             )
         sources = [*complete, sources[-1]]
-    snapshots = [m.relocated(tuuid) for m in sources]
-    for meta in snapshots:
+    snapshots = []
+    for meta in (m.relocated(tuuid) for m in sources):
         existing = _existing_snapshot(target, meta)
+        if existing == EXPIRED_AT_TARGET:
+            continue  # expired by the target's own retention after an earlier copy
+        snapshots.append(meta)
         if existing is not None and existing != str(meta.commit.get("id")):
             raise DatasetExistsError(
                 f"the target already holds another dataset {tuuid!r} (its version "
                 f"{meta.version} is a different commit); choose another target uuid or "
                 "delete it first"
             )
+    if not snapshots:
+        raise DatasetExistsError(
+            f"every version of {uuid!r} to copy has expired at the target {tuuid!r}, which "
+            "is ahead of the source; nothing to copy"
+        )
     plan = CopyPlan(uuid, tuuid, snapshots, [], incomplete_versions=incomplete)
     plan.blobs, plan.skipped, plan.skipped_bytes = plan_blobs(source, target, uuid, snapshots)
     table = snapshots[-1].table_name
@@ -320,6 +334,9 @@ def finish_copy(source: Store, target: Store, plan: CopyPlan) -> DatasetMetadata
                 existing = _existing_snapshot(target, meta)
                 if existing is None and attempt == 9:
                     raise
+        if existing == EXPIRED_AT_TARGET:
+            # the target expired this version after an earlier copy: it stays expired
+            continue
         if existing != str(meta.commit.get("id")):
             raise DatasetExistsError(
                 f"dataset {meta.uuid!r}: version {meta.version} at the target is another "

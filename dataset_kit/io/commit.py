@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from dataset_kit.core import naming
-from dataset_kit.core.metadata import DatasetMetadata, parse_json, parse_msgpack_zstd
+from dataset_kit.core.metadata import (
+    STUB_MAX_BYTES,
+    DatasetMetadata,
+    expired_stub,
+    is_expired_stub,
+    parse_json,
+    parse_msgpack_zstd,
+)
 from dataset_kit.core.schema import plateau_schema
 from dataset_kit.exceptions import (
     CommitConflictError,
@@ -45,8 +52,10 @@ from dataset_kit.io.parquet import read_common_metadata, write_common_metadata
 from dataset_kit.store import Capability, Store
 
 __all__ = [
+    "ExpiredVersionError",
     "Resolved",
     "commit",
+    "expire",
     "require_atomic",
     "list_dataset_uuids",
     "load_version",
@@ -124,8 +133,18 @@ def _parse_pointer(store: Store, uuid: str, data: bytes, *, msgpack: bool) -> Da
             gc.enable()
 
 
+class ExpiredVersionError(KeyNotFoundError):
+    """Internal: the snapshot was replaced by the stub of an expired version.
+
+    A :class:`KeyNotFoundError`, so every caller treats it like a snapshot that is gone.
+    """
+
+
 def _read_snapshot(store: Store, uuid: str, version: int) -> DatasetMetadata:
-    data = store.get(naming.snapshot_key(uuid, version))
+    key = naming.snapshot_key(uuid, version)
+    data = store.get(key)
+    if len(data) <= STUB_MAX_BYTES and is_expired_stub(_try_json(data)):
+        raise ExpiredVersionError(f"version {version} of dataset {uuid!r} has expired")
     meta = _parse_pointer(store, uuid, data, msgpack=False)
     if meta.version != version:
         raise MetadataFormatError(
@@ -134,14 +153,34 @@ def _read_snapshot(store: Store, uuid: str, version: int) -> DatasetMetadata:
     return meta
 
 
-def snapshot_versions(store: Store, uuid: str) -> list[int]:
-    """All snapshot versions present in the store, ascending (listing; not on hot paths)."""
+def _try_json(data: bytes) -> Any:
+    try:
+        return parse_json(data, what="snapshot")
+    except MetadataFormatError:
+        return None
+
+
+def snapshot_versions(store: Store, uuid: str, *, expired: bool = True) -> list[int]:
+    """Snapshot versions present in the store, ascending (listing; not on hot paths).
+
+    With ``expired=False`` the stubs of expired versions are left out (told apart by their
+    size, from the listing alone).
+    """
     versions = []
-    for key in store.iter_keys(naming.snapshot_prefix(uuid)):
-        v = naming.parse_snapshot_key(uuid, key)
-        if v is not None:
+    for info in store.iter_infos(naming.snapshot_prefix(uuid)):
+        v = naming.parse_snapshot_key(uuid, info.key)
+        if v is not None and (expired or info.size > STUB_MAX_BYTES):
             versions.append(v)
     return sorted(versions)
+
+
+def expire(store: Store, uuid: str, versions: list[int]) -> None:
+    """Replace the snapshots of ``versions`` by stubs: unreadable, but never free again.
+
+    See :func:`dataset_kit.core.metadata.expired_stub` for why the slot must stay taken.
+    """
+    for v in versions:
+        store.put(naming.snapshot_key(uuid, v), expired_stub(uuid, v))
 
 
 def _foreign_schema(store: Store, meta: DatasetMetadata) -> DatasetMetadata:
@@ -250,6 +289,18 @@ def _backoff(attempt: int) -> None:
     # capped low: a writer that lost many times must not wait much longer than the
     # winners, who retry at once (a high cap starves the losers)
     time.sleep(random.uniform(0, min(0.25, 0.005 * 2**attempt)))
+
+
+def _jitter() -> None:
+    """The pause after losing a create-only race: short, and *not* growing.
+
+    The winner has committed and goes on to write its next data, which takes longer than
+    our rebase; retrying at once wins the next round. A backoff that grows with every
+    loss did the opposite: the loser slept longer each time, woke up behind a newer
+    version again and starved (one of two tight appenders waited 4-7.5 s per append).
+    Someone wins every round, so immediate retries cannot livelock.
+    """
+    time.sleep(random.uniform(0, 0.001))
 
 
 def require_atomic(store: Store) -> None:
@@ -402,7 +453,7 @@ def commit(
             if base_meta is None:
                 _await_creation(store, dataset_uuid, version)
             base = _reload(store, dataset_uuid, base_meta, on_conflict)
-            _backoff(attempt)
+            _jitter()
             continue
         logger.info(
             "dataset %s: committed version %d (%s, %d partitions)",
@@ -439,19 +490,19 @@ def _fresh_history_allowed(store: Store, uuid: str, newest: int) -> bool:
         return False  # never start over what cannot be read
     if snapshot.tombstone:
         return True
-    if store.exists(naming.pointer_key(uuid)):
+    pointer = naming.pointer_key(uuid)
+    if store.exists(pointer) or _pending_creation(store, snapshot):
         return False
-    return not _pending_creation(store, uuid, newest)
+    # The creator may have published its pointer while we looked: checked last, so a
+    # pointer that appeared at any moment before here is seen.
+    return not store.exists(pointer)
 
 
-def _pending_creation(store: Store, uuid: str, version: int) -> bool:
-    """True if ``version`` is a fresh, unpublished first commit of a new dataset."""
-    if store.exists(naming.pointer_key(uuid)):
-        return False
-    try:
-        snapshot = _read_snapshot(store, uuid, version)
-    except (KeyNotFoundError, MetadataFormatError):
-        return False
+def _pending_creation(store: Store, snapshot: DatasetMetadata) -> bool:
+    """True if ``snapshot`` looks like a fresh, unpublished first commit of a new dataset.
+
+    Says nothing about the pointer: the caller checks it, before *and* after.
+    """
     if snapshot.tombstone or snapshot.version != snapshot.history_start:
         return False
     # plateau's delete_dataset removes the pointer and the blobs, not our snapshots: a
@@ -584,6 +635,10 @@ def publish(store: Store, snapshot: DatasetMetadata) -> None:
         base: Resolved | None = resolve(store, snapshot.uuid)
     except DatasetNotFoundError:
         base = None
+    if base is not None and base.pointer_version is not None:
+        assert snapshot.version is not None
+        if base.pointer_version >= snapshot.version:
+            return  # the pointer is there already, or ahead: never move it backwards
     _publish(store, snapshot, base, schema_changed=True)
 
 

@@ -264,10 +264,12 @@ def expire_versions(
     retention: float | None = None,
     dry_run: bool = False,
 ) -> list[int]:
-    """Delete the snapshot files of versions outside the retention rules; return them.
+    """Expire the versions outside the retention rules; return them.
 
-    The newest version is never expired. Expired versions can no longer be read
-    (``VersionNotFoundError``); their blobs become garbage for :func:`collect_garbage`.
+    Their snapshot files are replaced by small stubs (never deleted: a version number is
+    never committed twice). The newest version is never expired. Expired versions can no
+    longer be read (``VersionNotFoundError``); their blobs become garbage for
+    :func:`collect_garbage`.
     """
     if keep_versions is None and retention is None:
         raise InvalidInputError("give keep_versions and/or retention: which versions to keep")
@@ -275,6 +277,6 @@ def expire_versions(
         store, dataset_uuid, keep_versions=keep_versions, retention=retention
     )
     if not dry_run and expired:
-        store.delete_many(naming.snapshot_key(dataset_uuid, v) for v in expired)
+        _commit.expire(store, dataset_uuid, expired)
     logger.info("dataset %s: expired versions %s", dataset_uuid, expired)
     return expired

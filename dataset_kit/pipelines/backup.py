@@ -359,7 +359,7 @@ def restore(
     src, dst = open_store(source), open_store(target)
     _commit.require_atomic(dst)
     uuid = naming.validate_uuid(dataset_uuid)
-    tuuid = naming.validate_uuid(target_uuid or uuid)
+    tuuid = naming.validate_uuid(uuid if target_uuid is None else target_uuid)
     if check not in ("size", "checksum"):
         raise InvalidInputError(f"check must be 'size' or 'checksum', got {check!r}")
     _check_batch(batch_size, 10_000)

@@ -803,11 +803,11 @@ def test_dataset_created_between_lookup_and_commit_is_built_on_not_replaced(
     class Interleave(DelegatingStore):
         fired = False
 
-        def _iter_keys(self, prefix: str) -> Any:
+        def _iter_infos(self, prefix: str) -> Any:
             if "/_versions/" in prefix and not self.fired:
                 self.fired = True  # the other writer creates and publishes the dataset now
                 dk.update_dataset(_frame(1), store=self.inner, dataset_uuid=UUID)
-            return super()._iter_keys(prefix)
+            return super()._iter_infos(prefix)
 
     racing = Interleave(store)
     meta = dk.update_dataset(_frame(2), store=racing, dataset_uuid=UUID)

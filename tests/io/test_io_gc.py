@@ -12,13 +12,16 @@ import pytest
 
 import dataset_kit as dk
 from dataset_kit.core import naming
+from dataset_kit.core.metadata import STUB_MAX_BYTES
 from dataset_kit.exceptions import (
     DataBlobMissingError,
     DatasetNotFoundError,
     InvalidInputError,
+    KeyExistsError,
     MetadataFormatError,
     VersionNotFoundError,
 )
+from dataset_kit.io import commit as _commit
 from dataset_kit.store import KVStoreAdapter, LocalStore, Store
 
 UUID = "gc"
@@ -173,3 +176,38 @@ def test_blobs_of_a_dataset_that_no_longer_exists_are_collected(tmp_path: Path) 
     assert report.count == 2 and data_keys(store) == set()
     with pytest.raises(DatasetNotFoundError):  # nothing at all under that name
         dk.garbage_collect(store=store, dataset_uuid="never-written", grace_period=0)
+
+
+def test_expired_versions_leave_stubs_that_keep_their_slots(store: LocalStore) -> None:
+    """An expired version's snapshot becomes a small stub: unreadable, never committable."""
+    for i in range(4):
+        dk.update_dataset(frame(i), store=store, dataset_uuid=UUID)
+    assert dk.expire_versions(store=store, dataset_uuid=UUID, keep_versions=2) == [0, 1]
+
+    assert _commit.snapshot_versions(store, UUID) == [0, 1, 2, 3]
+    assert _commit.snapshot_versions(store, UUID, expired=False) == [2, 3]
+    stub = store.get(naming.snapshot_key(UUID, 0))
+    assert len(stub) <= STUB_MAX_BYTES
+    with pytest.raises(VersionNotFoundError, match="expired"):
+        dk.read_table(store=store, dataset_uuid=UUID, version=1)
+    assert [m.version for m in _commit.iter_snapshots(store, UUID)] == [2, 3]
+    # the slot stays taken: a create-only write there (a stalled writer) fails
+    with pytest.raises(KeyExistsError):
+        store.put(naming.snapshot_key(UUID, 1), b"{}", if_absent=True)
+    # the info shown to users counts retained versions only; expiring again is a no-op
+    assert dk.open_dataset(store=store, dataset_uuid=UUID)._recent_versions(10)[0] == 2
+    assert dk.expire_versions(store=store, dataset_uuid=UUID, keep_versions=2) == []
+    # GC never collects stubs, and the data of the retained versions is intact
+    age(store, 3600)
+    dk.garbage_collect(store=store, dataset_uuid=UUID, grace_period=0)
+    assert _commit.snapshot_versions(store, UUID) == [0, 1, 2, 3]
+    assert sorted(dk.read_table(store=store, dataset_uuid=UUID)["p"]) == [0, 1, 2, 3]
+
+
+def test_every_real_snapshot_is_larger_than_a_stub(store: LocalStore) -> None:
+    """Listings tell stubs apart by size: the smallest real snapshots are bigger."""
+    dk.write_dataset(pd.DataFrame({"p": []}, dtype="int64"), store=store, dataset_uuid="e")
+    dk.write_dataset(frame(1), store=store, dataset_uuid="t")
+    dk.delete_dataset(store=store, dataset_uuid="t")
+    sizes = [i.size for i in store.iter_infos("") if "/_versions/" in i.key]
+    assert len(sizes) == 2 and min(sizes) > STUB_MAX_BYTES

@@ -18,6 +18,7 @@ from dataset_kit.exceptions import (
     DatasetExistsError,
     DatasetNotFoundError,
     InvalidInputError,
+    VersionNotFoundError,
 )
 from dataset_kit.store import DelegatingStore, FaultInjectingStore, LocalStore, Store
 
@@ -66,6 +67,21 @@ def test_second_backup_after_a_small_append_copies_only_new_blobs(
     assert (report.copied, report.skipped) == (1, 22)
     assert report.version == 2
     pd.testing.assert_frame_equal(table(vault), table(live))
+
+
+def test_versions_expired_at_the_target_stay_expired_on_the_next_backup(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    """The backup's own retention (expiring old versions there) does not break later runs."""
+    dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    assert dk.expire_versions(store=vault, dataset_uuid=UUID, keep_versions=1) == [0]
+    dk.update_dataset(frame(99), store=live, dataset_uuid=UUID)
+    report = dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    assert report.version == 2
+    pd.testing.assert_frame_equal(table(vault), table(live))
+    with pytest.raises(VersionNotFoundError, match="expired"):
+        table(vault, version=0)
+    assert dk.pipelines.verify(UUID, store=vault, versions="all").compute().ok
 
 
 def test_latest_only_and_another_uuid_in_the_same_store(live: LocalStore) -> None:

@@ -1,13 +1,16 @@
 """Deterministic replays of commit races seen in the reliability runs.
 
 Each test stalls one writer at the decisive store call (a wrapper store runs the other
-parties' actions at that moment), so the race is replayed without processes or timing:
+parties' actions at that moment), so the race is replayed without processes or timing.
+Both were data-loss defects, fixed in ``dataset_kit/io/commit.py``:
 
 * ``test_8_processes_x_25_appends_lose_nothing[local]`` lost one append (199 of 200 rows)
   in one of ten runs here: a second writer decides whether it may start a new history
-  while the first writer's pointer appears;
+  while the first writer's pointer appears (fixed: the pointer is checked again after
+  every other check);
 * ``test_gc_racing_writers_and_readers[gc+expire]``: a stalled writer re-creates the
-  snapshot of a version that ``expire_versions`` deleted meanwhile.
+  snapshot of a version that ``expire_versions`` deleted meanwhile (fixed: an expired
+  snapshot is replaced by a stub, so its slot is never free again).
 """
 
 from __future__ import annotations
@@ -49,13 +52,6 @@ class _PointerAppearsAfterFirstCheck(DelegatingStore):
         return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open defect: a pointer published between the two existence checks of a new-"
-        "dataset commit still lets a new history start over it (lost append)"
-    ),
-)
 def test_pointer_appearing_between_two_checks_does_not_restart_the_history(
     tmp_path: Path,
 ) -> None:
@@ -103,14 +99,6 @@ class _StalledCommitter(DelegatingStore):
         return super()._put(key, data, if_absent=if_absent, if_match=if_match)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open defect: expire_versions deletes snapshot files, so a slow writer's "
-        "create-only write can reuse an expired version number (lost append); fix: "
-        "keep a stub in the slot"
-    ),
-)
 def test_expired_version_number_is_never_committed_again(tmp_path: Path) -> None:
     """An append whose snapshot key was freed by ``expire_versions`` must not "commit" there.
 

@@ -96,19 +96,9 @@ def unreferenced(store: Store, uuid: str) -> list[str]:
     )
 
 
-_EXPIRED_SLOT_REUSE = pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "open defect, intermittent: under GC/expiry racing writers two writers were "
-        "told they committed the same version (expired slot reused, see "
-        "test_commit_races)"
-    ),
-)
-
-
 @pytest.mark.parametrize(
     "expire",
-    [False, pytest.param(True, marks=_EXPIRED_SLOT_REUSE)],
+    [False, True],
     ids=["gc", "gc+expire"],
 )
 def test_gc_racing_writers_and_readers(tmp_path: Path, expire: bool) -> None:

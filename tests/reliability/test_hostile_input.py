@@ -944,12 +944,6 @@ def test_column_named_with_a_leading_dot_round_trips() -> None:
     assert not broken, broken
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open defect: an empty target_uuid falls back to the source uuid instead of being rejected"
-    ),
-)
 def test_empty_target_uuid_is_not_the_source_uuid(tmp_path: Path) -> None:
     """``target_uuid=""`` must be rejected like any other invalid uuid, not read as "the
     same uuid as the source": ``pipelines.restore("src", ..., target_uuid="")`` restores
