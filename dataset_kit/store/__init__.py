@@ -10,6 +10,7 @@ transient failures of idempotent operations.
 
 from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store, validate_key
 from dataset_kit.store._factory import open_store
+from dataset_kit.store.counting import CountingStore
 from dataset_kit.store.delegate import DelegatingStore
 from dataset_kit.store.faults import FaultInjectingStore
 from dataset_kit.store.kv import KVStoreAdapter
@@ -20,6 +21,7 @@ from dataset_kit.store.retry import RetryingStore
 __all__ = [
     "BlobInfo",
     "Capability",
+    "CountingStore",
     "DelegatingStore",
     "DeleteReport",
     "FaultInjectingStore",

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from dataset_kit.exceptions import StoreUnavailableError
-from dataset_kit.store._base import BlobInfo, Capability, Store
+from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store
 from dataset_kit.store.delegate import DelegatingStore
 
 __all__ = ["RetryingStore"]
@@ -126,6 +126,21 @@ class RetryingStore(DelegatingStore):
         if if_absent:
             return self.inner.copy(src, dst, if_absent=True)
         return self._retry("copy", lambda: self.inner.copy(src, dst))
+
+    def delete_many(self, keys: Iterable[str]) -> DeleteReport:
+        """The wrapped store's batch delete; keys that failed are retried one by one."""
+        first = self.inner.delete_many(keys)
+        if not first.failed:
+            return first
+        report = DeleteReport(deleted=list(first.deleted))
+        for key in first.failed:
+            try:
+                self.delete(key)
+            except Exception as exc:  # reported per key, never raised
+                report.failed[key] = exc
+            else:
+                report.deleted.append(key)
+        return report
 
 
 def _rebuild(

@@ -1,0 +1,126 @@
+"""CountingStore: counts by kind, passes calls through, keeps the backend's batching."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import pandas as pd
+
+import dataset_kit as dk
+from dataset_kit.store import CountingStore, DelegatingStore, MemoryStore, RetryingStore
+from dataset_kit.store._base import DeleteReport
+
+
+def test_counts_every_kind_of_call() -> None:
+    store = CountingStore(MemoryStore())
+    store.put("a", b"12345")
+    store.put("b", b"1", if_absent=True)
+    etag = store.stat("a").etag
+    store.put("a", b"123", if_match=etag)
+    assert store.get("a") == b"123" and store.get_range("a", 1, 1) == b"2"
+    assert store.exists("a") and not store.exists("zz")
+    assert sorted(store.iter_keys("")) == ["a", "b"]
+    store.copy("a", "c")
+    store.delete("c")
+    report = store.delete_many(["a", "b", "missing"])
+    assert sorted(report.deleted) == ["a", "b", "missing"]
+    assert dict(store.counts) == {
+        "put": 1,
+        "put_if_absent": 1,
+        "put_if_match": 1,
+        "stat": 1,
+        "get": 1,
+        "get_range": 1,
+        "exists": 2,
+        "list": 1,
+        "copy": 1,
+        "delete": 1,
+        "delete_many": 1,
+        "delete_many_keys": 3,
+        "bytes_written": 9,
+        "bytes_read": 4,
+    }
+    assert store.requests() == 12
+    assert store.reset()["get"] == 1 and store.requests() == 0
+
+
+def test_measure_counts_only_the_calls_inside() -> None:
+    store = CountingStore(MemoryStore())
+    dk.write_dataset(pd.DataFrame({"x": [1, 2]}), store=store, dataset_uuid="d")
+    with store.measure() as calls:
+        dk.read_table(store=store, dataset_uuid="d")
+    assert calls["put"] == calls["put_if_absent"] == 0
+    assert calls["get"] >= 2  # the pointer and the data
+    assert store.counts["put_if_absent"] == 2
+
+
+def test_counts_are_exact_under_threads() -> None:
+    store = CountingStore(MemoryStore())
+    store.put("k", b"x")
+
+    def work() -> None:
+        for _ in range(500):
+            store.get("k")
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.counts["get"] == 4000
+
+
+def test_pickles_without_its_counts() -> None:
+    store = CountingStore(MemoryStore())
+    store.put("k", b"x")
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.get("k") == b"x" and clone.counts["get"] == 1 and store.counts["get"] == 0
+
+
+class _Batching(DelegatingStore):
+    """Records the batch deletes that reach it."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        super().__init__(inner)
+        self.batches: list[int] = []
+
+    def delete_many(self, keys):  # type: ignore[no-untyped-def]
+        keys = list(keys)
+        self.batches.append(len(keys))
+        return self.inner.delete_many(keys)
+
+
+def test_wrappers_keep_the_backends_batch_delete() -> None:
+    """Wrapping a store (counting, retries) must not turn one batch into one call per key."""
+    backend = _Batching(MemoryStore())
+    for i in range(10):
+        backend.put(f"k{i}", b"x")
+    store = CountingStore(RetryingStore(backend))
+    report = store.delete_many([f"k{i}" for i in range(10)])
+    assert len(report.deleted) == 10 and backend.batches == [10]
+    assert list(backend.iter_keys("")) == []
+
+
+def test_retrying_store_retries_the_keys_a_batch_failed() -> None:
+    class FailOnce(DelegatingStore):
+        failed = False
+
+        def delete_many(self, keys):  # type: ignore[no-untyped-def]
+            keys = list(keys)
+            report = self.inner.delete_many(keys[1:])
+            if not self.failed:
+                from dataset_kit.exceptions import StoreUnavailableError
+
+                self.failed = True
+                report.failed[keys[0]] = StoreUnavailableError("503 ServerBusy")
+            return report
+
+    backend = MemoryStore()
+    for i in range(3):
+        backend.put(f"k{i}", b"x")
+    store = RetryingStore(FailOnce(backend), base_delay=0.0)
+    report = store.delete_many(["k0", "k1", "k2"])
+    assert isinstance(report, DeleteReport)
+    assert sorted(report.deleted) == ["k0", "k1", "k2"] and not report.failed
+    assert list(backend.iter_keys("")) == []
