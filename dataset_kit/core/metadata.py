@@ -321,7 +321,9 @@ def _apply_block(meta: DatasetMetadata, block: dict[str, Any], where: str) -> Da
         if not isinstance(commit, dict) or not isinstance(stats_raw, dict):
             raise MetadataFormatError(f"{where}: commit/stats must be objects")
         stats = _stats(stats_raw, where)
-        schema = schema_from_b64(block["schema"]) if block.get("schema") else None
+        schema = None
+        if block.get("schema"):
+            schema = schema_from_b64(block["schema"], what=f"{where}: schema")
         categories = {c: _array_from_b64(v) for c, v in block.get("categories", {}).items()}
     except MetadataFormatError:
         raise

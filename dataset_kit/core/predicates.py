@@ -6,7 +6,12 @@ AND-ed, the outer list is OR-ed. Operators: ``== != < <= > >= in not in``.
 Null semantics are pandas' (so results equal a pandas evaluation of the same predicate):
 a comparison with a null row is False, except ``!=`` and ``not in``, which are True for null
 rows. ``("c", "==", None)`` selects null rows, ``("c", "!=", None)`` non-null rows, and a
-``None`` inside an ``in`` list matches null rows.
+``None`` inside an ``in`` list matches null rows. A float NaN (or a decimal NaN) value is a
+null.
+
+Numbers are compared with integer and float columns by their exact mathematical value, as
+pandas compares them: ``("i", ">", 1.5)`` on an int64 column is ``i >= 2``, ``("i", "==",
+5.5)`` matches no row, ``("u", ">", -1)`` on a uint64 column matches every non-null row.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -61,39 +68,177 @@ def _is_null(value: Any) -> bool:
     if value is None or value is pd.NaT:
         return True
     if isinstance(value, float | np.floating):
-        return math.isnan(value)
+        return bool(np.isnan(value))
+    if isinstance(value, decimal.Decimal):
+        return value.is_nan()
     return False
 
 
+def _misfit(column: str, op: str, value: Any, t: pa.DataType, why: str = "") -> PredicateError:
+    return PredicateError(
+        f"predicate ({column!r}, {op!r}, {value!r}): value of type {type(value).__name__} "
+        f"does not fit column type {t}{': ' + why if why else ''}"
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool | np.bool_) and isinstance(
+        value, int | float | np.integer | np.floating | decimal.Decimal
+    )
+
+
+def _is_numeric_type(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+# --------------------------------------------------------------- integer and float columns
+# A number compared with an integer or float column is compared by its exact mathematical
+# value (as pandas does), never through a cast: Arrow would cast an int64 column to float64
+# for a float value (a checked cast, failing beyond 2**24/2**53) and would round the value.
+# Each term is rewritten into an equivalent term whose value has the column's own type
+# (integers) or is a float64 (floats, exact for every float column), or into a constant:
+# "never" is ``in []`` (False for every row), "always" is ``not in []`` (True for every
+# row, null included, as pandas' ``!=``) and "every non-null row" is ``>= min``.
+
+_Exact = Fraction | float  # a finite value as a Fraction, or +-inf
+
+
+def _exact(value: Any) -> _Exact:
+    """The exact value of a number (a non-null one: NaN was taken as null before)."""
+    if isinstance(value, decimal.Decimal):
+        return (math.inf if value > 0 else -math.inf) if value.is_infinite() else Fraction(value)
+    if isinstance(value, int | np.integer):
+        return Fraction(int(value))
+    if np.isinf(value):
+        return math.inf if value > 0 else -math.inf
+    return Fraction(*value.as_integer_ratio())
+
+
+def _int_range(t: pa.DataType) -> tuple[int, int]:
+    info = np.iinfo(t.to_pandas_dtype())
+    return int(info.min), int(info.max)
+
+
+def _floor_ceil(v: _Exact, lo: int, hi: int) -> tuple[int, int]:
+    """``floor(v), ceil(v)``, with +-inf as ``hi + 1``/``lo - 1`` (beyond every value)."""
+    if isinstance(v, float):
+        edge = hi + 1 if v > 0 else lo - 1
+        return edge, edge
+    return math.floor(v), math.ceil(v)
+
+
+def _integer_term(column: str, op: str, v: _Exact, t: pa.DataType) -> Term:
+    """``column op v`` on an integer column of type ``t``, with an exact value ``v``."""
+    lo, hi = _int_range(t)
+    floor, ceil = _floor_ceil(v, lo, hi)
+    if floor == ceil and lo <= floor <= hi:  # an integer the column can hold: as given
+        return Term(column, op, pa.scalar(floor, t))
+    never, always = Term(column, "in", pa.array([], t)), Term(column, "not in", pa.array([], t))
+    if op in ("==", "!="):  # a fraction or a value out of range equals no row
+        return never if op == "==" else always
+    every_valid = Term(column, ">=", pa.scalar(lo, t))
+    if op in (">", ">="):  # x > v <=> x >= floor(v) + 1; x >= v <=> x >= ceil(v)
+        bound = floor + 1 if op == ">" else ceil
+        if bound <= lo:
+            return every_valid
+        return never if bound > hi else Term(column, ">=", pa.scalar(bound, t))
+    bound = ceil - 1 if op == "<" else floor  # x < v <=> x <= ceil(v) - 1
+    if bound >= hi:
+        return every_valid
+    return never if bound < lo else Term(column, "<=", pa.scalar(bound, t))
+
+
+def _float_neighbours(v: Fraction) -> tuple[float, float]:
+    """The floats ``a < v < b`` next to a ``v`` that is not a float."""
+    try:
+        f = float(v)
+    except OverflowError:
+        big = sys.float_info.max
+        return (big, math.inf) if v > 0 else (-math.inf, -big)
+    return (f, math.nextafter(f, math.inf)) if f < v else (math.nextafter(f, -math.inf), f)
+
+
+def _as_float(value: Any) -> float | None:
+    """The float equal to a number, or None if no float is."""
+    if isinstance(value, float | np.float32 | np.float16):  # exact as float64
+        return float(value)
+    if isinstance(value, int | np.integer) and -(2**53) <= value <= 2**53:
+        return float(value)
+    v = _exact(value)
+    if isinstance(v, float):  # +-inf
+        return v
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if Fraction(f) == v else None
+
+
+def _as_int(value: Any) -> int | None:
+    """The integer equal to a number, or None if no integer is."""
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    v = _exact(value)
+    return int(v) if isinstance(v, Fraction) and v.denominator == 1 else None
+
+
+def _float_term(column: str, op: str, value: Any) -> Term:
+    """``column op value`` on a float column (compared as float64: exact for every float
+    column type)."""
+    f = _as_float(value)
+    if f is not None:
+        return Term(column, op, pa.scalar(f, pa.float64()))
+    v = _exact(value)
+    assert isinstance(v, Fraction)  # +-inf are floats
+    below, above = _float_neighbours(v)
+    if op in ("==", "!="):  # no float equals v
+        return Term(column, "in" if op == "==" else "not in", pa.array([], pa.float64()))
+    if op in ("<", "<="):
+        return Term(column, "<=", pa.scalar(below, pa.float64()))
+    return Term(column, ">=", pa.scalar(above, pa.float64()))
+
+
+def _numeric_term(column: str, op: str, value: Any, t: pa.DataType) -> Term:
+    if not _is_number(value):
+        raise _misfit(column, op, value, t)
+    if pa.types.is_integer(t):
+        return _integer_term(column, op, _exact(value), t)
+    return _float_term(column, op, value)
+
+
+def _numeric_values(column: str, op: str, items: list[Any], t: pa.DataType) -> pa.Array:
+    """The values of an ``in`` list a column of type ``t`` can hold (others match no row)."""
+    bad = next((v for v in items if not _is_number(v)), None)
+    if bad is not None:
+        raise _misfit(column, op, bad, t)
+    if pa.types.is_integer(t):
+        lo, hi = _int_range(t)
+        ints = [_as_int(v) for v in items]
+        return pa.array([v for v in ints if v is not None and lo <= v <= hi], t)
+    floats = [_as_float(v) for v in items]
+    return pa.array([v for v in floats if v is not None], pa.float64())
+
+
 def _coerce(column: str, op: str, value: Any, t: pa.DataType) -> pa.Scalar:
-    """Turn a user value into an Arrow scalar comparable with a column of type ``t``."""
+    """Turn a user value into an Arrow scalar comparable with a column of type ``t``.
+
+    Integer and float columns are handled by :func:`_numeric_term` instead.
+    """
 
     def fail(why: str = "") -> PredicateError:
-        return PredicateError(
-            f"predicate ({column!r}, {op!r}, {value!r}): value of type {type(value).__name__} "
-            f"does not fit column type {t}{': ' + why if why else ''}"
-        )
+        return _misfit(column, op, value, t, why)
 
     try:
         if pa.types.is_boolean(t):
             if not isinstance(value, bool | np.bool_):
                 raise fail()
             return pa.scalar(bool(value))
-        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-            if isinstance(value, bool | np.bool_) or not isinstance(
-                value, int | float | np.integer | np.floating | decimal.Decimal
-            ):
+        if pa.types.is_decimal(t):
+            if not _is_number(value):
                 raise fail()
-            if pa.types.is_decimal(t):
-                return pa.scalar(decimal.Decimal(str(value)), t)
-            if isinstance(value, int | np.integer) and pa.types.is_integer(t):
-                try:  # the column's own type: no implicit cast of the column needed
-                    return pa.scalar(int(value), t)
-                except (OverflowError, pa.ArrowInvalid):
-                    return pa.scalar(float(value), pa.float64())
-            if isinstance(value, int | np.integer):
-                return pa.scalar(int(value), pa.int64() if -(2**63) <= value < 2**63 else None)
-            return pa.scalar(float(value), pa.float64())
+            return pa.scalar(decimal.Decimal(str(value)), t)
         if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
             if not isinstance(value, str):
                 raise fail()
@@ -145,22 +290,25 @@ def _parse_term(raw: Any, schema: pa.Schema) -> Term:
             raise PredicateError(f"predicate {tuple(raw)!r}: {op!r} needs a list of values")
         items = list(value)
         has_null = any(_is_null(v) for v in items)
-        scalars = [_coerce(column, op, v, t) for v in items if not _is_null(v)]
-        arr = _scalars_to_array(scalars)
+        items = [v for v in items if not _is_null(v)]
+        if _is_numeric_type(t):
+            arr = _numeric_values(column, op, items, t)
+        else:
+            arr = _scalars_to_array([_coerce(column, op, v, t) for v in items])
         return Term(column, op, arr, has_null)
     if _is_null(value):
         if op not in _NULL_OK_OPS:
             raise PredicateError(f"predicate {tuple(raw)!r}: null only works with == and !=")
         return Term(column, op, None)
+    if _is_numeric_type(t):
+        return _numeric_term(column, op, value, t)
     return Term(column, op, _coerce(column, op, value, t))
 
 
 def _scalars_to_array(scalars: list[pa.Scalar]) -> pa.Array:
     if not scalars:
         return pa.array([], pa.null())
-    types = {s.type for s in scalars}
-    if len(types) > 1:  # mixed ints and floats
-        return pa.array([float(s.as_py()) for s in scalars], pa.float64())
+    # one type: _coerce gives every value for a column the same type
     return pa.array([s.as_py() for s in scalars], scalars[0].type)
 
 
@@ -204,7 +352,12 @@ def _field(term: Term, schema: pa.Schema) -> pc.Expression:
 
 
 def _value_set(term: Term, schema: pa.Schema) -> pa.Array:
-    """The ``in`` list cast to the column's value type (is_in needs equal types)."""
+    """The ``in`` list cast to the column's value type (is_in needs equal types).
+
+    Float lists stay float64 (compared by equality: exact for every float column).
+    """
+    if pa.types.is_floating(term.value.type):
+        return term.value
     target = value_type(schema.field(term.column).type)
     try:
         return term.value.cast(target)

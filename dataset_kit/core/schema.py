@@ -86,10 +86,48 @@ def _wider(current: pa.DataType, new: pa.DataType) -> pa.DataType:
     return current
 
 
-def pandas_metadata(schema: pa.Schema) -> dict[str, Any] | None:
-    """The decoded ``b"pandas"`` metadata of a schema, or None."""
+def pandas_metadata(schema: pa.Schema, *, what: str = "schema") -> dict[str, Any] | None:
+    """The decoded ``b"pandas"`` metadata of a schema, or None.
+
+    Parameters
+    ----------
+    schema
+        The schema.
+    what
+        What the schema belongs to, for the error message.
+
+    Raises
+    ------
+    MetadataFormatError
+        If the metadata is not a JSON object, or its ``columns``, ``index_columns`` or
+        ``column_indexes`` are not lists (of objects, for the columns).
+    """
     raw = (schema.metadata or {}).get(_PANDAS)
-    return json.loads(raw) if raw else None
+    if not raw:
+        return None
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise MetadataFormatError(f"{what}: pandas metadata is not valid JSON: {exc}") from exc
+    problem = _pandas_metadata_problem(meta)
+    if problem:
+        raise MetadataFormatError(f"{what}: invalid pandas metadata: {problem}")
+    return meta
+
+
+def _pandas_metadata_problem(meta: Any) -> str | None:
+    """What is wrong with decoded pandas metadata, as far as dataset_kit relies on it."""
+    if not isinstance(meta, dict):
+        return f"expected a JSON object, got {type(meta).__name__}"
+    for key in ("columns", "index_columns", "column_indexes"):
+        if not isinstance(meta.get(key, []), list):
+            return f"{key!r} must be a list"
+    for entry in meta.get("columns", []):
+        if not isinstance(entry, dict):
+            return f"column entry {entry!r} is not an object"
+        if not isinstance(entry.get("name"), str | None):
+            return f"column entry {entry!r} has a name that is not a string"
+    return None
 
 
 def with_pandas_metadata(schema: pa.Schema, meta: dict[str, Any] | None) -> pa.Schema:
@@ -271,20 +309,30 @@ def schema_to_b64(schema: pa.Schema) -> str:
     return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
 
 
-def schema_from_b64(text: str) -> pa.Schema:
-    """Inverse of :func:`schema_to_b64`.
+def schema_from_b64(text: str, *, what: str = "schema") -> pa.Schema:
+    """Inverse of :func:`schema_to_b64`; the pandas metadata is checked here, once.
+
+    Parameters
+    ----------
+    text
+        The base64 text.
+    what
+        Where the text comes from, for error messages.
 
     Raises
     ------
     MetadataFormatError
-        If the text is not a serialized schema.
+        If the text is not a serialized schema, or its pandas metadata is corrupt (see
+        :func:`pandas_metadata`).
     """
     try:
-        return pa.ipc.read_schema(
+        schema = pa.ipc.read_schema(
             pa.py_buffer(base64.b64decode(text.encode("ascii"), validate=True))
         )
     except Exception as exc:
-        raise MetadataFormatError(f"invalid serialized schema: {exc}") from exc
+        raise MetadataFormatError(f"{what}: invalid serialized schema: {exc}") from exc
+    pandas_metadata(schema, what=what)  # every later use then gets valid metadata
+    return schema
 
 
 def empty_frame(schema: pa.Schema) -> pd.DataFrame:

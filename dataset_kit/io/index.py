@@ -125,16 +125,34 @@ def merge_index(
                     }
                 )
             )
+    # field expressions and positions, never plain names: pyarrow parses a string name
+    # starting with "." as a nested field path
     pairs = pa.concat_tables(parts).sort_by(
-        [(column, "ascending"), (PARTITION_COLUMN, "ascending")]
+        [(pc.field(column), "ascending"), (pc.field(PARTITION_COLUMN), "ascending")]
     )
-    grouped = pairs.group_by(column, use_threads=False).aggregate([(PARTITION_COLUMN, "list")])
+    grouped = pairs.group_by([pairs.schema.get_field_index(column)], use_threads=False).aggregate(
+        [(PARTITION_COLUMN, "list")]
+    )
     return pa.table(
         {
             column: grouped.column(column),
             PARTITION_COLUMN: grouped.column(f"{PARTITION_COLUMN}_list").cast(_LABELS),
         }
     )
+
+
+def _index_key(dataset_uuid: str, column: str, timestamp_iso: str) -> str:
+    """:func:`naming.index_key`, with a leading "." of the column quoted as ``%2E``.
+
+    A column named "." or ".." would otherwise be a path component stores refuse (and
+    ".dk-..." is reserved by the local store). Index keys are opaque references held by
+    the snapshot, so no reader needs to decode the column back from the key.
+    """
+    key = naming.index_key(dataset_uuid, column, timestamp_iso)
+    if not column.startswith("."):
+        return key
+    head = naming.index_prefix(dataset_uuid)
+    return f"{head}%2E{key[len(head) + 1 :]}"
 
 
 def store_index(store: Store, dataset_uuid: str, column: str, index: pa.Table) -> str:
@@ -145,7 +163,7 @@ def store_index(store: Store, dataset_uuid: str, column: str, index: pa.Table) -
     now = _dt.datetime.now(_dt.UTC)
     failures = 0
     while True:
-        key = naming.index_key(dataset_uuid, column, now.isoformat())
+        key = _index_key(dataset_uuid, column, now.isoformat())
         try:
             store.put(key, data, if_absent=True)  # never overwrite another writer's index
             return key

@@ -100,8 +100,18 @@ def _decode_distinct(texts: pa.Array, t: pa.DataType, uuid: str) -> pa.Array:
         raise MetadataFormatError(f"dataset {uuid!r}: invalid partition values: {exc}") from exc
 
 
+def _position_column(keys: Sequence[str]) -> str:
+    """The name of :func:`partition_table`'s position column: ``__pos``, unless a key has it."""
+    name = "__pos"
+    while name in keys:
+        name = "_" + name
+    return name
+
+
 def partition_table(meta: DatasetMetadata, schema: pa.Schema) -> pa.Table:
-    """One row per partition (in commit order): its typed partition values and ``__pos``.
+    """One row per partition (in commit order): its typed partition values and position.
+
+    The position column is named by :func:`_position_column` (distinct from every key).
 
     Labels are split and decoded with Arrow kernels; only distinct values that need
     unquoting or a special parser go through Python.
@@ -142,7 +152,7 @@ def partition_table(meta: DatasetMetadata, schema: pa.Schema) -> pa.Table:
             enc = text.dictionary_encode()
             decoded = _decode_distinct(enc.dictionary, schema.field(key).type, meta.uuid)
             cols[key] = decoded.take(enc.indices)
-    cols["__pos"] = pa.array(range(n), pa.int64())
+    cols[_position_column(keys)] = pa.array(range(n), pa.int64())
     return pa.table(cols)
 
 
@@ -193,8 +203,11 @@ def plan_read(
         return {k: col[i] for k, col in zip(keys, key_columns, strict=True)}
 
     if keys:
-        order = ptable.sort_by([(k, "ascending") for k in keys] + [("__pos", "ascending")])
-        positions = order.column("__pos").to_pylist()
+        # pc.field: a plain string name starting with "." would be parsed as a field path
+        pos_name = _position_column(keys)
+        sort_keys = [(pc.field(k), "ascending") for k in [*keys, pos_name]]
+        order = ptable.sort_by(sort_keys)
+        positions = order.column(pos_name).to_pylist()
     else:
         positions = list(range(len(labels)))
     if dnf is None:
@@ -236,7 +249,7 @@ def _prune(
         payload = [t for t in conj if t.column not in keys]
         if part_terms:
             sel = ptable.filter(conjunction_expression(part_terms, pschema))
-            pos = set(sel.column("__pos").to_pylist())
+            pos = set(sel.column(_position_column(keys)).to_pylist())
         else:
             pos = set(range(len(labels)))
         by_col: dict[str, list[Term]] = {}

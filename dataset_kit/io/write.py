@@ -261,7 +261,8 @@ def _write_one(
         col: distinct_values(rows.column(col), rows.schema.field(col).type) for col in index_columns
     }
     if options.sort_partitions_by:
-        rows = rows.sort_by([(c, "ascending") for c in options.sort_partitions_by])
+        # pc.field: a plain string name starting with "." would be parsed as a field path
+        rows = rows.sort_by([(pc.field(c), "ascending") for c in options.sort_partitions_by])
     rows = rows.replace_schema_metadata(file_metadata)
     data = table_to_parquet(
         rows,

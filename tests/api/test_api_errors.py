@@ -7,8 +7,10 @@ the same frame, and (where nothing may be written at all) that the store is byte
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import inspect
 import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,9 @@ import pytest
 import dataset_kit as dk
 from dataset_kit import exceptions as exc
 from dataset_kit.core import naming
+from dataset_kit.core.schema import schema_from_b64, schema_to_b64
 from dataset_kit.store import LocalStore, Store
+from dataset_kit.testing.predicates import pandas_filter
 
 UUID = "ds"
 
@@ -324,6 +328,33 @@ def test_corrupt_label_in_metadata(ds: Seeded) -> None:
     _raises(exc.MetadataFormatError, _read, ds.store)
 
 
+@pytest.mark.parametrize(
+    "raw", [b"\xfe\xff not json", b"{not json", b"[1, 2]", b'"text"', b'{"columns": 1}'], ids=repr
+)
+def test_corrupt_pandas_metadata_in_the_schema(ds: Seeded, raw: bytes) -> None:
+    # the document parses, but the pandas metadata of its embedded Arrow schema is corrupt
+    for key in (_POINTER, naming.snapshot_key(UUID, 1)):
+        doc = json.loads(ds.store.get(key))
+        schema = schema_from_b64(doc["dataset_kit"]["schema"])
+        doc["dataset_kit"]["schema"] = schema_to_b64(schema.with_metadata({b"pandas": raw}))
+        ds.store.put(key, json.dumps(doc).encode())
+    corrupt_state = _state(ds.store)
+    readers = [
+        *_READERS,
+        lambda s: dk.pipelines.backup(UUID, source=s, target=dk.open_store("memory://")).compute(
+            scheduler="sync"
+        ),
+    ]
+    for name, reader in zip([*_READER_IDS, "backup"], readers, strict=True):
+        error = _raises(exc.MetadataFormatError, reader, ds.store)
+        assert repr(UUID) in str(error), name
+        assert "pandas metadata" in str(error), name
+        after = _state(ds.store)
+        assert {k: v for k, v in after.items() if k == _POINTER or "/_versions/" in k} == {
+            k: v for k, v in corrupt_state.items() if k == _POINTER or "/_versions/" in k
+        }, name
+
+
 # --------------------------------------------------------------------------- invalid uuids
 _BAD_UUIDS: list[Any] = ["../x", "a/b", "a.b", "", "x y", "ds/../ds", "é", 5, None, b"ds"]
 _UUID_CALLS: list[tuple[str, Callable[[Store, Any], Any]]] = [
@@ -537,6 +568,62 @@ def test_predicate_errors(ds: Seeded, predicates: Any) -> None:
         )
         assert isinstance(error, exc.InvalidInputError)
     ds.assert_untouched()
+
+
+_NUMBERS_FRAME = pd.DataFrame(
+    {
+        "p": np.array([5, 20_000_000, 20_000_000, -(2**40)], dtype="int64"),
+        "k": np.array([2**62 + 1, 7, 2**62, 7], dtype="int64"),
+        "u": np.array([2**64 - 1, 7, 0, 2**53 + 1], dtype="uint64"),
+        "i8": np.array([-128, 127, 0, 5], dtype="int8"),
+        "f": np.array([2.0**53, 1.5, 2.0**53 + 2, -1e300], dtype="float64"),
+        "n": [0, 1, 2, 3],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    "predicates",
+    [
+        [[("p", ">", 1.5)]],
+        [[("p", "==", 5.0)]],
+        [[("p", "==", 5.5)]],
+        [[("p", "!=", 5.5)]],
+        [[("p", "<", 2**64)]],
+        [[("p", ">=", -1e3)]],
+        [[("p", "in", [5.0, 2.5, 2**64, -(2**40)])]],
+        [[("p", "not in", [20_000_000.0, -1.5])]],
+        [[("k", "==", float(2**62))]],
+        [[("k", ">", float(2**62))]],
+        [[("k", "in", [7.0, 2**62 + 0.5, 2**70])]],
+        [[("k", "<", -math.inf)]],
+        [[("u", ">", -1)]],
+        [[("u", "==", -1)]],
+        [[("u", "<=", 2**64 - 1.5)]],
+        [[("u", "in", [-1, 2**64 - 1, 2**53 + 1.0])]],
+        [[("i8", ">", 126.5)], [("i8", "<", -1e30)]],
+        [[("i8", "in", [1000, 127.0, decimal.Decimal("5")])]],
+        [[("f", "==", 2**53 + 1)]],
+        [[("f", "<", 2**53 + 1)], [("f", ">", 10**400)]],
+        [[("f", ">=", -(10**400)), ("p", "<", math.inf), ("k", "!=", 7.5)]],
+    ],
+    ids=repr,
+)
+def test_numeric_predicates_compare_exactly_on_every_path(predicates: Any) -> None:
+    """Floats and out-of-range numbers on integer columns: partition pruning ("p"), index
+    pruning ("k") and row filters ("u", "i8", "f") all give pandas' exact result."""
+    store = dk.open_store("memory://")
+    for part in ([0, 1], [2, 3]):
+        dk.update_dataset(
+            _NUMBERS_FRAME.iloc[part],
+            store=store,
+            dataset_uuid=UUID,
+            partition_on="p",
+            secondary_indices="k",
+        )
+    got = _read(store, predicates=predicates)
+    expected = pandas_filter(_NUMBERS_FRAME, predicates)
+    assert sorted(got["n"]) == sorted(expected["n"])
 
 
 # --------------------------------------------------------------------------- delete_scope
@@ -867,3 +954,30 @@ def test_failing_input_generator_commits_nothing(ds: Seeded) -> None:
     with pytest.raises(RuntimeError, match="source died"):
         dk.update_dataset(frames(), store=ds.store, dataset_uuid=UUID)
     ds.assert_not_committed()
+
+
+# --------------------------------------------------------------------------- column names
+_PATH_LIKE_NAMES = [".x", "..", ".", ".hidden.name", "a.b", "a..b", "x.", "[0]", "a b", "__pos"]
+
+
+@pytest.mark.parametrize("role", ["partition_on", "secondary_indices", "sort_partitions_by"])
+@pytest.mark.parametrize("column", _PATH_LIKE_NAMES, ids=repr)
+@pytest.mark.parametrize("backend", ["memory", "local"])
+def test_column_names_pyarrow_could_parse_as_field_paths(
+    tmp_path: Path, backend: str, column: str, role: str
+) -> None:
+    """pyarrow reads a string name starting with "." as a nested field path: such names
+    (and names of the read planner's own columns) round-trip in every role."""
+    store = dk.open_store("memory://") if backend == "memory" else LocalStore(tmp_path)
+    df = pd.DataFrame({column: ["w", "v"], "i": [2, 1]})
+    dk.write_dataset(df, store=store, dataset_uuid=UUID, **{role: column})
+    update = {} if role == "sort_partitions_by" else {role: column}
+    dk.update_dataset(df.iloc[:1], store=store, dataset_uuid=UUID, **update)
+    assert _read(store, predicates=[[(column, "==", "v")]])["i"].tolist() == [1]
+    got = _read(store, predicates=[[(column, "in", ["w"])]], columns=[column, "i"])
+    assert got.to_dict("list") == {column: ["w", "w"], "i": [2, 2]}
+    if role == "sort_partitions_by":
+        assert _read(store)[column].tolist() == ["v", "w", "w"]
+    if role == "secondary_indices":
+        dk.build_dataset_indices(store=store, dataset_uuid=UUID, columns=[column])
+        assert _read(store, predicates=[[(column, "!=", "w")]])["i"].tolist() == [1]

@@ -22,7 +22,9 @@ from dataset_kit.core.metadata import (
     parse_msgpack_zstd,
 )
 from dataset_kit.core.schema import (
+    file_schema_metadata,
     merge_schemas,
+    pandas_metadata,
     plateau_schema,
     schema_from_b64,
     schema_to_b64,
@@ -441,6 +443,61 @@ def test_schema_b64_round_trip() -> None:
     assert schema_from_b64(schema_to_b64(schema)).equals(schema, check_metadata=True)
     with pytest.raises(MetadataFormatError):
         schema_from_b64("!!")
+
+
+_CORRUPT_PANDAS = [
+    b"\xfe\xff not json",
+    b"\xff\xfe\x00",
+    b"{not json",
+    b"[1, 2]",
+    b'"text"',
+    b"null",
+    b"5",
+    b"[" * 100_000,
+    b'{"columns": 3}',
+    b'{"columns": [1]}',
+    b'{"columns": [{"name": [1]}]}',
+    b'{"columns": [], "index_columns": {}}',
+    b'{"columns": [], "column_indexes": "x"}',
+]
+
+
+def _with_pandas(raw: bytes) -> pa.Schema:
+    return pa.schema([("a", pa.int64())]).with_metadata({b"pandas": raw})
+
+
+@pytest.mark.parametrize("raw", _CORRUPT_PANDAS, ids=lambda r: repr(r[:30]))
+def test_corrupt_pandas_metadata_is_a_metadata_format_error(raw: bytes) -> None:
+    schema = _with_pandas(raw)
+    for call in (
+        lambda: pandas_metadata(schema),
+        lambda: merge_schemas(schema, schema),
+        lambda: file_schema_metadata(schema, []),
+        lambda: plateau_schema(schema, []),
+    ):
+        with pytest.raises(MetadataFormatError, match="pandas metadata"):
+            call()
+    with pytest.raises(MetadataFormatError, match=r"^where: .*pandas metadata"):
+        schema_from_b64(schema_to_b64(schema), what="where")
+
+
+@pytest.mark.parametrize("raw", _CORRUPT_PANDAS[:4], ids=lambda r: repr(r[:30]))
+def test_snapshot_with_corrupt_pandas_metadata_names_the_dataset(raw: bytes) -> None:
+    doc = _sample().to_dict()
+    doc["dataset_kit"]["schema"] = schema_to_b64(_with_pandas(raw))
+    with pytest.raises(MetadataFormatError, match=f"^metadata of dataset {UUID!r}: schema: "):
+        DatasetMetadata.from_dict(doc, dataset_uuid=UUID)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"{}", b'{"columns": []}', b'{"columns": [{"name": null}], "index_columns": [{}]}'],
+    ids=repr,
+)
+def test_unusual_but_valid_pandas_metadata_is_accepted(raw: bytes) -> None:
+    schema = _with_pandas(raw)
+    assert schema_from_b64(schema_to_b64(schema)).equals(schema, check_metadata=True)
+    assert pandas_metadata(schema) == (json.loads(raw) if raw else None)
 
 
 def test_plateau_schema_normalization() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import math
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -113,6 +115,11 @@ def test_unknown_operator(op: Any) -> None:
         ("tz", "2024-01-01 10:00"),
         ("bin", "x"),
         ("cat", 3),
+        ("i", complex(1)),
+        ("i", pa.scalar(1)),
+        ("u", np.bool_(False)),
+        ("f", dt.timedelta(seconds=1)),
+        ("f", [1.5]),
     ],
     ids=repr,
 )
@@ -146,7 +153,7 @@ def test_unsupported_column_type() -> None:
     ("column", "value"),
     [
         ("i", np.int32(3)),
-        ("i", 2.5),
+        ("i", 2.0),
         ("f", 2),
         ("f", np.float32(1.5)),
         ("u", 2**64 - 1),
@@ -342,3 +349,221 @@ def test_empty_conjunction_expression_is_true() -> None:
     table = pa.table({"c": [1, 2]})
     assert table.filter(conjunction_expression([], table.schema)).num_rows == 2
     assert table.filter(dnf_expression([], table.schema)).num_rows == 0
+
+
+# ------------------------------------------------------- numbers on integer and float columns
+def _exact(v: Any) -> Fraction | float:
+    """A number's exact value (a Fraction, or +-inf) for the reference comparisons."""
+    if isinstance(v, decimal.Decimal):
+        return float(v) if v.is_infinite() else Fraction(v)
+    if isinstance(v, int | np.integer):
+        return Fraction(int(v))
+    if math.isinf(v):
+        return float(v)
+    return Fraction(*v.as_integer_ratio())
+
+
+_CMP = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def _expected(values: list[Any], op: str, value: Any) -> list[Any]:
+    """The rows pandas keeps, by exact comparison (null: only ``!=``/``not in`` hold)."""
+    kept = []
+    for x in values:
+        if x is None:
+            hit = op in ("!=", "not in")
+        elif op in ("in", "not in"):
+            found = any(_exact(x) == _exact(v) for v in value)
+            hit = found if op == "in" else not found
+        else:
+            hit = _CMP[op](_exact(x), _exact(value))
+        if hit:
+            kept.append(x)
+    return kept
+
+
+_WIDE = {pa.int8(): pa.int64(), pa.uint8(): pa.uint64(), pa.float32(): pa.float64()}
+
+
+def _filter_widened(values: list[Any], t: pa.DataType, predicates: list[Any]) -> list[Any]:
+    """Terms parsed for a column of type ``t``, evaluated on a wider column (as the
+    secondary-index and evolved-file paths do)."""
+    wide = _WIDE.get(t, t)
+    dnf = parse_predicates(predicates, pa.schema([("c", t)]))
+    assert dnf is not None
+    table = pa.table({"c": pa.array(values, t).cast(wide)})
+    kept = table.filter(dnf_expression(dnf, table.schema)).column("c").cast(t)
+    return kept.to_pylist()
+
+
+_BRIEF_CASES = [
+    (pa.int64(), [20_000_000, 5], ">", 1.5),
+    (pa.int64(), [20_000_000, 5], "==", 5.0),
+    (pa.int64(), [20_000_000, 5], "<", 2**64),
+    (pa.int64(), [-(2**40), 7], ">=", -1e3),
+    (pa.uint64(), [2**64 - 1, 7], ">", -1),
+    (pa.uint64(), [2**64 - 1, 7], "==", -1),
+    (pa.uint64(), [2**64 - 1, 7], "!=", -1),
+    (pa.uint64(), [2**64 - 1, 7], "<=", -1.5),
+    (pa.int64(), [2**62 + 1, 2**62], "==", float(2**62)),
+    (pa.int64(), [2**62 + 1, 2**62], ">", float(2**62)),
+    (pa.int64(), [2**63 - 1, -(2**63)], ">", 2**63 - 0.5),
+    (pa.int64(), [2**63 - 1, -(2**63)], ">=", -(2**63) - 1),
+    (pa.int64(), [20_000_000, None, 5], "==", 5.5),
+    (pa.int64(), [20_000_000, None, 5], "!=", 5.5),
+    (pa.int64(), [20_000_000, None, 5], "<", math.inf),
+    (pa.int64(), [20_000_000, None, 5], ">", -math.inf),
+    (pa.int64(), [20_000_000, None, 5], ">=", math.inf),
+    (pa.int64(), [20_000_000, None, 5], "<=", -math.inf),
+    (pa.int8(), [-128, 127, 0], ">", 126.5),
+    (pa.int8(), [-128, 127, 0], "<", -127.5),
+    (pa.int8(), [-128, 127, 0], ">=", 1e300),
+    (pa.int8(), [-128, 127, 0], "<=", 128),
+    (pa.int8(), [-128, 127, 0], "==", decimal.Decimal("127.0")),
+    (pa.int8(), [-128, 127, 0], "<", decimal.Decimal("-Infinity")),
+    (pa.int64(), [20_000_000, 5], "<", np.float32(5.5)),
+    (pa.int64(), [20_000_000, 5], "==", np.uint64(2**64 - 1)),
+    (pa.float64(), [float(2**53), 1.5, None], "==", 2**53 + 1),
+    (pa.float64(), [float(2**53), float(2**53 + 2), None], "<", 2**53 + 1),
+    (pa.float64(), [float(2**53), float(2**53 + 2), None], ">=", 2**53 + 1),
+    (pa.float64(), [1e308, math.inf, -math.inf], "<", 10**400),
+    (pa.float64(), [1e308, math.inf, -math.inf], ">", -(10**400)),
+    (pa.float64(), [0.1, 0.5], "==", decimal.Decimal("0.1")),
+    (pa.float32(), [float(np.float32(1.1)), 2.0], "==", 1.1),
+    (pa.float32(), [float(np.float32(1.1)), 2.0], "==", np.float32(1.1)),
+    (pa.float32(), [float(np.float32(1.1)), 2.0], ">", 1.1),
+]
+
+
+@pytest.mark.parametrize(("t", "values", "op", "value"), _BRIEF_CASES, ids=repr)
+def test_numbers_compare_with_numeric_columns_by_exact_value(
+    t: pa.DataType, values: list[Any], op: str, value: Any
+) -> None:
+    expected = _expected(values, op, value)
+    assert _filter(values, t, [[("c", op, value)]]) == expected
+    assert _filter_widened(values, t, [[("c", op, value)]]) == expected
+
+
+@pytest.mark.parametrize(
+    ("t", "values", "items"),
+    [
+        (pa.int64(), [1, 2, 3, 2**53 + 1], [1, 2.5, 3.0, 2**64, -1.0, 2**53 + 1]),
+        (pa.int64(), [1, 2**53, 2**53 + 1], [float(2**53 + 1)]),  # the float is 2**53
+        (pa.uint64(), [0, 2**64 - 1], [-1, 2**64 - 1, 0.0, math.inf, -math.inf]),
+        (pa.int8(), [1, 2, 100], [1000, 100, 1.5, decimal.Decimal("2")]),
+        (pa.float64(), [1.0, float(2**53), None], [2**53 + 1, 1, decimal.Decimal("1.0"), 10**400]),
+        (pa.float32(), [float(np.float32(1.1)), 2.0], [1.1, 2, np.float32(1.1)]),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("op", ["in", "not in"])
+def test_in_lists_of_mixed_numbers_compare_exactly(
+    t: pa.DataType, values: list[Any], items: list[Any], op: str
+) -> None:
+    expected = _expected(values, op, items)
+    assert _filter(values, t, [[("c", op, items)]]) == expected
+    assert _filter_widened(values, t, [[("c", op, items)]]) == expected
+    with_null = [v for v in values if v is not None] + [None]
+    got = _filter(with_null, t, [[("c", op, [*items, None])]])
+    nulls = [None] if op == "in" else []
+    assert got == [v for v in _expected(with_null, op, items) if v is not None] + nulls
+
+
+def _term(t: pa.DataType, op: str, value: Any) -> Term:
+    ((term,),) = parse_predicates([[("c", op, value)]], pa.schema([("c", t)]))
+    return term
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "want_op", "want"),
+    [
+        (">", 5, ">", 5),  # an integer the column holds stays as given
+        (">", 1.5, ">=", 2),
+        (">=", 1.5, ">=", 2),
+        ("<", 1.5, "<=", 1),
+        ("<=", -1.5, "<=", -2),
+        ("==", 5.0, "==", 5),
+        ("!=", 5.0, "!=", 5),
+        ("==", 5.5, "in", []),
+        ("!=", 5.5, "not in", []),
+        ("==", 2**64, "in", []),
+        ("<", 2**64, ">=", -(2**63)),
+        (">", -math.inf, ">=", -(2**63)),
+        (">", 2**63, "in", []),
+        ("<=", -(2**63) - 1, "in", []),
+    ],
+    ids=repr,
+)
+def test_non_integer_values_are_rewritten_to_integer_terms(
+    op: str, value: Any, want_op: str, want: Any
+) -> None:
+    term = _term(pa.int64(), op, value)
+    assert term.op == want_op
+    if isinstance(want, list):
+        assert term.value.to_pylist() == want
+    else:
+        assert term.value.type == pa.int64()
+        assert term.value.as_py() == want
+
+
+def test_rewritten_terms_keep_null_semantics_for_pruning() -> None:
+    assert _term(pa.int64(), "==", 5.5).excludes_nulls  # matches nothing: prunes everything
+    assert _term(pa.int64(), "<", 2**64).excludes_nulls  # every non-null row
+    assert not _term(pa.int64(), "!=", 5.5).excludes_nulls  # every row, null included
+    assert _filter([1, None], pa.int64(), [[("c", "!=", 5.5)]]) == [1, None]
+    assert _filter([1, None], pa.int64(), [[("c", "<", 2**64)]]) == [1]
+
+
+@pytest.mark.parametrize("value", [decimal.Decimal("NaN"), np.float32("nan")], ids=repr)
+def test_nan_numbers_are_null(value: Any) -> None:
+    assert _filter([1, None], pa.int64(), [[("c", "==", value)]]) == [None]
+    assert _filter([1.5, None], pa.float64(), [[("c", "in", [value, 1.5])]]) == [1.5, None]
+    _err([[("i", "<", value)]])
+
+
+_NUMERIC_TYPES = [pa.int8(), pa.uint8(), pa.int64(), pa.uint64(), pa.float32(), pa.float64()]
+
+
+def _column_values(t: pa.DataType) -> st.SearchStrategy[list[Any]]:
+    if pa.types.is_integer(t):
+        info = np.iinfo(t.to_pandas_dtype())
+        lo, hi = int(info.min), int(info.max)
+        edges = st.sampled_from([lo, lo + 1, -1, 0, 1, 2**24 + 1, 2**53 + 1, hi - 1, hi])
+        value = st.one_of(st.integers(lo, hi), edges.filter(lambda v: lo <= v <= hi))
+    else:
+        width = 32 if t == pa.float32() else 64
+        value = st.floats(allow_nan=False, width=width)
+    return st.lists(st.one_of(st.none(), value), max_size=12)
+
+
+_NUMBERS = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([-(2**63) - 1, 2**63 - 1, 2**63, 2**64 - 1, 2**53 + 1, -(10**400)]),
+    st.floats(allow_nan=False),
+    st.integers(-300, 300).map(lambda v: v / 2),
+    st.sampled_from([decimal.Decimal("2.5"), decimal.Decimal("-Infinity"), np.float32(1.1)]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(_NUMERIC_TYPES).flatmap(lambda t: st.tuples(st.just(t), _column_values(t))),
+    st.sampled_from(sorted(OPERATORS)),
+    st.lists(_NUMBERS, min_size=1, max_size=4),
+)
+def test_numeric_predicates_match_exact_comparison(
+    column: tuple[pa.DataType, list[Any]], op: str, numbers: list[Any]
+) -> None:
+    t, values = column
+    values = [None if v is None else pa.scalar(v, t).as_py() for v in values]
+    value = numbers if op in ("in", "not in") else numbers[0]
+    expected = _expected(values, op, value)
+    assert _filter(values, t, [[("c", op, value)]]) == expected
+    assert _filter_widened(values, t, [[("c", op, value)]]) == expected

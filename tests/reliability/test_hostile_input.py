@@ -333,23 +333,20 @@ def test_random_frames_and_predicates_match_pandas() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open defect: a float predicate on int64 values above 2**24 raises pyarrow's "
-        "ArrowInvalid, not PredicateError"
-    ),
-)
 def test_float_predicate_on_an_integer_column_above_2_24() -> None:
     """A float (or beyond-int64) predicate value on an integer column holding a value beyond
-    +-2**24 (16,777,216) raises ``pyarrow.lib.ArrowInvalid: Integer value 20000000 not in
+    +-2**24 (16,777,216) raised ``pyarrow.lib.ArrowInvalid: Integer value 20000000 not in
     range: -16777216 to 16777216`` out of ``read_table``: not a DatasetKitError, and no
-    result for a query as plain as ``("amount", ">", 1.5)``.
+    result for a query as plain as ``("amount", ">", 1.5)``. (Found by the property test
+    with ``("u64", "==", -1)`` on a uint64 column holding 2**64-1.)
 
-    ``dataset_kit/core/predicates.py::_coerce`` (lines 93-96) turns such values into a
-    float64 scalar; comparing an integer column with it makes Arrow cast the column with a
-    checked cast that fails for integers it cannot represent exactly. (Found by the
-    property test with ``("u64", "==", -1)`` on a uint64 column holding 2**64-1.)
+    ``dataset_kit/core/predicates.py::_coerce`` turned such values into a float64 scalar;
+    comparing an integer column with it made Arrow cast the column with a checked cast
+    that failed for integers it cannot represent exactly. Now numbers are compared with
+    integer and float columns by their exact value: each term is rewritten, when parsed,
+    into an equivalent one in the column's own type (``> 1.5`` is ``>= 2``, ``== 5.0`` is
+    ``== 5``) or into a constant (``== 5.5`` matches no row, ``< 2**64`` on int64 every
+    non-null row), so no cast of the column happens (tests/core/test_core_predicates.py).
     """
     cases = [
         ("int64", [20_000_000, 5], ("i", ">", 1.5), [20_000_000, 5]),
@@ -912,19 +909,20 @@ def test_partition_values_round_trip_distinct_and_inside_the_root() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="open defect: column names starting with '.' fail with ArrowInvalid"
-)
 def test_column_named_with_a_leading_dot_round_trips() -> None:
-    """A partition, index or sort column whose name starts with "." is accepted by
-    ``write_dataset`` (partition/index) but every later read raises
+    """A partition, index or sort column whose name starts with "." was accepted by
+    ``write_dataset`` (partition/index) but every later read raised
     ``pyarrow.lib.ArrowInvalid: Invalid sort key column: No match for FieldRef.Name(x) in
-    .x`` (``sort_partitions_by``: the write itself raises it): pyarrow's ``sort_by`` parses
-    a name with a leading "." as a nested field path. Call sites:
-    ``dataset_kit/io/read.py:196`` (``plan_read``), ``dataset_kit/io/index.py:128`` (index
-    build), ``dataset_kit/io/write.py:264`` (``sort_partitions_by``). A valid dataset
-    that can never be read again (or an untyped error); found by
+    .x`` (``sort_partitions_by``: the write itself raised it): pyarrow's ``sort_by`` and
+    ``group_by`` parse a string name with a leading "." as a nested field path. A valid
+    dataset that could never be read again; found by
     test_partition_values_round_trip_distinct_and_inside_the_root (column "..").
+
+    Now ``plan_read``, the index build and ``sort_partitions_by`` name columns by
+    ``pc.field(name)`` expressions or positions, never by plain strings; an index on a
+    column "." or ".." gets a key whose column component starts with ``%2E`` (a "." or
+    ".." path component is an invalid key), and a partition column named ``__pos`` no
+    longer collides with the read planner's position column.
     """
     broken = []
     for column in (".x", "..", ".hidden.name"):
@@ -964,23 +962,21 @@ def test_empty_target_uuid_is_not_the_source_uuid(tmp_path: Path) -> None:
     assert files(tmp_path / "live") == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open defect: corrupt pandas metadata in a schema raises "
-        "UnicodeDecodeError/JSONDecodeError, not MetadataFormatError"
-    ),
-)
 def test_schema_with_corrupt_pandas_metadata_gives_a_typed_error(tmp_path: Path) -> None:
     """The Arrow schema embedded in a pointer/snapshot (``dataset_kit.schema``, base64)
-    carries pandas metadata (``b"pandas"``, JSON). If that is corrupt, the document still
-    parses, and later ``dataset_kit/core/schema.py:92`` (``pandas_metadata``:
-    ``json.loads(raw)``) raises ``UnicodeDecodeError``/``JSONDecodeError`` out of
+    carries pandas metadata (``b"pandas"``, JSON). When that was corrupt, the document
+    still parsed, and later ``dataset_kit/core/schema.py::pandas_metadata``
+    (``json.loads(raw)``) raised ``UnicodeDecodeError``/``JSONDecodeError`` out of
     ``read_table`` (via ``io/read.py::to_output``), ``update_dataset`` (via
     ``core/schema.py::merge_schemas``) and ``pipelines.backup`` (via
     ``io/commit.py::_write_common_metadata``) instead of a ``MetadataFormatError``.
     Found by test_fuzzed_metadata_gives_typed_errors_and_no_writes (400 examples: a "/"
     spliced into the base64 schema of the newest snapshot, then ``backup``).
+
+    Now ``schema_from_b64`` checks the pandas metadata once, when the snapshot is parsed
+    (a JSON object whose ``columns``/``index_columns``/``column_indexes`` are lists), so
+    every operation gets the same ``MetadataFormatError`` naming the dataset; and
+    ``pandas_metadata`` raises it too for schemas from elsewhere (``_common_metadata``).
     """
     import json
 
