@@ -186,10 +186,7 @@ class Job(Generic[T]):
                 logger.info("job %s: %d tasks on %s", self.name, self.tasks, target)
                 future = target.compute(self._delayed)
                 if progress:
-                    from distributed import progress as show_progress
-
-                    with contextlib.redirect_stdout(sys.stderr):  # text bars go to stderr
-                        show_progress(future)
+                    _show_progress(future)
                 result: T = future.result()
                 return result
             logger.info("job %s: %d tasks on the local %s scheduler", self.name, self.tasks, target)
@@ -207,3 +204,18 @@ class Job(Generic[T]):
             with bar:
                 out: T = self._delayed.compute(scheduler=get)
             return out
+
+
+def _show_progress(future: Any) -> None:
+    """distributed's progress bar: a widget in Jupyter when ipywidgets is installed, else
+    a text bar on stderr (distributed would fail on the import of ipywidgets in Jupyter)."""
+    from distributed import progress as show_progress
+
+    try:
+        import ipywidgets  # noqa: F401
+
+        notebook: bool | None = None  # distributed decides: a widget in a kernel
+    except ImportError:
+        notebook = False
+    with contextlib.redirect_stdout(sys.stderr):  # text bars go to stderr
+        show_progress(future, notebook=notebook)
