@@ -33,7 +33,8 @@ Several classes also derive from the builtin a caller would naturally catch
     │   └── CommitStateUnknownError        the commit may or may not have happened
     ├── SourceError                        reading an external source (database, files) failed
     │   ├── SourceConnectionError          cannot connect or authenticate (or the link dropped)
-    │   └── SourceQueryError               the source rejected the query (unknown table, syntax)
+    │   ├── SourceQueryError               the source rejected the query (unknown table, syntax)
+    │   └── SourceFormatError              malformed input data (names the file and line)
     └── ConfigError (ValueError)           invalid configuration or store URL
 
 Warnings derive from :class:`DatasetKitWarning`.
@@ -66,6 +67,7 @@ __all__ = [
     "SchemaMismatchError",
     "SourceConnectionError",
     "SourceError",
+    "SourceFormatError",
     "SourceQueryError",
     "StoreError",
     "StoreUnavailableError",
@@ -222,6 +224,26 @@ class SourceConnectionError(SourceError):
 
 class SourceQueryError(SourceError):
     """The source rejected the query: unknown table or column, bad SQL, no permission."""
+
+
+class SourceFormatError(SourceError):
+    """Input data is malformed (a bad JSON or CSV line); the message names file and line.
+
+    Attributes
+    ----------
+    path
+        The input file, if known.
+    line
+        The 1-based line number in that file, if known.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+    def __reduce__(self) -> tuple[object, ...]:  # keep path and line across pickling (dask)
+        return (type(self), (str(self.args[0]) if self.args else "",), self.__dict__)
 
 
 class ConfigError(DatasetKitError, ValueError):

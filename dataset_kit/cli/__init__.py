@@ -4,10 +4,11 @@ The only place that configures logging and chooses a scheduler. Settings come fr
 command line, else the environment (``DATASET_KIT_STORE``, ``DATASET_KIT_SCHEDULER``),
 else a TOML config file (``--config`` or ``DATASET_KIT_CONFIG``: ``store``, ``scheduler``
 and a ``[store_options]`` table). Commands: ``ls``,
-``info``, ``stats``, ``history``, ``query``, ``download``, ``repartition``, ``gc``,
+``info``, ``stats``, ``history``, ``query``, ``download``, ``ingest``, ``repartition``, ``gc``,
 ``expire-versions``, ``backup``, ``restore``, ``verify``, ``delete``, ``demo``.
 
-Pipelines (``download``, ``repartition``, ``gc``, ``backup``, ``restore``, ``verify``)
+Pipelines (``download``, ``ingest``, ``repartition``, ``gc``, ``backup``, ``restore``,
+``verify``)
 run on ``--scheduler`` (a dask scheduler address or scheduler file; default
 ``$DATASET_KIT_SCHEDULER``, else the local threaded scheduler) and show a progress bar
 on stderr when it is a terminal (``--progress``/``--no-progress`` to force).
@@ -190,6 +191,26 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--incremental", action="store_true", help="only rows above the mark")
     dl.add_argument("--job-id", default=None, help="resumable: rerun with the same id")
     dl.add_argument("--db-concurrency", type=int, default=None)
+    ig = sub.add_parser("ingest", help="JSON-lines or CSV files (plain or gzip) -> a dataset")
+    ig.add_argument("dataset")
+    ig.add_argument("files", nargs="+", help="paths or quoted glob patterns ('logs/*.jsonl.gz')")
+    ig.add_argument("--format", choices=["auto", "jsonl", "csv"], default="auto")
+    ig.add_argument(
+        "--schema",
+        default=None,
+        help="column types 'col:type,...' (e.g. 'ts:timestamp[s],n:int64'; default: inferred)",
+    )
+    ig.add_argument("--blocksize", default="64MiB", help="text per node, e.g. 64MiB (64MiB)")
+    ig.add_argument("--delimiter", default=",", help="CSV delimiter (,)")
+    ig.add_argument("--no-header", action="store_true", help="CSV without a header (--schema)")
+    ig.add_argument("--newlines-in-values", action="store_true", help="CSV: quoted line breaks")
+    ig.add_argument("--bad-lines", choices=["error", "quarantine"], default="error")
+    ig.add_argument("--partition-on", default=None, help="comma-separated columns")
+    ig.add_argument("--mode", choices=["error", "overwrite", "append"], default="error")
+    ig.add_argument("--job-id", default=None, help="resumable: rerun with the same id")
+    ig.add_argument("--max-rows-per-file", type=int, default=1_000_000)
+    ig.add_argument("--compression", default="zstd")
+    ig.add_argument("--storage-concurrency", type=int, default=None)
     rp = sub.add_parser("repartition", help="rewrite a dataset with another partitioning")
     rp.add_argument("dataset")
     rp.add_argument("--target", required=True, help="target dataset uuid")
@@ -199,6 +220,12 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--num-buckets", type=int, default=None)
     rp.add_argument("--sort-by", default=None, help="comma-separated columns")
     rp.add_argument("--rows-per-file", type=int, default=None)
+    rp.add_argument(
+        "--bytes-per-file",
+        type=_size,
+        default=None,
+        help="target file size instead of rows, e.g. 134217728, 128MiB, 1GiB",
+    )
     rp.add_argument("--mode", choices=["error", "overwrite"], default="error")
     ve = sub.add_parser("verify", help="check every referenced blob exists and is readable")
     ve.add_argument("dataset")
@@ -232,6 +259,35 @@ def _confirm(question: str) -> bool:
     except (EOFError, KeyboardInterrupt):
         return False
     return answer.strip().lower() in ("y", "yes")
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 2**10,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 2**20,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 2**30,
+    "gb": 10**9,
+    "gib": 2**30,
+}
+
+
+def _size(text: str) -> int:
+    """``"128MiB"`` -> 134217728 (argparse type: a bad size is a usage error)."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 134217728, 128MiB, 1GiB)")
+    value = round(float(match.group(1)) * _SIZE_UNITS[unit])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"size must be at least 1 byte, got {text!r}")
+    return value
 
 
 def _cols(text: str | None) -> list[str] | None:
@@ -395,6 +451,54 @@ def _query(args: argparse.Namespace, store: Any) -> int:
     return 0
 
 
+def _ingest(args: argparse.Namespace, store: Any) -> int:
+    from dataset_kit.pipelines.ingest import STATE_KEY, ingest_files
+
+    schema: dict[str, str] | None = None
+    if args.schema is not None:
+        schema = {}
+        for item in args.schema.split(","):
+            name, sep, type_name = item.partition(":")
+            if not sep or not name.strip() or not type_name.strip():
+                raise exc.InvalidInputError(
+                    f"--schema: expected 'column:type', got {item.strip()!r}"
+                )
+            schema[name.strip()] = type_name.strip()
+    meta = _compute(
+        args,
+        ingest_files(
+            args.files,
+            store=store,
+            dataset_uuid=args.dataset,
+            format=args.format,
+            schema=schema,
+            blocksize=args.blocksize,
+            delimiter=args.delimiter,
+            header=not args.no_header,
+            newlines_in_values=args.newlines_in_values,
+            bad_lines=args.bad_lines,
+            partition_on=_cols(args.partition_on),
+            mode=args.mode,
+            job_id=args.job_id,
+            max_rows_per_file=args.max_rows_per_file,
+            compression=args.compression,
+            storage_concurrency=args.storage_concurrency,
+        ),
+    )
+    state = meta.metadata.get(STATE_KEY, {})
+    data = {
+        **_meta_summary(meta),
+        "files": state.get("files"),
+        "bad_lines": state.get("bad_lines"),
+        "quarantine": state.get("quarantine"),
+    }
+    text = _meta_text(meta)
+    if state.get("bad_lines"):
+        text += f"\n{state['bad_lines']} bad lines set aside under {state['quarantine']}"
+    _emit(args, data, text)
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     import dataset_kit as dk
 
@@ -517,12 +621,16 @@ def _run(args: argparse.Namespace) -> int:
             ),
         )
         _emit(args, _meta_summary(meta), _meta_text(meta))
+    elif args.command == "ingest":
+        return _ingest(args, store)
     elif args.command == "repartition":
         from dataset_kit.pipelines.repartition import repartition
 
         options: dict[str, Any] = {}
         if args.rows_per_file is not None:
             options["target_rows_per_file"] = args.rows_per_file
+        if args.bytes_per_file is not None:
+            options["target_bytes_per_file"] = args.bytes_per_file
         meta = _compute(
             args,
             repartition(

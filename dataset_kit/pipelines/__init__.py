@@ -14,6 +14,7 @@ from dataset_kit.pipelines.compute import map_partitions
 from dataset_kit.pipelines.ddf import read_dataset_as_ddf, update_from_ddf, write_ddf
 from dataset_kit.pipelines.download import download_table
 from dataset_kit.pipelines.gc import garbage_collect
+from dataset_kit.pipelines.ingest import ingest_files
 from dataset_kit.pipelines.repartition import repartition
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "backup",
     "download_table",
     "garbage_collect",
+    "ingest_files",
     "map_partitions",
     "read_dataset_as_ddf",
     "repartition",

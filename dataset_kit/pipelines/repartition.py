@@ -334,6 +334,24 @@ class _ShuffleJob(Job[DatasetMetadata]):
         return super().compute(scheduler=scheduler, progress=progress)
 
 
+def _rows_for_bytes(meta: DatasetMetadata, plan: Any, target_bytes: int) -> int:
+    """Rows per file that make files of about ``target_bytes``, from the source's stats.
+
+    Bytes per row: the recorded file bytes over the recorded rows of the planned blobs,
+    scaled by the share of the columns read (an estimate: column widths differ).
+    """
+    rows = nbytes = 0
+    for part in plan.parts:
+        r, b = meta.stats.get(part.label, (0, 0))
+        rows, nbytes = rows + r, nbytes + b
+    if not rows or not nbytes:
+        return DEFAULT_ROWS_PER_FILE  # no statistics recorded (e.g. a foreign dataset)
+    width = len(meta.schema.names) if meta.schema is not None else len(plan.columns)
+    share = min(1.0, len(plan.columns) / max(1, width))
+    per_row = max(nbytes * share / rows, 1e-3)
+    return max(1, round(target_bytes / per_row))
+
+
 def repartition(
     source: str,
     target: str,
@@ -344,7 +362,8 @@ def repartition(
     bucket_by: str | Sequence[str] | None = None,
     num_buckets: int | None = None,
     sort_by: str | Sequence[str] | None = None,
-    target_rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+    target_rows_per_file: int | None = None,
+    target_bytes_per_file: int | None = None,
     predicates: Any = None,
     columns: Sequence[str] | None = None,
     version: int | None = None,
@@ -382,7 +401,12 @@ def repartition(
         ranges (row-group statistics then prune well).
     target_rows_per_file
         Rows per file: files hold between half and twice this, except a partition
-        smaller than half of it (one file).
+        smaller than half of it (one file). Default 1,000,000 (unless
+        ``target_bytes_per_file`` is given).
+    target_bytes_per_file
+        Bytes per file instead: turned into rows per file with the source's recorded
+        Parquet bytes per row (of the columns read), so files land near this size when
+        the target is written with the source's compression.
     predicates, columns, version
         What to read of the source (as for :func:`dataset_kit.read_table`); the target
         gets ``columns`` (default: all).
@@ -435,10 +459,16 @@ def repartition(
         raise InvalidInputError(
             f"shuffle_method must be 'p2p', 'disk', 'tasks' or None, got {shuffle_method!r}"
         )
-    if not isinstance(target_rows_per_file, int) or target_rows_per_file < 1:
-        raise InvalidInputError(
-            f"target_rows_per_file must be a positive int, got {target_rows_per_file!r}"
-        )
+    if target_rows_per_file is not None and target_bytes_per_file is not None:
+        raise InvalidInputError("give target_rows_per_file or target_bytes_per_file, not both")
+    for name, value in (
+        ("target_rows_per_file", target_rows_per_file),
+        ("target_bytes_per_file", target_bytes_per_file),
+    ):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
     if npartitions is not None and (not isinstance(npartitions, int) or npartitions < 1):
         raise InvalidInputError(f"npartitions must be a positive int, got {npartitions!r}")
     keys = as_list(partition_on, "partition_on")
@@ -470,6 +500,12 @@ def repartition(
     for name in keys:
         check_partition_type(name, plan.schema.field(name).type)
 
+    if target_rows_per_file is None:
+        target_rows_per_file = (
+            DEFAULT_ROWS_PER_FILE
+            if target_bytes_per_file is None
+            else _rows_for_bytes(meta, plan, target_bytes_per_file)
+        )
     options = WriteOptions(compression=compression, row_group_size=row_group_size)
     tgt, base = resolve_target(
         dst,

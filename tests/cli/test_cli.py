@@ -281,3 +281,57 @@ def test_delete_asks_on_a_terminal(store: Path, answer: str, deleted: bool) -> N
     assert "delete dataset 'sales'" in err and "[y/N]" in err
     assert proc.returncode == (0 if deleted else 7)
     assert (dk.list_datasets(str(store)) == []) is deleted
+
+
+def test_ingest_command(tmp_path: Path) -> None:
+    import gzip
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for day in range(3):
+        lines = [json.dumps({"day": day, "n": i, "msg": f"m{i}"}) for i in range(100)]
+        data = ("\n".join(lines) + "\n").encode()
+        (logs / f"app-{day}.jsonl.gz").write_bytes(gzip.compress(data))
+    lake = str(tmp_path / "lake")
+    out = cli(
+        "--store",
+        lake,
+        "--json",
+        "ingest",
+        "logs",
+        str(logs / "*.jsonl.gz"),
+        "--partition-on",
+        "day",
+        "--blocksize",
+        "4KiB",
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["rows"] == 300 and summary["files"] == 3 and summary["bad_lines"] == 0
+    assert summary["partition_keys"] == ["day"]
+    back = dk.read_table(store=lake, dataset_uuid="logs")
+    assert sorted(back["n"]) == sorted(list(range(100)) * 3)
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,x\n1,0.5\n2,oops\n3,1.5\n")
+    out = cli("--store", lake, "ingest", "t", str(bad), "--schema", "id:int64,x:float64")
+    assert out.returncode == 9, out.stderr
+    assert f"SourceFormatError: {bad}, line 3: " in out.stderr
+    assert dk.list_datasets(lake) == ["logs"]
+    out = cli(
+        "--store",
+        lake,
+        "ingest",
+        "t",
+        str(bad),
+        "--schema",
+        "id:int64,x:float64",
+        "--bad-lines",
+        "quarantine",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "2 rows" in out.stdout and "1 bad lines set aside under t.quarantine/" in out.stdout
+    out = cli("--store", lake, "ingest", "u", str(bad), "--schema", "id")
+    assert out.returncode == 5 and "--schema: expected 'column:type'" in out.stderr
+    out = cli("--store", lake, "ingest", "u", str(tmp_path / "missing.jsonl"))
+    assert out.returncode == 9 and "does not exist" in out.stderr

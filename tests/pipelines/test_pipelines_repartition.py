@@ -128,6 +128,26 @@ def test_files_are_balanced(store: LocalStore, target_rows: int) -> None:
     check_same_rows(store, "t", src)
 
 
+@pytest.mark.parametrize("target_kib", [24, 96])
+def test_files_are_balanced_by_bytes(store: LocalStore, target_kib: int) -> None:
+    """``target_bytes_per_file``: every file but the last of a partition lands within 2x
+    of the size asked for (rows per file estimated from the source's bytes per row)."""
+    src = write_source(store, rows=60_000, appends=1)
+    target = target_kib * 1024
+    meta = repartition(
+        SRC, "b", store=store, partition_on=["shop"], target_bytes_per_file=target
+    ).compute()
+    check_same_rows(store, "b", src)
+    sizes: dict[str, list[int]] = {}
+    for label, key in meta.partitions.items():
+        sizes.setdefault(label.rsplit("/", 1)[0], []).append(store.stat(key).size)
+    assert sum(len(v) for v in sizes.values()) > len(sizes)  # several files per shop
+    for files in sizes.values():
+        files.sort()
+        for size in files[1:] if len(files) > 1 else []:  # the smallest may be the rest
+            assert target / 2 <= size <= target * 2, (target, files)
+
+
 def test_a_selective_filter_yields_few_well_filled_files(store: LocalStore) -> None:
     src = write_source(store, rows=20_000, appends=4)
     assert dk.open_dataset(store=store, dataset_uuid=SRC).num_partitions == 24
@@ -229,6 +249,11 @@ def test_in_place_and_empty_selections(store: LocalStore) -> None:
         ({"partition_on": "shop", "sort_by": "shop"}, "partition columns"),
         ({"partition_on": "shop", "columns": ["id"]}, "not read"),
         ({"partition_on": "shop", "target_rows_per_file": 0}, "target_rows_per_file"),
+        ({"partition_on": "shop", "target_bytes_per_file": -1}, "target_bytes_per_file"),
+        (
+            {"partition_on": "shop", "target_bytes_per_file": 9, "target_rows_per_file": 9},
+            "not both",
+        ),
         ({"partition_on": "shop", "shuffle_method": "magic"}, "shuffle_method"),
         ({"partition_on": "nope"}, "not read"),
     ],
