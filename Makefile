@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck docs unit bench clean azurite
+.PHONY: install demo test lint typecheck docs unit bench bench-stores clean azurite
 
 # Azurite (Azure Blob emulator) for tests/store/test_azure.py. Pinned: 3.36+ needs node >= 21;
 # keep in sync with AZURITE_VERSION in dataset_kit/testing/azurite.py.
@@ -52,6 +52,9 @@ test: lint typecheck docs unit
 
 bench: install
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+bench-stores: install azurite
+	$(PY) -m benchmarks.stores $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-data build .pytest_cache .mypy_cache .ruff_cache

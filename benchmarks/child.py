@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,59 @@ def _start_cluster(
     return client
 
 
+def _data_files(path: str) -> dict[str, Any]:
+    """Count, size spread and distinct ``store_id=`` directories of the Parquet files."""
+    sizes: list[int] = []
+    partitions: set[str] = set()
+    for directory, dirs, names in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
+        for name in names:
+            if name.endswith(".parquet") and not name.startswith(("_", ".")):
+                sizes.append(os.path.getsize(os.path.join(directory, name)))
+                parts = [p for p in directory.split(os.sep) if p.startswith("store_id=")]
+                partitions.update(parts)
+    sizes.sort()
+    if not sizes:
+        return {"files": 0, "partitions": 0}
+    return {
+        "files": len(sizes),
+        "partitions": len(partitions),
+        "file_mib_min": sizes[0] / MIB,
+        "file_mib_median": sizes[len(sizes) // 2] / MIB,
+        "file_mib_max": sizes[-1] / MIB,
+    }
+
+
+@contextlib.contextmanager
+def _worker_memory(client: Any, notes: dict[str, Any]) -> Iterator[None]:
+    """Sample the workers' summed RSS every 0.2 s while the block runs (the client's own
+    peak is measured as usual); the highest sum is the ``workers_peak_mib`` note."""
+    import threading
+
+    stop = threading.Event()
+    peak = [0]
+
+    def rss() -> int:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+    def sample() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                peak[0] = max(peak[0], sum(client.run(rss).values()))
+            stop.wait(0.2)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        notes["workers_peak_mib"] = peak[0] / MIB
+
+
 def _prepare_pipeline(
     contender: Any,
     spec: dict[str, Any],
@@ -194,6 +247,18 @@ def _prepare_pipeline(
         name = azurite.container_name(key, spec["contender"], variant, spec.get("tag", ""))
         return Location(container=name, connection_string=cs)
 
+    if key == "W6":
+        cluster = variant in ("cluster", "dask")
+        client = _start_cluster(contender, stack, notes, modules) if cluster else None
+        if client is not None:
+            stack.enter_context(_worker_memory(client, notes))
+
+        def w6_check(_: Any) -> dict[str, Any]:
+            notes.update(_data_files(path))
+            frame = contender.read_all(path)
+            return _frame_check(frame) | {"partitions": notes["partitions"]}
+
+        return (lambda: contender.repartition(base, path, variant=variant, client=client)), w6_check
     if key == "W8":
         client = _start_cluster(contender, stack, notes, modules) if variant == "cluster" else None
         os.makedirs(path, exist_ok=True)
@@ -295,7 +360,7 @@ def _prepare(
         garbage, replacement = load_input(f"{name}_garbage"), load_input(f"{name}_replacement")
         os.makedirs(path, exist_ok=True)
         return (lambda: contender.make_garbage(garbage, replacement, path, "part")), rows_check
-    if key in ("W8", "W9-local", "W9-azure") or key.startswith("W10-"):
+    if key in ("W6", "W8", "W9-local", "W9-azure") or key.startswith("W10-"):
         return _prepare_pipeline(contender, spec, params, stack, notes)
     if key == "W7":
         garbage, replacement = load_input("w7_garbage"), load_input("w7_replacement")

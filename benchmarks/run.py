@@ -135,7 +135,7 @@ def build_inputs(args: argparse.Namespace, data_dir: Path, workloads: list[str])
         data.write_ipc(table, path)
         params.inputs[name] = str(path)
 
-    if need & {"W1", "W2", "W3", "W4"}:
+    if need & {"W1", "W2", "W3", "W4", "W6"}:
         main = data.make_frame(args.rows, args.seed)
         save("main", main)
         mask = pc.and_(
@@ -152,6 +152,11 @@ def build_inputs(args: argparse.Namespace, data_dir: Path, workloads: list[str])
             "columns": columns,
             "dates": [params.w3_date] if w3.num_rows else [],
             "store_ids": sorted(set(w3["store_id"].to_pylist())),
+        }
+        params.expected["W6"] = {
+            "rows": args.rows,
+            "product_id_sum": total,
+            "partitions": len(pc.unique(main["store_id"])),
         }
         del main, w3
         save("append", data.make_frame(append_rows, args.seed + 1, dates=[data.APPEND_DATE]))

@@ -49,6 +49,18 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "W5-read", "read one of {w5_partitions:,} partitions by predicate", base="W5-write"
         ),
+        Workload(
+            "W6",
+            "repartition the W1 dataset ({rows:,} rows) from date to store_id (100 partitions)",
+            base="W1",
+            entries=(
+                "dataset_kit:cluster",
+                "pyarrow:dask",
+                "plateau:cluster",
+                "pyarrow:stream",
+                "deltalake:stream",
+            ),
+        ),
         Workload("W7", "garbage collection of {w7_blobs:,} unreferenced blobs"),
         Workload(
             "W8",
@@ -119,6 +131,9 @@ VARIANTS: dict[str, str] = {
     "loop": "fragment loop, 1 thread",
     "loop2": "fragment loop, ThreadPool(2)",
     "loop2-strdict": "fragment loop, ThreadPool(2), dictionary encoding for strings only",
+    "dask": "raw dask.dataframe: read_parquet -> shuffle(store_id) -> "
+    "to_parquet(partition_on), 2-worker LocalCluster",
+    "stream": "single process, streaming rewrite (scanner -> partitioned writer)",
     "full": "sequential get/put of every blob",
     "missing": "sequential get/put of the data blobs the target lacks, plus the metadata",
 }
@@ -137,6 +152,10 @@ class Target:
 
 _W8_GOAL = "dataset_kit within 1.3x of the loop"
 TARGETS: tuple[Target, ...] = (
+    Target("W6", "dataset_kit:cluster", "pyarrow:dask", 2.0, ">= 2x faster than raw dask"),
+    Target("W6", "dataset_kit:cluster", "plateau:cluster", 2.0, ">= 2x faster than plateau"),
+    Target("W6", "dataset_kit:cluster", "pyarrow:stream", None, "(on the way to beating it)"),
+    Target("W6", "dataset_kit:cluster", "deltalake:stream", None, "(on the way to beating it)"),
     Target("W8", "dataset_kit:cluster", "pyarrow:loop2", 1 / 1.3, _W8_GOAL),
     Target("W8", "dataset_kit:cluster", "pyarrow:loop", 1 / 1.3, _W8_GOAL),
     Target("W8", "dataset_kit:cluster", "pyarrow:loop2-strdict", 1 / 1.3, _W8_GOAL),

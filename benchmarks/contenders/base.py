@@ -110,6 +110,11 @@ class Contender(ABC):
         """
         raise Unsupported(f"{self.name} has no per-partition compute")
 
+    def repartition(self, source: str, target: str, *, variant: str, client: Any) -> None:
+        """W6: rewrite the W1 dataset at ``source`` partitioned on ``store_id`` at
+        ``target`` (``client``: a ``distributed.Client`` for cluster variants, else None)."""
+        raise Unsupported(f"{self.name} has no repartition")
+
     def gc_at(self, location: Location) -> None:
         """W9: delete the unreferenced data files at ``location`` (default: :meth:`gc`)."""
         self.gc(location.local_path())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pandas as pd
 import pyarrow.dataset as ds
@@ -63,6 +64,12 @@ class DeltaLakeContender(Contender):
         """Write, then overwrite: every file of the first version is tombstoned."""
         write_deltalake(path, as_arrow(garbage), partition_by=[part], mode="overwrite")
         write_deltalake(path, as_arrow(replacement), partition_by=[part], mode="overwrite")
+
+    def repartition(self, source: str, target: str, *, variant: str, client: Any) -> None:
+        """W6 ``stream``: the source table's batches (a pyarrow scanner over the current
+        files) streamed into ``write_deltalake(partition_by=["store_id"])``."""
+        reader = DeltaTable(source).to_pyarrow_dataset().scanner().to_reader()
+        write_deltalake(target, reader, partition_by=["store_id"], mode="overwrite")
 
     def count_rows(self, path: str) -> int:
         """Rows of the current version."""

@@ -131,6 +131,18 @@ class DatasetKitContender(Contender):
         )
         job.compute(scheduler=client if client is not None else "threads")
 
+    def repartition(self, source: str, target: str, *, variant: str, client: Any) -> None:
+        """``dk.pipelines.repartition(partition_on="store_id")`` on the cluster (P2P
+        shuffle) or the local threaded scheduler (disk shuffle)."""
+        job = self._pipelines().repartition(
+            UUID,
+            UUID,
+            store=self._store(source),
+            target_store=self._store(target),
+            partition_on=["store_id"],
+        )
+        job.compute(scheduler=client if client is not None else "threads")
+
     def gc_at(self, location: Location) -> None:
         """``dk.pipelines.garbage_collect(grace_period=0, keep_versions=1)`` on threads."""
         job = self._pipelines().garbage_collect(

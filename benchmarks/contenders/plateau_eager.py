@@ -119,7 +119,13 @@ class PlateauContender(Contender):
 
     def pipeline_modules(self) -> list[str]:
         """plateau's dask layer and minimalkv's Azure store."""
-        return ["dask", "plateau.io.dask.delayed", "minimalkv._hstores", "azure.storage.blob"]
+        return [
+            "dask",
+            "plateau.io.dask.delayed",
+            "plateau.io.dask.dataframe",
+            "minimalkv._hstores",
+            "azure.storage.blob",
+        ]
 
     def compute(
         self, source: str, target: str, *, variant: str, client: Any, func_format: str
@@ -134,6 +140,24 @@ class PlateauContender(Contender):
         out = [dask.delayed(compute.revenue_pandas)(part) for part in parts]
         job = store_delayed_as_dataset(
             out, store=_store_factory(target), dataset_uuid=UUID, partition_on=["part"]
+        )
+        if client is not None:
+            client.compute(job).result()
+        else:
+            job.compute(scheduler="threads")
+
+    def repartition(self, source: str, target: str, *, variant: str, client: Any) -> None:
+        """``read_dataset_as_ddf`` -> ``update_dataset_from_ddf(shuffle=True,
+        partition_on=["store_id"])``, on the cluster (or the threaded scheduler)."""
+        from plateau.io.dask.dataframe import read_dataset_as_ddf, update_dataset_from_ddf
+
+        ddf = read_dataset_as_ddf(dataset_uuid=UUID, store=_store_factory(source))
+        job = update_dataset_from_ddf(
+            ddf,
+            store=_store_factory(target),
+            dataset_uuid=UUID,
+            partition_on=["store_id"],
+            shuffle=True,
         )
         if client is not None:
             client.compute(job).result()

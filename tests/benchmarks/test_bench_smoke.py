@@ -127,3 +127,25 @@ def test_runner_pipelines_end_to_end(tmp_path: Path) -> None:
     assert "cluster_startup_s" not in w8["dataset_kit:threads"].get("notes", {})
     assert results["summary"]["W10-local-incr"]["dataset_kit"]["notes"]["copied"] == 1
     assert "### Issue targets" in markdown
+
+
+@pytest.mark.slow
+def test_runner_repartition_end_to_end(tmp_path: Path) -> None:
+    """W6: every entry verified (rows, product_id sum, 100 store_id partitions), with the
+    file-size and worker-memory notes."""
+    contenders = ["dataset_kit", "pyarrow", "deltalake", "plateau"]
+    results, markdown = run_bench(tmp_path, contenders, ["W6"])
+    rows = results["summary"]["W6"]
+    assert list(rows) == [
+        "dataset_kit:cluster",
+        "pyarrow:dask",
+        "plateau:cluster",
+        "pyarrow:stream",
+        "deltalake:stream",
+    ]
+    for entry, row in rows.items():
+        assert row["status"] == "ok" and row["verified"], (entry, row)
+        assert row["notes"]["files"] >= 100 and row["notes"]["file_mib_max"] > 0, row
+    assert rows["dataset_kit:cluster"]["notes"]["workers_peak_mib"] > 0
+    assert "workers_peak_mib" not in rows["pyarrow:stream"]["notes"]
+    assert "W6" in markdown and "### Issue targets" in markdown
