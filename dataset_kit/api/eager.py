@@ -21,7 +21,7 @@ from dataset_kit.api._ops import (
 )
 from dataset_kit.core import naming
 from dataset_kit.core.duration import Duration, parse_duration
-from dataset_kit.core.metadata import DatasetMetadata
+from dataset_kit.core.metadata import STUB_MAX_BYTES, DatasetMetadata
 from dataset_kit.exceptions import (
     DatasetExistsError,
     DatasetNotFoundError,
@@ -425,7 +425,9 @@ def delete_dataset(*, store: StoreInput, dataset_uuid: str) -> None:
 
     A tombstone version is committed first, so writers working on the old state fail
     instead of resurrecting it; then the pointer goes (the dataset no longer exists for
-    any reader, plateau included), then every other blob of the dataset.
+    any reader, plateau included), then every other blob of the dataset. Older snapshots
+    are replaced by small stubs rather than deleted, so their version numbers are never
+    committed again by a writer that planned on them.
 
     Raises
     ------
@@ -449,8 +451,18 @@ def delete_dataset(*, store: StoreInput, dataset_uuid: str) -> None:
     kv.delete(naming.pointer_msgpack_key(uuid))
     assert tomb.version is not None
     keep = naming.snapshot_key(uuid, tomb.version)
-    keys = [k for k in kv.iter_keys(naming.dataset_prefix(uuid)) if k != keep]
-    report = kv.delete_many(keys)
+    infos = [i for i in kv.iter_infos(naming.dataset_prefix(uuid)) if i.key != keep]
+    keys = [i.key for i in infos]
+    already = {i.key for i in infos if i.size <= STUB_MAX_BYTES}  # stubs stay as they are
+    # old snapshots become stubs, never free slots: a writer that planned on one of them
+    # and commits late must meet a taken version (and learn that the dataset is gone),
+    # not create a snapshot nobody will ever read and be told it committed
+    snapshots = {k: naming.parse_snapshot_key(uuid, k) for k in keys}
+    versions = [
+        v for k, v in snapshots.items() if v is not None and v < tomb.version and k not in already
+    ]
+    _commit.expire(kv, uuid, versions)
+    report = kv.delete_many(k for k in keys if snapshots[k] is None)
     if report.failed:
         logger.warning(
             "dataset %s: %d blobs could not be deleted (garbage now)", uuid, len(report.failed)

@@ -179,8 +179,18 @@ def expire(store: Store, uuid: str, versions: list[int]) -> None:
 
     See :func:`dataset_kit.core.metadata.expired_stub` for why the slot must stay taken.
     """
-    for v in versions:
+
+    def stub(v: int) -> None:
         store.put(naming.snapshot_key(uuid, v), expired_stub(uuid, v))
+
+    if len(versions) <= 4:
+        for v in versions:
+            stub(v)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(8, len(versions))) as pool:
+        list(pool.map(stub, versions))  # re-raises the first failure
 
 
 def _foreign_schema(store: Store, meta: DatasetMetadata) -> DatasetMetadata:

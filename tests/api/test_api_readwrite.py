@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import dataset_kit as dk
 from dataset_kit import exceptions as exc
 from dataset_kit.core import naming
+from dataset_kit.core.metadata import STUB_MAX_BYTES
 from dataset_kit.store import DelegatingStore, MemoryStore, Store
 from dataset_kit.testing.predicates import pandas_filter
 
@@ -667,7 +668,11 @@ def test_delete_dataset_and_fresh_history(store: Store) -> None:
     other = {k: store.get(k) for k in store.iter_keys("other")}
     dk.delete_dataset(store=store, dataset_uuid=UUID)
     tomb = naming.snapshot_key(UUID, 2)
-    assert list(store.iter_keys(UUID)) == [tomb]
+    left = {i.key: i.size for i in store.iter_infos(UUID)}
+    # the tombstone, and stubs holding the slots of the deleted versions
+    assert sorted(left) == [naming.snapshot_key(UUID, v) for v in (0, 1, 2)]
+    assert max(left[naming.snapshot_key(UUID, v)] for v in (0, 1)) <= STUB_MAX_BYTES
+    assert left[tomb] > STUB_MAX_BYTES
     assert {k: store.get(k) for k in store.iter_keys("other")} == other
     with pytest.raises(exc.DatasetNotFoundError):
         _read(store)

@@ -129,3 +129,32 @@ def test_expired_version_number_is_never_committed_again(tmp_path: Path) -> None
     assert "slow" in tags, f"append told it committed version {meta.version} is lost: {tags}"
     assert meta.version == 5
     print("commit race (version number freed by expire_versions): append kept")
+
+
+def test_a_write_planned_before_a_delete_is_not_told_it_committed(tmp_path: Path) -> None:
+    """``delete_dataset`` used to delete the old snapshot files, freeing their version
+    numbers: a writer stalled on the old state created its snapshot in a freed slot of the
+    deleted dataset and was told it committed. The slots are stubs now: the late writer
+    meets a taken version, reloads, finds the dataset deleted and fails with a typed
+    error; nothing reappears."""
+    from dataset_kit.exceptions import DatasetNotFoundError
+
+    store = LocalStore(tmp_path)
+    dk.update_dataset(pd.DataFrame({"tag": ["base"]}), store=store, dataset_uuid=UUID)
+
+    def others_commit_and_delete() -> None:
+        for i in range(3):
+            dk.update_dataset(pd.DataFrame({"tag": [f"other{i}"]}), store=store, dataset_uuid=UUID)
+        dk.delete_dataset(store=store, dataset_uuid=UUID)
+
+    stalled = _StalledCommitter(store, 1, others_commit_and_delete)
+    with pytest.raises(DatasetNotFoundError, match="deleted"):
+        dk.update_dataset(pd.DataFrame({"tag": ["slow"]}), store=stalled, dataset_uuid=UUID)
+    assert stalled.meanwhile is None, "the interleaving was not replayed"
+    with pytest.raises(DatasetNotFoundError):
+        dk.read_table(store=store, dataset_uuid=UUID)
+    # a new dataset under the uuid starts a fresh history after the tombstone
+    meta = dk.write_dataset(pd.DataFrame({"tag": ["new"]}), store=store, dataset_uuid=UUID)
+    assert meta.version == 5 and meta.history_start == 5
+    assert dk.read_table(store=store, dataset_uuid=UUID)["tag"].tolist() == ["new"]
+    print("commit race (version number freed by delete_dataset): late write refused")
