@@ -23,12 +23,12 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Generic, TypeVar, overload
 
 from dataset_kit.exceptions import ConfigError
 
-__all__ = ["SCHEDULER_ENV", "Job", "job_token", "task_key"]
+__all__ = ["SCHEDULER_ENV", "Bundle", "Job", "job_token", "task_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -219,3 +219,41 @@ def _show_progress(future: Any) -> None:
         notebook = False
     with contextlib.redirect_stdout(sys.stderr):  # text bars go to stderr
         show_progress(future, notebook=notebook)
+
+
+class Bundle(Sequence[T]):
+    """A read-only list that dask passes to a task as it is, without looking inside.
+
+    ``dask.delayed`` calls walk every list, tuple, dict and dataclass in their arguments
+    to find dask collections in them: for a node's batch of 1,000 small dataclasses
+    (blobs to copy or check) that took about a third of a local backup's time.
+
+    Examples
+    --------
+    >>> b = Bundle([1, 2, 3])
+    >>> len(b), b[0], list(b)
+    (3, 1, [1, 2, 3])
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[T]) -> None:
+        self._items = list(items)
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[T]: ...
+
+    def __getitem__(self, index: int | slice) -> T | Sequence[T]:
+        return self._items[index]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Bundle, (self._items,))
+
+    def __repr__(self) -> str:
+        return f"Bundle({len(self._items)} items)"

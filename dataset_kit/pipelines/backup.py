@@ -25,7 +25,7 @@ from dataset_kit.core.metadata import DatasetMetadata
 from dataset_kit.exceptions import CopyIncompleteError, DataBlobMissingError, InvalidInputError
 from dataset_kit.io import backup as _backup
 from dataset_kit.io import commit as _commit
-from dataset_kit.pipelines._job import Job, job_token, task_key
+from dataset_kit.pipelines._job import Bundle, Job, job_token, task_key
 from dataset_kit.pipelines._stores import with_throttle
 from dataset_kit.store import Store, open_store
 from dataset_kit.throttle import Throttle, as_throttle
@@ -75,8 +75,9 @@ class CopyReport:
     incomplete_versions: list[int] = field(default_factory=list)
 
 
-def _batches(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _batches(items: list[Any], size: int) -> list[Bundle[Any]]:
+    # Bundles: dask would walk every BlobCopy/BlobCheck of every batch when building
+    return [Bundle(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 def _check_batch(batch_size: int, limit: int) -> None:

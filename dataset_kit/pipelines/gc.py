@@ -15,6 +15,7 @@ planning is seen by the delete nodes; retained versions' blobs are never candida
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from dataset_kit.core import naming
@@ -22,7 +23,7 @@ from dataset_kit.core.duration import Duration, parse_duration
 from dataset_kit.exceptions import DatasetNotFoundError, InvalidInputError, VersionNotFoundError
 from dataset_kit.io import commit as _commit
 from dataset_kit.io import gc as _gc
-from dataset_kit.pipelines._job import Job, job_token, task_key
+from dataset_kit.pipelines._job import Bundle, Job, job_token, task_key
 from dataset_kit.pipelines._stores import with_throttle
 from dataset_kit.store import Store, open_store
 from dataset_kit.throttle import Throttle, as_throttle
@@ -61,7 +62,9 @@ def _referenced_since(store: Store, uuid: str, planned: int | None) -> set[str] 
     return refs
 
 
-def _delete_batch(store: Store, uuid: str, keys: list[str], planned: int | None) -> _BatchResult:
+def _delete_batch(
+    store: Store, uuid: str, keys: Sequence[str], planned: int | None
+) -> _BatchResult:
     result = _BatchResult()
     referenced = _referenced_since(store, uuid, planned)
     if referenced:
@@ -173,7 +176,7 @@ def garbage_collect(
     batches = (
         []
         if dry_run
-        else [plan.keys[i : i + batch_size] for i in range(0, len(plan.keys), batch_size)]
+        else [Bundle(plan.keys[i : i + batch_size]) for i in range(0, len(plan.keys), batch_size)]
     )
     deleter = with_throttle(kv, throttle)
     nodes = [
