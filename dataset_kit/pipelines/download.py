@@ -52,6 +52,7 @@ from dataset_kit.exceptions import (
     KeyNotFoundError,
     MetadataFormatError,
     SourceQueryError,
+    StoreUnavailableError,
 )
 from dataset_kit.io import commit as _commit
 from dataset_kit.io import sources as _src
@@ -593,12 +594,40 @@ def _load_or_plan(
                 )
             return stored, True
     plan: _Plan = make()
-    if staging is not None:
-        try:
-            store.put(staging + "plan.json", plan.to_json(), if_absent=True)
-        except KeyExistsError:  # another client planned the same job meanwhile: use its plan
-            return _load_or_plan(store, staging, fingerprint, make)
+    if staging is not None and not store_once(store, staging + "plan.json", plan.to_json()):
+        # another client planned the same job meanwhile: use its plan
+        return _load_or_plan(store, staging, fingerprint, make)
     return plan, False
+
+
+def store_once(store: Store, key: str, data: bytes, *, attempts: int = 10) -> bool:
+    """Create ``key`` with ``data`` unless it exists; True if it now holds ``data``.
+
+    A create-only write whose outcome is unknown (a time-out, a dropped connection) is
+    settled by reading the key back: our bytes mean it happened, no key means it did not
+    (try again), other bytes mean another writer won (False).
+
+    Raises
+    ------
+    StoreError
+        If the outcome stays unknown after ``attempts`` tries.
+    """
+    for attempt in range(attempts):
+        try:
+            store.put(key, data, if_absent=True)
+            return True
+        except KeyExistsError:
+            return store.get(key) == data
+        except (StoreUnavailableError, TimeoutError, OSError):
+            if attempt == attempts - 1:
+                raise
+            try:
+                return store.get(key) == data
+            except KeyNotFoundError:
+                continue  # it did not happen: try again
+            except (StoreUnavailableError, TimeoutError, OSError):
+                continue  # cannot tell yet: the next put settles it
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def download_table(

@@ -41,7 +41,6 @@ from dataset_kit.core.metadata import DatasetMetadata
 from dataset_kit.core.schema import merge_schemas, schema_from_b64, schema_to_b64
 from dataset_kit.exceptions import (
     InvalidInputError,
-    KeyExistsError,
     KeyNotFoundError,
     MetadataFormatError,
 )
@@ -65,6 +64,7 @@ from dataset_kit.pipelines.download import (
     _result_from_json,
     _result_to_json,
     staging_prefix,
+    store_once,
 )
 from dataset_kit.store import Store, open_store
 from dataset_kit.throttle import Throttle, as_throttle
@@ -215,11 +215,9 @@ def _load_or_plan(store: Store, staging: str | None, fingerprint: str, make: Any
             logger.info("ingest job %s: resuming its stored plan", stored.run)
             return stored
     plan: _Plan = make()
-    if staging is not None:
-        try:
-            store.put(staging + "plan.json", plan.to_json(), if_absent=True)
-        except KeyExistsError:  # another client planned the same job meanwhile: use its plan
-            return _load_or_plan(store, staging, fingerprint, make)
+    if staging is not None and not store_once(store, staging + "plan.json", plan.to_json()):
+        # another client planned the same job meanwhile: use its plan
+        return _load_or_plan(store, staging, fingerprint, make)
     return plan
 
 

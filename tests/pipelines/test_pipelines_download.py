@@ -787,3 +787,38 @@ def test_postgres_helper_says_what_is_missing(
     monkeypatch.setenv(PG_BIN_ENV, str(tmp_path))
     with pytest.raises(PostgresUnavailableError, match="initdb, pg_ctl"), postgres_server():
         pass
+
+
+def test_store_once_settles_unknown_outcomes_of_the_plan_write() -> None:
+    """The resumable plan is written create-only; a time-out after (or before) the write
+    reached the store is settled by reading it back (found by the injected-faults suite:
+    one such time-out failed a whole download)."""
+    from dataset_kit.exceptions import StoreUnavailableError
+    from dataset_kit.pipelines.download import store_once
+    from dataset_kit.store import BlobInfo, DelegatingStore, MemoryStore
+
+    class Flaky(DelegatingStore):
+        def __init__(self, inner: MemoryStore, *, after: bool, times: int) -> None:
+            super().__init__(inner)
+            self.after, self.times = after, times
+
+        def _put(
+            self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
+        ) -> BlobInfo:
+            if self.times:
+                self.times -= 1
+                if self.after:
+                    super()._put(key, data, if_absent=if_absent, if_match=if_match)
+                raise StoreUnavailableError("503 ServerBusy (injected)")
+            return super()._put(key, data, if_absent=if_absent, if_match=if_match)
+
+    for after in (True, False):
+        store = Flaky(MemoryStore(), after=after, times=2)
+        assert store_once(store, "s/plan.json", b"ours") is True
+        assert store.get("s/plan.json") == b"ours"
+    other = MemoryStore()
+    other.put("s/plan.json", b"theirs")
+    assert store_once(other, "s/plan.json", b"ours") is False
+    hopeless = Flaky(MemoryStore(), after=False, times=100)
+    with pytest.raises(StoreUnavailableError):
+        store_once(hopeless, "s/plan.json", b"ours", attempts=3)

@@ -7,8 +7,8 @@ every call down (``slow_seconds``). The retrying layer absorbs transient failure
 idempotent calls; unknown outcomes of conditional writes (commit snapshots, the pointer's
 compare-and-swap, backup snapshots) are resolved by the commit protocol.
 
-One scenario runs phase by phase (write, update, read, compute, gc, backup) on the faulty
-stack and, once, on the plain store; the frames every read returned and the content of
+One scenario runs phase by phase (write, update, read, compute, repartition, download, gc,
+backup) on the faulty stack and, once, on the plain store; the frames every read returned and the content of
 every committed version of every dataset (source, compute target, backup) must be
 identical, and after GC no garbage may be left. The local store drops its LOCAL_PATH
 capability in the stack, so data reads go through the faults too.
@@ -16,6 +16,8 @@ capability in the stack, so data reads go through the faults too.
 
 from __future__ import annotations
 
+import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,7 +48,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 UUID = "sales"
 TARGET = "forecast"
-PHASES = ("write", "update", "read", "compute", "gc", "backup")
+PHASES = ("write", "update", "read", "compute", "repartition", "download", "gc", "backup")
+BY_STORE = "by_store"
+ORDERS = "orders"
 #: Scenario size: days in the initial write and appends afterwards.
 DAYS = scaled("faults_days", 4, 10)
 APPENDS = scaled("faults_appends", 4, 12)
@@ -106,6 +110,30 @@ def leftovers(store: Store, uuid: str) -> list[str]:
     )
 
 
+_DB: list[str] = []
+
+
+def orders_db() -> str:
+    """A SQLite table for the download phase (made once per session, in a temp dir)."""
+    if not _DB:
+        path = Path(tempfile.mkdtemp(prefix="dk-faults-")) / "orders.db"
+        with sqlite3.connect(path) as con:
+            con.execute(
+                "CREATE TABLE orders (id INTEGER PRIMARY KEY, day TEXT, store_id INTEGER, "
+                "qty REAL, note TEXT)"
+            )
+            con.executemany(
+                "INSERT INTO orders VALUES (?, ?, ?, ?, ?)",
+                [
+                    (i, f"2024-02-{1 + i % 5:02d}", i % 7, i * 0.5, None if i % 4 else f"n{i}")
+                    for i in range(600)
+                ],
+            )
+        con.close()
+        _DB.append(str(path))
+    return _DB[0]
+
+
 def scenario(store: Store, vault: Store, on_phase: Callable[[str], None]) -> Outcome:
     """write -> update -> read -> compute -> gc -> backup; ``on_phase(name)`` before each."""
     seen = Outcome()
@@ -163,6 +191,32 @@ def scenario(store: Store, vault: Store, on_phase: Callable[[str], None]) -> Out
     ).compute(scheduler="threads")
     seen.facts.append(("compute", meta.version, len(meta.partitions)))
     seen.reads.append(canonical(dk.read_table(store=store, dataset_uuid=TARGET)))
+    on_phase("repartition")
+    meta = dk.pipelines.repartition(
+        UUID,
+        BY_STORE,
+        store=store,
+        partition_on="store_id",
+        sort_by="sales",
+        target_rows_per_file=7,
+        storage_concurrency=4,
+    ).compute(scheduler="threads")
+    seen.facts.append(("repartition", meta.version, len(meta.partitions)))
+    seen.reads.append(canonical(dk.read_table(store=store, dataset_uuid=BY_STORE)))
+    on_phase("download")
+    meta = dk.pipelines.download_table(
+        f"sqlite:///{orders_db()}",
+        table="orders",
+        store=store,
+        dataset_uuid=ORDERS,
+        chunk_by="id",
+        n_chunks=4,
+        partition_on="day",
+        job_id="faults",
+        max_rows_per_file=50,
+    ).compute(scheduler="threads")
+    seen.facts.append(("download", meta.version, len(meta.partitions)))
+    seen.reads.append(canonical(dk.read_table(store=store, dataset_uuid=ORDERS)))
     on_phase("gc")
     expired = dk.expire_versions(store=store, dataset_uuid=UUID, keep_versions=3)
     report = dk.pipelines.garbage_collect(
@@ -187,6 +241,8 @@ def scenario(store: Store, vault: Store, on_phase: Callable[[str], None]) -> Out
     on_phase("done")
     seen.versions[f"store:{UUID}"] = all_versions(store, UUID)
     seen.versions[f"store:{TARGET}"] = all_versions(store, TARGET)
+    seen.versions[f"store:{BY_STORE}"] = all_versions(store, BY_STORE)
+    seen.versions[f"store:{ORDERS}"] = all_versions(store, ORDERS)
     seen.versions[f"vault:{UUID}"] = all_versions(vault, UUID)
     return seen
 
