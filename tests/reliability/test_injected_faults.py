@@ -8,9 +8,10 @@ idempotent calls; unknown outcomes of conditional writes (commit snapshots, the 
 compare-and-swap, backup snapshots) are resolved by the commit protocol.
 
 One scenario runs phase by phase (write, update, read, compute, repartition, download, gc,
-backup) on the faulty stack and, once, on the plain store; the frames every read returned and the content of
-every committed version of every dataset (source, compute target, backup) must be
-identical, and after GC no garbage may be left. The local store drops its LOCAL_PATH
+backup) on the faulty stack and, once, on the plain store; the frames every read returned
+and the content of every committed version of every dataset (source, compute,
+repartition and download targets, backup) must be identical, and after GC no garbage may
+be left. The local store drops its LOCAL_PATH
 capability in the stack, so data reads go through the faults too.
 """
 
