@@ -600,6 +600,31 @@ def _load_or_plan(
     return plan, False
 
 
+def committed_job(
+    store: Store, uuid: str, job_id: str | None, *, state_key: str, pipeline: str, name: str
+) -> Job[DatasetMetadata] | None:
+    """A job that just returns the dataset, if a run with ``job_id`` already committed it.
+
+    Resumable pipelines record their job id in the dataset's user metadata under
+    ``state_key``; a rerun after the commit (a retried workflow step) must not download or
+    ingest again.
+    """
+    if job_id is None:
+        return None
+    current = resolve_or_none(store, uuid)
+    last = current.meta.metadata.get(state_key) if current is not None else None
+    if current is None or not isinstance(last, Mapping) or last.get("job_id") != job_id:
+        return None
+    import dask
+
+    logger.info("%s job %s into %s already committed", pipeline, job_id, uuid)
+    done = dask.delayed(_done, pure=True)(
+        current.meta,
+        dask_key_name=task_key(pipeline, "done", uuid, job_id, current.meta.version),
+    )
+    return Job(done, name=f"{pipeline} {name} -> {uuid} (done)", tasks=0)
+
+
 def store_once(store: Store, key: str, data: bytes, *, attempts: int = 10) -> bool:
     """Create ``key`` with ``data`` unless it exists; True if it now holds ``data``.
 
@@ -811,16 +836,11 @@ def download_table(
     import dask
 
     # ------------------------------------------------------------------ target
-    base = resolve_or_none(dst, uuid) if job_id is not None else None
-    if base is not None:
-        last = base.meta.metadata.get(STATE_KEY)
-        if isinstance(last, Mapping) and last.get("job_id") == job_id:
-            logger.info("download job %s into %s already committed", job_id, uuid)
-            done = dask.delayed(_done, pure=True)(
-                base.meta,
-                dask_key_name=task_key("download", "done", uuid, job_id, base.meta.version),
-            )
-            return Job(done, name=f"download {source.url} -> {uuid} (done)", tasks=0)
+    finished = committed_job(
+        dst, uuid, job_id, state_key=STATE_KEY, pipeline="download", name=source.url
+    )
+    if finished is not None:
+        return finished
     target, base = resolve_target(
         dst,
         uuid,

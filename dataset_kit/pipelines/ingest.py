@@ -35,7 +35,6 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from dataset_kit.api._ops import resolve_or_none
 from dataset_kit.core import naming
 from dataset_kit.core.metadata import DatasetMetadata
 from dataset_kit.core.schema import merge_schemas, schema_from_b64, schema_to_b64
@@ -59,10 +58,10 @@ from dataset_kit.pipelines.download import (
     _JOB_ID,
     _chunk_record_key,
     _discard,
-    _done,
     _merge,
     _result_from_json,
     _result_to_json,
+    committed_job,
     staging_prefix,
     store_once,
 )
@@ -615,16 +614,11 @@ def ingest_files(
     import dask
 
     # ------------------------------------------------------------------ target
-    if job_id is not None:
-        current = resolve_or_none(dst, uuid)
-        last = current.meta.metadata.get(STATE_KEY) if current is not None else None
-        if current is not None and isinstance(last, Mapping) and last.get("job_id") == job_id:
-            logger.info("ingest job %s into %s already committed", job_id, uuid)
-            done = dask.delayed(_done, pure=True)(
-                current.meta,
-                dask_key_name=task_key("ingest", "done", uuid, job_id, current.meta.version),
-            )
-            return Job(done, name=f"ingest -> {uuid} (done)", tasks=0)
+    finished = committed_job(
+        dst, uuid, job_id, state_key=STATE_KEY, pipeline="ingest", name="files"
+    )
+    if finished is not None:
+        return finished
     target, base = resolve_target(
         dst,
         uuid,
