@@ -480,12 +480,7 @@ def _commit_download(
             secondary_indices=target.secondary_indices,
             metadata=user_meta,
         )
-    if run.staging is not None:
-        report = store.delete_many(list(store.iter_keys(run.staging)))
-        if report.failed:
-            logger.warning(
-                "download into %s: %d staging blobs left for GC", target.uuid, len(report.failed)
-            )
+    remove_staging(store, run.staging, target.uuid, pipeline="download")
     logger.info(
         "download into %s: %d rows from %d chunks committed as version %s",
         target.uuid,
@@ -494,6 +489,17 @@ def _commit_download(
         meta.version,
     )
     return meta
+
+
+def remove_staging(store: Store, staging: str | None, uuid: str, *, pipeline: str) -> None:
+    """After the commit: delete a resumable job's staging area (what fails is GC's)."""
+    if staging is None:
+        return
+    report = store.delete_many(list(store.iter_keys(staging)))
+    if report.failed:
+        logger.warning(
+            "%s into %s: %d staging blobs left for GC", pipeline, uuid, len(report.failed)
+        )
 
 
 def _done(meta: DatasetMetadata) -> DatasetMetadata:

@@ -62,6 +62,7 @@ from dataset_kit.pipelines.download import (
     _result_from_json,
     _result_to_json,
     committed_job,
+    remove_staging,
     staging_prefix,
     store_once,
 )
@@ -414,13 +415,7 @@ def _commit_ingest(
         base=base,
         metadata={**metadata, STATE_KEY: state},
     )
-    if run.staging is not None:
-        store = target.store
-        report = store.delete_many(list(store.iter_keys(run.staging)))
-        if report.failed:
-            logger.warning(
-                "ingest into %s: %d staging blobs left for GC", target.uuid, len(report.failed)
-            )
+    remove_staging(target.store, run.staging, target.uuid, pipeline="ingest")
     if bad:
         logger.warning(
             "ingest into %s: %d bad lines set aside under %s", target.uuid, bad, run.quarantine
