@@ -8,6 +8,7 @@ computes check values (untimed) that the parent compares with the expected ones.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import importlib
 import json
@@ -225,27 +226,36 @@ def _prepare_pipeline(
     """Untimed setup of W8-W10; return (timed operation, check)."""
     from benchmarks import azurite
     from benchmarks.contenders import Location
-    from benchmarks.workloads import WORKLOADS
+    from benchmarks.workloads import workload as find_workload
 
     key: str = spec["workload"]
     path: str = spec["path"]
     base: str | None = spec.get("base")
     variant: str = spec.get("variant", "")
-    workload = WORKLOADS[key]
+    workload = find_workload(key)
     assert base is not None, f"{key} needs a base dataset"
     modules = contender.pipeline_modules()
     _import_all(modules)
-    cs = ""
+    cs = timed_cs = ""
     if workload.azurite:
         # A fresh in-memory Azurite per measurement: one long-lived emulator slows down
         # as blobs come and go, and once stopped answering altogether mid-run.
         from dataset_kit.testing.azurite import azurite_server
 
-        cs = stack.enter_context(azurite_server())
+        cs = timed_cs = stack.enter_context(azurite_server())
+        if workload.rtt_ms is not None:
+            timed_cs = _through_proxy(cs, workload.rtt_ms, stack, notes)
 
     def fresh_container() -> Location:
+        """A new container name; setup and checks use it directly."""
         name = azurite.container_name(key, spec["contender"], variant, spec.get("tag", ""))
         return Location(container=name, connection_string=cs)
+
+    def timed(location: Location) -> Location:
+        """The same container as the timed operation reaches it (through the proxy)."""
+        return dataclasses.replace(location, connection_string=timed_cs or None)
+
+    key = workload.plain  # a -rtt<N> variant is set up and checked as its workload
 
     if key == "W6":
         cluster = variant in ("cluster", "dask")
@@ -291,6 +301,7 @@ def _prepare_pipeline(
                 return _count_data_files(path)
 
         files_before = count()
+        gc_location = timed(location) if workload.azurite else location
 
         def gc_check(_: Any) -> dict[str, Any]:
             return {
@@ -298,7 +309,7 @@ def _prepare_pipeline(
                 "rows": contender.count_rows_at(location),
             }
 
-        return (lambda: contender.gc_at(location)), gc_check
+        return (lambda: contender.gc_at(gc_location)), gc_check
     if key.startswith("W10-"):
         import dataset_kit as dk
         from benchmarks.data import read_ipc
@@ -324,8 +335,38 @@ def _prepare_pipeline(
             frame = dk.read_table(store=store, dataset_uuid="bench")
             return {"copied": copied} | _frame_check(frame)
 
-        return (lambda: contender.backup(source, target, variant=variant)), backup_check
+        backup_target = timed(target) if workload.azurite else target
+        return (lambda: contender.backup(source, backup_target, variant=variant)), backup_check
     raise ValueError(f"unknown workload {key!r}")
+
+
+def _through_proxy(
+    connection_string: str, rtt_ms: float, stack: contextlib.ExitStack, notes: dict[str, Any]
+) -> str:
+    """Start a latency proxy in front of Azurite (stopped with ``stack``) and return the
+    connection string through it. The notes get the connections the timed operation
+    opened through the proxy (each paid the modelled handshake)."""
+    from benchmarks.latency_proxy import (
+        blob_endpoint_address,
+        latency_proxy,
+        rewrite_blob_endpoint,
+    )
+    from benchmarks.workloads import CONNECT_RTTS
+
+    proxy = stack.enter_context(
+        latency_proxy(
+            *blob_endpoint_address(connection_string), rtt_ms=rtt_ms, connect_rtts=CONNECT_RTTS
+        )
+    )
+
+    # runs before the proxy stops (LIFO), after the timed operation and its check
+    def count_connections() -> None:
+        with contextlib.suppress(Exception):  # a note only: never fail a measurement
+            notes["proxy_connections"] = proxy.stats().connections
+
+    stack.callback(count_connections)
+    notes["rtt_ms"] = rtt_ms
+    return rewrite_blob_endpoint(connection_string, proxy.host, proxy.port)
 
 
 def _prepare(
@@ -337,6 +378,7 @@ def _prepare(
 ) -> tuple[Callable[[], Any], Callable[[Any], dict[str, Any]]]:
     """Untimed setup for the workload; return (timed operation, check)."""
     from benchmarks.data import read_ipc
+    from benchmarks.workloads import split_rtt
 
     def load_input(name: str) -> Any:
         table = read_ipc(params.inputs[name])
@@ -360,7 +402,8 @@ def _prepare(
         garbage, replacement = load_input(f"{name}_garbage"), load_input(f"{name}_replacement")
         os.makedirs(path, exist_ok=True)
         return (lambda: contender.make_garbage(garbage, replacement, path, "part")), rows_check
-    if key in ("W6", "W8", "W9-local", "W9-azure") or key.startswith("W10-"):
+    plain = split_rtt(key)[0]
+    if plain in ("W6", "W8", "W9-local", "W9-azure") or plain.startswith("W10-"):
         return _prepare_pipeline(contender, spec, params, stack, notes)
     if key == "W7":
         garbage, replacement = load_input("w7_garbage"), load_input("w7_replacement")

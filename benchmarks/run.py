@@ -24,7 +24,16 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.contenders import CONTENDERS
-from benchmarks.workloads import WORKLOADS, Params, expand, split_entry
+from benchmarks.workloads import (
+    CONNECT_RTTS,
+    WORKLOADS,
+    Params,
+    expand,
+    split_entry,
+    split_rtt,
+    with_rtts,
+    workload,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.md"
@@ -74,6 +83,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "measurements starts its own in-memory Azurite (node + .cache/azurite, see "
         "dataset_kit.testing.azurite)",
     )
+    parser.add_argument(
+        "--azurite-rtt-ms",
+        type=rtt_list,
+        default=[],
+        metavar="MS[,MS...]",
+        help="implies --azurite; e.g. 0,5,20: also run every selected Azurite workload "
+        "K as K-rtt<MS>, its timed operation going through a proxy that adds an MS ms "
+        "network round trip (benchmarks/latency_proxy.py); setup and checks stay direct",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="per child, seconds")
     parser.add_argument(
         "--max-rep-seconds",
@@ -97,7 +115,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sizes = (args.w8_partitions, args.w8_rows_per_partition, args.w9_blobs, args.w9_azure_blobs)
     if min(*sizes, args.w10_partitions, args.w10_rows_per_partition) < 1:
         parser.error("the W8-W10 sizes must be >= 1")
+    if args.azurite_rtt_ms:
+        args.azurite = True
     return args
+
+
+def rtt_list(text: str) -> list[float]:
+    """``"0,5,20"`` -> ``[0.0, 5.0, 20.0]`` (sorted, duplicates dropped)."""
+    try:
+        values = sorted({float(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma list of milliseconds: {text!r}") from None
+    if not values or values[0] < 0:
+        raise argparse.ArgumentTypeError(f"need round trips >= 0 ms, got {text!r}")
+    return values
 
 
 def build_inputs(args: argparse.Namespace, data_dir: Path, workloads: list[str]) -> Params:
@@ -108,7 +139,7 @@ def build_inputs(args: argparse.Namespace, data_dir: Path, workloads: list[str])
     from benchmarks import data
 
     data_dir.mkdir(parents=True)
-    need = set(workloads)
+    need = {split_rtt(k)[0] for k in workloads}  # a -rtt<N> variant needs its workload's
     append_rows = max(1, args.rows // len(data.DATES))
     w5_target = args.w5_partitions // 2 + 7
     params = Params(
@@ -342,7 +373,7 @@ class Runner:
     def measure(self, entry: str, key: str, rep: int) -> dict[str, Any]:
         """One repetition of one workload for one entry (``contender[:variant]``)."""
         contender = split_entry(entry)[0]
-        producer = WORKLOADS[key].base
+        producer = workload(key).base
         base: str | None = None
         if producer is not None:
             found = self.base_for(contender, producer)
@@ -398,8 +429,8 @@ def entries_of(key: str, contenders: list[str]) -> list[str]:
 
     Classic workloads keep the ``--contenders`` order; pipeline workloads their own.
     """
-    entries = WORKLOADS[key].entries
-    if not WORKLOADS[key].pipeline:
+    entries = workload(key).entries
+    if not workload(key).pipeline:
         return [c for c in contenders if c in entries]
     return [e for e in entries if split_entry(e)[0] in contenders]
 
@@ -458,7 +489,7 @@ def versions() -> str:
 
 def classic_meta(args: argparse.Namespace, workloads: list[str]) -> dict:
     """The sizes line of W1-W7 (only when any of them is selected)."""
-    if all(WORKLOADS[k].pipeline for k in workloads):
+    if all(workload(k).pipeline for k in workloads):
         return {}
     return {
         "rows": f"{args.rows:,} (W1-W4); W5: {args.w5_partitions:,} partitions x "
@@ -468,7 +499,7 @@ def classic_meta(args: argparse.Namespace, workloads: list[str]) -> dict:
 
 def pipeline_meta(args: argparse.Namespace, workloads: list[str], skipped: list[str]) -> dict:
     """Report header lines about W8-W10 (only when any of them is selected)."""
-    if not any(WORKLOADS[k].pipeline for k in workloads + skipped):
+    if not any(workload(k).pipeline for k in workloads + skipped):
         return {}
     w8 = args.w8_partitions * args.w8_rows_per_partition
     w10 = args.w10_partitions * args.w10_rows_per_partition
@@ -477,7 +508,7 @@ def pipeline_meta(args: argparse.Namespace, workloads: list[str], skipped: list[
         if args.input == "pandas"
         else "Arrow for dataset_kit and the pyarrow loop, pandas for plateau"
     )
-    return {
+    meta = {
         "pipeline sizes": f"W8: {args.w8_partitions:,} partitions x "
         f"{args.w8_rows_per_partition:,} rows ({w8:,}); W9: {args.w9_blobs:,} blobs "
         f"(Azurite: {args.w9_azure_blobs:,}); "
@@ -488,6 +519,14 @@ def pipeline_meta(args: argparse.Namespace, workloads: list[str], skipped: list[
         if args.azurite
         else f"off (pass --azurite for {', '.join(skipped) or 'the Azurite workloads'})",
     }
+    if args.azurite_rtt_ms:
+        rtts = ", ".join(f"{v:g}" for v in args.azurite_rtt_ms)
+        meta["azurite round-trip proxy"] = (
+            f"{rtts} ms (the -rtt<N> entries: timed operation through a proxy adding N ms per "
+            f"request/response round trip, plus {CONNECT_RTTS:g} round trips per new "
+            "connection; see the method notes)"
+        )
+    return meta
 
 
 def load_text(load: tuple[float, float, float]) -> str:
@@ -504,11 +543,11 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"unknown contenders {unknown}; known: {', '.join(CONTENDERS)}")
         return 2
     try:
-        workloads = expand(args.workloads)
+        workloads = with_rtts(expand(args.workloads), args.azurite_rtt_ms)
     except ValueError as exc:
         progress(str(exc))
         return 2
-    skipped = [k for k in workloads if WORKLOADS[k].azurite and not args.azurite]
+    skipped = [k for k in workloads if workload(k).azurite and not args.azurite]
     if skipped:
         progress(f"skipping {', '.join(skipped)}: pass --azurite to run them")
         workloads = [k for k in workloads if k not in skipped]
@@ -525,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = build_inputs(args, workdir / "data", workloads)
         progress(f"inputs generated in {time.perf_counter() - t0:.1f} s")
-        if any(WORKLOADS[k].azurite for k in workloads):
+        if any(workload(k).azurite for k in workloads):
             from dataset_kit.testing.azurite import AZURITE_VERSION, find_azurite
 
             # installs it once if needed; every Azurite measurement then starts its own

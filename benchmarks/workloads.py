@@ -3,11 +3,15 @@
 A workload is measured for each of its *entries*: a contender name, or
 ``contender:variant`` when one library is measured in several ways (W8-W10: on a
 cluster or on threads, a loop with one or two threads, ...).
+
+An Azurite workload ``K`` also exists as ``K-rtt<N>`` (see :func:`workload`): the same
+setup, entries, checks and targets, but the timed operation talks to Azurite through a
+proxy that adds an N ms network round trip (:mod:`benchmarks.latency_proxy`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 #: The contenders of the classic workloads W1-W7, in report order.
@@ -19,7 +23,8 @@ class Workload:
     """One measured operation.
 
     ``base`` names the dataset it starts from (built once per contender, untimed),
-    ``entries`` what is measured, ``azurite`` whether it needs ``--azurite``.
+    ``entries`` what is measured, ``azurite`` whether it needs ``--azurite``, ``rtt_ms``
+    the round trip the latency proxy adds to the timed operation (None: no proxy).
     """
 
     key: str
@@ -27,6 +32,12 @@ class Workload:
     base: str | None = None
     entries: tuple[str, ...] = CLASSIC
     azurite: bool = False
+    rtt_ms: float | None = None
+
+    @property
+    def plain(self) -> str:
+        """The key without its ``-rtt<N>`` suffix."""
+        return split_rtt(self.key)[0]
 
     @property
     def pipeline(self) -> bool:
@@ -175,6 +186,61 @@ TARGETS: tuple[Target, ...] = (
 )
 
 
+_RTT = "-rtt"
+#: Round trips a new connection through the latency proxy waits before its first request
+#: reaches Azurite: TCP's handshake plus TLS 1.3's (real Azure is HTTPS; Azurite here is
+#: plain HTTP, so the handshakes are modelled by the proxy).
+CONNECT_RTTS = 2.0
+
+
+def rtt_key(key: str, rtt_ms: float) -> str:
+    """``("W9-azure", 20)`` -> ``"W9-azure-rtt20"``."""
+    return f"{key}{_RTT}{rtt_ms:g}"
+
+
+def split_rtt(key: str) -> tuple[str, float | None]:
+    """``"W9-azure-rtt20"`` -> ``("W9-azure", 20.0)``; any other key -> ``(key, None)``."""
+    plain, sep, ms = key.rpartition(_RTT)
+    if not sep or plain not in WORKLOADS or not WORKLOADS[plain].azurite:
+        return key, None
+    try:
+        rtt = float(ms)
+    except ValueError:
+        return key, None
+    return (plain, rtt) if rtt >= 0 and rtt_key(plain, rtt) == key else (key, None)
+
+
+def workload(key: str) -> Workload:
+    """The workload ``key``, including the ``-rtt<N>`` variants of the Azurite workloads.
+
+    Raises
+    ------
+    KeyError
+        If there is no such workload.
+    """
+    plain, rtt = split_rtt(key)
+    found = WORKLOADS[plain]
+    if rtt is None:
+        return found
+    title = f"{found.title}, through a {rtt:g} ms round-trip latency proxy"
+    return replace(found, key=key, title=title, rtt_ms=rtt)
+
+
+def with_rtts(keys: list[str], rtts: list[float]) -> list[str]:
+    """``keys`` with, after each Azurite workload, its ``-rtt<N>`` variants for ``rtts``."""
+    out: list[str] = []
+    for key in keys:
+        out.append(key)
+        if workload(key).azurite and workload(key).rtt_ms is None:
+            out += [rtt_key(key, rtt) for rtt in rtts if rtt_key(key, rtt) not in keys]
+    return list(dict.fromkeys(out))
+
+
+def targets_for(keys: list[str]) -> list[Target]:
+    """The issue targets of ``keys``; a ``-rtt<N>`` variant has those of its workload."""
+    return [replace(t, key=key) for key in keys for t in TARGETS if t.key == split_rtt(key)[0]]
+
+
 def split_entry(entry: str) -> tuple[str, str]:
     """``"dataset_kit:cluster"`` -> ``("dataset_kit", "cluster")``; no variant -> ``""``."""
     contender, _, variant = entry.partition(":")
@@ -182,7 +248,8 @@ def split_entry(entry: str) -> tuple[str, str]:
 
 
 def expand(selection: str) -> list[str]:
-    """Turn "W1,W5" into workload keys in canonical order."""
+    """Turn "W1,W5" into workload keys in canonical order (a ``-rtt<N>`` variant follows
+    its workload)."""
     wanted: set[str] = set()
     for item in (s.strip() for s in selection.split(",")):
         if not item:
@@ -193,10 +260,16 @@ def expand(selection: str) -> list[str]:
             wanted.update(GROUPS[item.upper()])
         elif item.upper() in WORKLOADS or item in WORKLOADS:
             wanted.add(item if item in WORKLOADS else item.upper())
+        elif split_rtt(item)[1] is not None:
+            wanted.add(item)
         else:
             groups = ", ".join(GROUPS)
-            raise ValueError(f"unknown workload {item!r}; known: {', '.join(WORKLOADS)}, {groups}")
-    return [key for key in WORKLOADS if key in wanted]
+            raise ValueError(
+                f"unknown workload {item!r}; known: {', '.join(WORKLOADS)}, {groups} "
+                f"(and <Azurite workload>{_RTT}<ms>)"
+            )
+    order = list(WORKLOADS)
+    return sorted(wanted, key=lambda k: (order.index(split_rtt(k)[0]), split_rtt(k)[1] or -1.0))
 
 
 @dataclass
@@ -233,12 +306,14 @@ class Params:
         return cls(**raw)
 
     def expected_for(self, key: str, entry: str) -> dict[str, Any]:
-        """Expected check values of ``key``, with the overrides of ``key/entry`` if any."""
+        """Expected check values of ``key``, with the overrides of ``key/entry`` if any
+        (a ``-rtt<N>`` variant expects what its workload does)."""
+        key = split_rtt(key)[0]
         return {**self.expected.get(key, {}), **self.expected.get(f"{key}/{entry}", {})}
 
     def title(self, key: str, dates: int) -> str:
         """Human title of workload ``key`` with the sizes filled in."""
-        return WORKLOADS[key].title.format(
+        return workload(key).title.format(
             rows=self.rows,
             dates=dates,
             append_rows=self.append_rows,

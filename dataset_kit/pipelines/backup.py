@@ -25,17 +25,21 @@ from dataset_kit.core.metadata import DatasetMetadata
 from dataset_kit.exceptions import CopyIncompleteError, DataBlobMissingError, InvalidInputError
 from dataset_kit.io import backup as _backup
 from dataset_kit.io import commit as _commit
-from dataset_kit.pipelines._job import Bundle, Job, job_token, task_key
+from dataset_kit.pipelines._job import Bundle, Job, final_node, job_token, task_key
 from dataset_kit.pipelines._stores import with_throttle
-from dataset_kit.store import Store, open_store
+from dataset_kit.store import Capability, Store, open_store
 from dataset_kit.throttle import Throttle, as_throttle
 
 __all__ = ["CopyReport", "backup", "restore", "verify"]
 
 logger = logging.getLogger(__name__)
 
-#: Blobs per copy node.
+#: Blobs per copy node on network stores.
 DEFAULT_COPY_BATCH = 64
+#: Bytes per copy node when neither store does concurrent I/O (a local filesystem): the
+#: fixed cost of a file (directory and file creation) does not spread over threads, so
+#: small blobs are copied by one node; big ones still copy in parallel.
+LOCAL_COPY_NODE_BYTES = 64 * 2**20
 #: Blobs per verify node.
 DEFAULT_VERIFY_BATCH = 256
 
@@ -80,9 +84,28 @@ def _batches(items: list[Any], size: int) -> list[Bundle[Any]]:
     return [Bundle(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def _check_batch(batch_size: int, limit: int) -> None:
-    if not 1 <= batch_size <= limit:
+def _check_batch(batch_size: int | None, limit: int) -> None:
+    if batch_size is not None and not 1 <= batch_size <= limit:
         raise InvalidInputError(f"batch_size must be within 1..{limit}, got {batch_size}")
+
+
+def _copy_batches(
+    blobs: list[_backup.BlobCopy], batch_size: int | None, *, concurrent: bool
+) -> list[Bundle[_backup.BlobCopy]]:
+    """Blobs per copy node: ``batch_size`` if given; else by count on network stores and
+    by bytes (:data:`LOCAL_COPY_NODE_BYTES`) on others."""
+    if batch_size is not None or concurrent:
+        return _batches(blobs, batch_size or DEFAULT_COPY_BATCH)
+    out: list[Bundle[_backup.BlobCopy]] = []
+    start, nbytes = 0, 0
+    for i, blob in enumerate(blobs):
+        if i > start and nbytes + blob.size > LOCAL_COPY_NODE_BYTES:
+            out.append(Bundle(blobs[start:i]))
+            start, nbytes = i, 0
+        nbytes += blob.size
+    if start < len(blobs):
+        out.append(Bundle(blobs[start:]))
+    return out
 
 
 def _gather(results: list[_backup.CopyResult], uuid: str) -> tuple[int, int]:
@@ -140,7 +163,7 @@ def _copy_graph(
     target: Store,
     *,
     check: str,
-    batch_size: int,
+    batch_size: int | None,
     throttle: Throttle | None,
     finish: Any,
     finish_kwargs: dict[str, Any],
@@ -165,11 +188,17 @@ def _copy_graph(
         dask.delayed(_backup.copy_blobs, pure=False)(
             reader, writer, batch, check=check, dask_key_name=task_key(name, f"copy{i}", *token)
         )
-        for i, batch in enumerate(_batches(plan.blobs, batch_size))
+        for i, batch in enumerate(
+            _copy_batches(
+                plan.blobs,
+                batch_size,
+                concurrent=any(
+                    Capability.CONCURRENT_IO in s.capabilities for s in (source, target)
+                ),
+            )
+        )
     ]
-    final = dask.delayed(finish, pure=False)(
-        nodes, **finish_kwargs, dask_key_name=task_key(name, "commit", *token)
-    )
+    final = final_node(finish, nodes, key=task_key(name, "commit", *token), **finish_kwargs)
     return Job(final, name=f"{name} {plan.source_uuid} -> {plan.target_uuid}", tasks=len(nodes))
 
 
@@ -181,7 +210,7 @@ def backup(
     target_uuid: str | None = None,
     versions: Literal["all", "latest"] = "all",
     check: Literal["size", "checksum"] = "size",
-    batch_size: int = DEFAULT_COPY_BATCH,
+    batch_size: int | None = None,
     storage_concurrency: int | Throttle | None = None,
 ) -> Job[CopyReport]:
     """Copy a dataset to another store, prefix or uuid; incremental and resumable.
@@ -201,7 +230,9 @@ def backup(
         How each copy is checked: ``"size"`` (blobs are immutable and uniquely named) or
         ``"checksum"`` (SHA-256 of source and copy; reads both).
     batch_size
-        Blobs per copy node.
+        Blobs per copy node. Default: 64 on network stores; on others (a local
+        filesystem, memory) nodes of up to 64 MiB, since per-file work does not spread
+        over threads there.
     storage_concurrency
         Most concurrent store requests across the cluster (int or shared throttle).
 
@@ -314,7 +345,7 @@ def restore(
     target_uuid: str | None = None,
     version: int | None = None,
     check: Literal["size", "checksum"] = "size",
-    batch_size: int = DEFAULT_COPY_BATCH,
+    batch_size: int | None = None,
     storage_concurrency: int | Throttle | None = None,
 ) -> Job[CopyReport]:
     """Copy a backed-up dataset back into a store.
@@ -476,7 +507,7 @@ def verify(
         )
         for i, batch in enumerate(_batches(checks, batch_size))
     ]
-    final = dask.delayed(_merge_verify, pure=False)(
-        nodes, uuid=uuid, versions=numbers, dask_key_name=task_key("verify", "report", *token)
+    final = final_node(
+        _merge_verify, nodes, key=task_key("verify", "report", *token), uuid=uuid, versions=numbers
     )
     return Job(final, name=f"verify {uuid}", tasks=len(nodes))

@@ -39,7 +39,7 @@ from dataset_kit.io.write import (
     validate_write_columns,
     write_partitions,
 )
-from dataset_kit.pipelines._job import Job, task_key
+from dataset_kit.pipelines._job import Job, final_node, task_key
 from dataset_kit.pipelines._stores import with_throttle
 from dataset_kit.store import Store, open_store
 from dataset_kit.throttle import Throttle, as_throttle
@@ -463,13 +463,14 @@ def map_partitions(
         )
         for i, group in enumerate(groups)
     ]
-    final = dask.delayed(commit_results, pure=False)(
+    final = final_node(
+        commit_results,
         nodes,
+        key=task_key("map", "commit", *token),
         target=tgt,
         mode=mode,
         base=base,
         metadata=user_meta,
-        dask_key_name=task_key("map", "commit", *token),
     )
     logger.info(
         "map_partitions %s@%s -> %s: %d nodes", src_uuid, meta.version, dst_uuid, len(nodes)

@@ -36,7 +36,7 @@ from dataset_kit.exceptions import DataBlobMissingError, InvalidInputError, KeyN
 from dataset_kit.io import commit as _commit
 from dataset_kit.io import read as _read
 from dataset_kit.io.write import WriteOptions, to_arrow, validate_write_columns
-from dataset_kit.pipelines._job import Job, task_key
+from dataset_kit.pipelines._job import Job, final_node, task_key
 from dataset_kit.pipelines.compute import (
     Mode,
     NodeResult,
@@ -482,8 +482,6 @@ def _write_job(
         else frozenset()
     )
 
-    import dask
-
     token = (
         "ddf",
         ddf._name,
@@ -500,15 +498,16 @@ def _write_job(
         _write_frame, target, meta=pd.Series([], dtype=object), enforce_metadata=False
     )
     nodes = written.to_delayed(optimize_graph=True)
-    final = dask.delayed(commit_results, pure=False)(
+    final = final_node(
+        commit_results,
         nodes,
+        key=task_key("ddf", "commit", *token),
         target=target,
         mode=mode,
         base=base,
         metadata=dict(metadata or {}),
         delete_scope=delete_scope,
         removed=removed,
-        dask_key_name=task_key("ddf", "commit", *token),
     )
     logger.info("write ddf -> %s (%s): %d nodes", uuid, mode, len(nodes))
     return Job(final, name=f"write_ddf -> {uuid}", tasks=len(nodes))

@@ -57,7 +57,7 @@ from dataset_kit.exceptions import (
 from dataset_kit.io import commit as _commit
 from dataset_kit.io import sources as _src
 from dataset_kit.io.write import WriteOptions, WrittenPartition, validate_write_columns
-from dataset_kit.pipelines._job import Job, task_key
+from dataset_kit.pipelines._job import Job, final_node, task_key
 from dataset_kit.pipelines.compute import (
     NodeResult,
     WriteTarget,
@@ -953,8 +953,10 @@ def download_table(
         )
         for i, sql in enumerate(plan.chunks)
     ]
-    final = dask.delayed(_commit_download, pure=False)(
+    final = final_node(
+        _commit_download,
         nodes,
+        key=task_key("download", "commit", *token),
         run=run,
         mode=mode,
         base=base,
@@ -962,7 +964,6 @@ def download_table(
         state=state,
         incremental=incremental,
         after=plan.after,
-        dask_key_name=task_key("download", "commit", *token),
     )
     logger.info(
         "download %s -> %s: %d chunks%s",

@@ -23,9 +23,9 @@ from dataset_kit.core.duration import Duration, parse_duration
 from dataset_kit.exceptions import DatasetNotFoundError, InvalidInputError, VersionNotFoundError
 from dataset_kit.io import commit as _commit
 from dataset_kit.io import gc as _gc
-from dataset_kit.pipelines._job import Bundle, Job, job_token, task_key
+from dataset_kit.pipelines._job import Bundle, Job, final_node, job_token, task_key
 from dataset_kit.pipelines._stores import with_throttle
-from dataset_kit.store import Store, open_store
+from dataset_kit.store import Capability, Store, open_store
 from dataset_kit.throttle import Throttle, as_throttle
 
 __all__ = ["garbage_collect"]
@@ -82,7 +82,7 @@ def _delete_batch(
     return result
 
 
-def _merge(plan: _gc.GarbageReport, batches: list[_BatchResult]) -> _gc.GarbageReport:
+def _merge(batches: list[_BatchResult], *, plan: _gc.GarbageReport) -> _gc.GarbageReport:
     spared = {k for b in batches for k in b.spared}
     failed = {k: v for b in batches for k, v in b.failed.items()}
     plan = replace(
@@ -106,7 +106,7 @@ def garbage_collect(
     keep_versions: int | None = None,
     retention: Duration | None = None,
     dry_run: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     storage_concurrency: int | Throttle | None = None,
 ) -> Job[_gc.GarbageReport]:
     """Delete, in parallel batches, the blobs of a dataset that no retained version needs.
@@ -126,7 +126,9 @@ def garbage_collect(
     dry_run
         Plan and report only; the job deletes nothing.
     batch_size
-        Keys per delete node (1..256).
+        Keys per delete node (1..256). Default: 256 on network stores; on others (a
+        local filesystem, memory) one node deletes everything, since deletes there are
+        kernel work that threads do not spread.
     storage_concurrency
         Most concurrent delete requests across the cluster (int or shared throttle).
 
@@ -156,7 +158,7 @@ def garbage_collect(
     """
     kv = open_store(store)
     uuid = naming.validate_uuid(dataset_uuid)
-    if not 1 <= batch_size <= DEFAULT_BATCH_SIZE:
+    if batch_size is not None and not 1 <= batch_size <= DEFAULT_BATCH_SIZE:
         raise InvalidInputError(f"batch_size must be within 1..256, got {batch_size}")
     grace = parse_duration(grace_period, name="grace_period")
     assert grace is not None
@@ -173,6 +175,9 @@ def garbage_collect(
     import dask
 
     token = (job_token("gc", kv.url, uuid, planned, plan.keys, dry_run),)
+    if batch_size is None:
+        concurrent = Capability.CONCURRENT_IO in kv.capabilities
+        batch_size = DEFAULT_BATCH_SIZE if concurrent else max(1, len(plan.keys))
     batches = (
         []
         if dry_run
@@ -185,7 +190,5 @@ def garbage_collect(
         )
         for i, batch in enumerate(batches)
     ]
-    final = dask.delayed(_merge, pure=False)(
-        plan, nodes, dask_key_name=task_key("gc", "report", *token)
-    )
+    final = final_node(_merge, nodes, key=task_key("gc", "report", *token), plan=plan)
     return Job(final, name=f"garbage_collect {uuid}", tasks=len(nodes))

@@ -46,7 +46,7 @@ from dataset_kit.exceptions import (
 from dataset_kit.io import commit as _commit
 from dataset_kit.io import textfiles as _tf
 from dataset_kit.io.write import WriteOptions, validate_write_columns
-from dataset_kit.pipelines._job import Job, job_token, task_key
+from dataset_kit.pipelines._job import Job, final_node, job_token, task_key
 from dataset_kit.pipelines.compute import (
     NodeResult,
     WriteTarget,
@@ -726,14 +726,15 @@ def ingest_files(
         )
         for i, pieces in enumerate(node_pieces)
     ]
-    final = dask.delayed(_commit_ingest, pure=False)(
+    final = final_node(
+        _commit_ingest,
         nodes,
+        key=task_key("ingest", "commit", token),
         run=run,
         mode=mode,
         base=base,
         metadata=dict(metadata or {}),
         state=state,
-        dask_key_name=task_key("ingest", "commit", token),
     )
     logger.info(
         "ingest %d files (%d bytes) -> %s: %d nodes, run %s",

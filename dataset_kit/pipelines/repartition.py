@@ -46,7 +46,7 @@ from dataset_kit.io.write import (
     write_partitions,
 )
 from dataset_kit.pipelines import _job
-from dataset_kit.pipelines._job import Job, task_key
+from dataset_kit.pipelines._job import Job, final_node, task_key
 from dataset_kit.pipelines._stores import with_throttle
 from dataset_kit.pipelines.compute import (
     NodeResult,
@@ -564,7 +564,6 @@ def repartition(
     )
 
     def build(method: str) -> Any:
-        import dask
 
         # an empty selection still commits the target with the source's schema
         nodes: list[Any] = [NodeResult((), spec.schema, spec.categories, 0)]
@@ -583,13 +582,14 @@ def repartition(
                 _write_node, spec, meta=pd.Series([], dtype=object), enforce_metadata=False
             )
             nodes = written.to_delayed(optimize_graph=True)
-        return dask.delayed(commit_results, pure=False)(
+        return final_node(
+            commit_results,
             nodes,
+            key=task_key("repartition", "commit", method, *token),
             target=tgt,
             mode=mode,
             base=base,
             metadata=user_meta,
-            dask_key_name=task_key("repartition", "commit", method, *token),
         )
 
     logger.info(

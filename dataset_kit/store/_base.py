@@ -68,6 +68,12 @@ class Capability(enum.Enum):
     """``get_range`` reads a byte range without fetching the whole blob."""
     LOCAL_PATH = "local_path"
     """``local_path`` returns a filesystem path that readers may open directly."""
+    CONCURRENT_IO = "concurrent_io"
+    """Calls mostly wait on the network (a remote object store): many small calls overlap
+    when issued from several threads. Without it a call's cost is CPU or kernel work that
+    threads do not spread (on a local filesystem, creating files in sibling directories
+    contends in the kernel: measured 1,000 small puts 0.10 s on one thread, 0.16 s on
+    two), so pipelines and writers issue small calls sequentially there."""
 
 
 @dataclass(frozen=True)

@@ -219,6 +219,7 @@ class AzureBlobStore(Store):
             Capability.COMPARE_AND_SWAP,
             Capability.SERVER_COPY,
             Capability.RANGE_READ,
+            Capability.CONCURRENT_IO,
         }
     )
 

@@ -74,6 +74,23 @@ def _is_key_value_store(obj: object) -> bool:
     return callable(getattr(obj, "iter_keys", None)) or callable(getattr(obj, "keys", None))
 
 
+#: Class-name fragments of key-value stores that talk to a server over the network.
+_NETWORK_STORES = ("azure", "s3", "boto", "gcs", "google", "redis", "mongo")
+
+
+def _is_network_store(kv: object) -> bool:
+    """Whether ``kv`` (or the store a minimalkv decorator wraps) is a network store."""
+    for _ in range(8):  # decorators nest a few levels at most
+        name = type(kv).__name__.lower()
+        if any(fragment in name for fragment in _NETWORK_STORES):
+            return True
+        inner = getattr(kv, "_dstore", None)
+        if inner is None:
+            return False
+        kv = inner
+    return False
+
+
 def _content_etag(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
@@ -114,8 +131,9 @@ class KVStoreAdapter(Store):
 
     Notes
     -----
-    * ``RANGE_READ`` is declared if the store has ``open`` (seek + read) and
-      ``SERVER_COPY`` if it has ``copy``.
+    * ``RANGE_READ`` is declared if the store has ``open`` (seek + read),
+      ``SERVER_COPY`` if it has ``copy`` and ``CONCURRENT_IO`` for network stores
+      (Azure, S3, Google Cloud Storage, Redis, MongoDB: recognised by class name).
     * The stores keep no version tags: the etag is a blake2b hash of the content, so
       :meth:`stat` and :meth:`iter_infos` read whole blobs, and compare-and-swap compares
       contents (a blob rewritten with equal bytes keeps its etag).
@@ -143,6 +161,8 @@ class KVStoreAdapter(Store):
             caps.add(Capability.RANGE_READ)
         if callable(getattr(kv, "copy", None)):
             caps.add(Capability.SERVER_COPY)
+        if _is_network_store(kv):
+            caps.add(Capability.CONCURRENT_IO)
         if self._unsafe:
             caps |= {Capability.ATOMIC_CREATE, Capability.COMPARE_AND_SWAP}
             if not _QUIET_UNSAFE_WARNING.get():

@@ -20,7 +20,7 @@ from dataset_kit.exceptions import (
     InvalidInputError,
     VersionNotFoundError,
 )
-from dataset_kit.store import DelegatingStore, FaultInjectingStore, LocalStore, Store
+from dataset_kit.store import Capability, DelegatingStore, FaultInjectingStore, LocalStore, Store
 
 UUID = "sales"
 
@@ -56,6 +56,33 @@ def test_backup_copies_every_version_and_reads_back(live: LocalStore, vault: Loc
     pd.testing.assert_frame_equal(table(vault), table(live))
     pd.testing.assert_frame_equal(table(vault, version=0), table(live, version=0))
     assert dk.pipelines.verify(UUID, store=vault, versions="all", deep=True).compute().ok
+
+
+def test_default_copy_nodes_follow_the_store_kind(live: LocalStore, vault: LocalStore) -> None:
+    """Between local stores small blobs are copied by one node (per-file work does not
+    spread over threads there); a network store on either side gets 64 blobs per node."""
+    assert dk.pipelines.backup(UUID, source=live, target=vault).tasks == 1
+    network = DelegatingStore(vault, capabilities=vault.capabilities | {Capability.CONCURRENT_IO})
+    assert dk.pipelines.backup(UUID, source=live, target=network, batch_size=None).tasks == 1
+    job = dk.pipelines.backup(UUID, source=live, target=network, batch_size=5)
+    assert job.tasks == 5  # ceil(22 / 5)
+    assert job.compute().copied == 22
+    pd.testing.assert_frame_equal(table(vault), table(live))
+
+
+def test_local_copy_nodes_are_cut_by_bytes() -> None:
+    from dataset_kit.io.backup import BlobCopy
+    from dataset_kit.pipelines.backup import LOCAL_COPY_NODE_BYTES, _copy_batches
+
+    big, small = LOCAL_COPY_NODE_BYTES // 2, 1000
+    blobs = [BlobCopy(f"s{i}", f"d{i}", size) for i, size in enumerate([big, big, small, big, 1])]
+    nodes = _copy_batches(blobs, None, concurrent=False)
+    assert [[b.src for b in n] for n in nodes] == [["s0", "s1"], ["s2", "s3", "s4"]]
+    huge = [BlobCopy("h", "h", 3 * LOCAL_COPY_NODE_BYTES), BlobCopy("t", "t", 1)]
+    assert [len(n) for n in _copy_batches(huge, None, concurrent=False)] == [1, 1]
+    assert [len(n) for n in _copy_batches(blobs, None, concurrent=True)] == [5]
+    assert [len(n) for n in _copy_batches(blobs, 2, concurrent=False)] == [2, 2, 1]
+    assert _copy_batches([], None, concurrent=False) == []
 
 
 def test_second_backup_after_a_small_append_copies_only_new_blobs(

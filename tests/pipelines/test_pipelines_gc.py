@@ -15,7 +15,7 @@ import dataset_kit as dk
 from dataset_kit.core import naming
 from dataset_kit.exceptions import DataBlobMissingError, DatasetNotFoundError, InvalidInputError
 from dataset_kit.io import commit as _commit
-from dataset_kit.store import DelegatingStore, FaultInjectingStore, LocalStore, Store
+from dataset_kit.store import Capability, DelegatingStore, FaultInjectingStore, LocalStore, Store
 
 UUID = "gcp"
 
@@ -60,6 +60,17 @@ def test_deletes_in_parallel_batches_and_reports(store: LocalStore) -> None:
     assert report.nbytes > 0 and report.versions == [1]
     assert blobs(store) == kept
     assert dk.read_table(store=store, dataset_uuid=UUID)["p"].tolist() == [0]
+
+
+def test_default_batches_follow_the_store_kind(store: LocalStore) -> None:
+    """A local store gets one delete node (threads only contend in the kernel there); a
+    network store gets Azure-sized batches of 256 keys."""
+    make_orphans(store, 300)
+    assert dk.pipelines.garbage_collect(UUID, store=store, keep_versions=1).tasks == 1
+    network = DelegatingStore(store, capabilities=store.capabilities | {Capability.CONCURRENT_IO})
+    job = dk.pipelines.garbage_collect(UUID, store=network, keep_versions=1)
+    assert job.tasks == 2  # ceil(300 / 256)
+    assert job.compute().count == 300 and len(blobs(store)) == 1
 
 
 def test_every_version_is_kept_by_default(store: LocalStore) -> None:

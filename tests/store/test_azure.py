@@ -54,6 +54,11 @@ class TestAzureStoreWithPrefix(StoreConformanceSuite):
 
 
 # --------------------------------------------------------------------------- identity
+def test_declares_concurrent_io(store: AzureBlobStore) -> None:
+    """Writers and pipelines issue small calls on threads only to stores declaring it."""
+    assert Capability.CONCURRENT_IO in store.capabilities
+
+
 def test_url_and_pickle_carry_no_secret_in_the_url(store: AzureBlobStore, azurite: str) -> None:
     assert ACCOUNT_KEY in azurite
     assert ACCOUNT_KEY not in store.url

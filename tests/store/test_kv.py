@@ -103,6 +103,23 @@ def test_minimal_kv_has_no_optional_capabilities() -> None:
         store.copy("missing", "d")
 
 
+def test_network_stores_declare_concurrent_io() -> None:
+    """minimalkv's Azure store (built offline: it connects lazily), also behind a
+    decorator, declares CONCURRENT_IO; in-memory and filesystem stores do not."""
+    from minimalkv.decorator import PrefixDecorator
+    from minimalkv.net.azurestore import AzureBlockBlobStore
+
+    from dataset_kit.testing.azurite import connection_string
+
+    azure = AzureBlockBlobStore(
+        conn_string=connection_string(1), container="cont", create_if_missing=False
+    )
+    assert Capability.CONCURRENT_IO in KVStoreAdapter(azure).capabilities
+    assert Capability.CONCURRENT_IO in KVStoreAdapter(PrefixDecorator("p/", azure)).capabilities
+    assert Capability.CONCURRENT_IO not in KVStoreAdapter(HDictStore()).capabilities
+    assert Capability.CONCURRENT_IO not in open_store("hmemory://").capabilities
+
+
 def test_unsafe_commits_warn_and_add_capabilities() -> None:
     with pytest.warns(UnsafeCommitWarning, match="only safe while every writer") as record:
         store = KVStoreAdapter(MinimalKV(), allow_unsafe_commits=True)
