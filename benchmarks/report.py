@@ -31,7 +31,7 @@ NOTES = {
     "uploaded": "setup: {:,.0f} blobs uploaded",
     "upload_s": "in {:.0f} s (untimed)",
     "rtt_ms": "through a {:g} ms round-trip proxy",
-    "proxy_connections": "{:,.0f} connections opened through it",
+    "proxy_connections": "connections opened through it: {:,.0f}",
 }
 
 

@@ -219,7 +219,12 @@ class LocalStore(Store):
     def _inside(self, real: str) -> bool:
         return real == self._real_root or real.startswith(self._real_root_slash)
 
-    def _path(self, key: str) -> str:
+    def _path(self, key: str, *, follow: bool = True) -> str:
+        """The file path of ``key``, checked to stay inside the root.
+
+        ``follow=False``: the caller never follows a symlink at the key itself (unlink,
+        rename onto it), so it need not be checked; its directories always are.
+        """
         parts = key.split("/")
         for part in parts:
             if part.startswith(HIDDEN_PREFIX):
@@ -236,7 +241,7 @@ class LocalStore(Store):
         parent = os.path.dirname(path)
         if parent not in self._safe_dirs:
             self._check_dirs(parent, key)
-        if os.path.islink(path) and not self._inside(os.path.realpath(path)):
+        if follow and os.path.islink(path) and not self._inside(os.path.realpath(path)):
             raise self._escapes(key)
         return path
 
@@ -269,9 +274,13 @@ class LocalStore(Store):
                     raise self._escapes(key)
             elif not stat_mod.S_ISDIR(mode):
                 return
-            if len(self._safe_dirs) > 100_000:
-                self._safe_dirs.clear()
-            self._safe_dirs.add(d)
+            self._remember_dir(d)
+
+    def _remember_dir(self, directory: str) -> None:
+        """Mark ``directory`` as verified to lie inside the root (bounded memory)."""
+        if len(self._safe_dirs) > 100_000:
+            self._safe_dirs.clear()
+        self._safe_dirs.add(directory)
 
     def _escapes(self, key: str) -> InvalidKeyError:
         return InvalidKeyError(
@@ -443,6 +452,14 @@ class LocalStore(Store):
     def _open_dir(self, directory: str, key: str) -> int:
         """Open (creating it if missing) the directory of a key; return its descriptor."""
         flags = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
+        if directory not in self._safe_dirs:
+            # not seen yet, so most likely a new partition directory: create it first
+            # (saves the failing open; an existing one answers EEXIST just as cheaply)
+            try:
+                os.mkdir(directory)
+                self._remember_dir(directory)  # a real directory, ours
+            except OSError:
+                pass  # exists, or a parent is missing: handled below
         for attempt in range(_DIR_RETRIES):
             if attempt >= 3:
                 time.sleep(random.random() * _DIR_RETRY_JITTER)
@@ -621,7 +638,9 @@ class LocalStore(Store):
     def _put(
         self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
     ) -> BlobInfo:
-        path = self._path(key)
+        # a plain put renames (or links) onto the key: a symlink there is replaced, never
+        # followed, so only its directories need checking
+        path = self._path(key, follow=if_match is not None)
         if if_match is None:
             with _oserrors("put", key):
                 return self._put_at(path, key, data, if_absent=if_absent)
@@ -705,16 +724,8 @@ class LocalStore(Store):
         return report
 
     def _unlink_path(self, key: str) -> str:
-        """The path of ``key`` for unlinking: as :meth:`_path`, without the symlink check
-        (unlinking a symlink removes the link, never its target)."""
-        parts = key.split("/")
-        if any(part.startswith(HIDDEN_PREFIX) for part in parts):
-            return self._path(key)  # raises the reserved-name error
-        path = os.path.join(self._root, *parts)
-        parent = os.path.dirname(path)
-        if parent not in self._safe_dirs:
-            self._check_dirs(parent, key)
-        return path
+        """The path of ``key`` for unlinking (which removes a symlink, never its target)."""
+        return self._path(key, follow=False)
 
     def _rmdir(self, directory: str) -> bool:
         """Remove ``directory`` if it is empty and not the root; True if it was removed."""

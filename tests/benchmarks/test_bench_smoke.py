@@ -1,7 +1,7 @@
 """End-to-end smoke test of the benchmark runner at tiny sizes (every workload verified).
 
-The Azurite workloads (W9-azure, W10-azure*) need the runner's ``--azurite`` and are not
-run here.
+The Azurite workloads (W9-azure, W10-azure*) need the runner's ``--azurite``; only their
+round-trip variants (``--azurite-rtt-ms``, through the latency proxy) are run here, once.
 """
 
 from __future__ import annotations
@@ -25,12 +25,16 @@ LABELS = {
 }
 TINY_PIPELINES = (
     *("--w8-partitions", "4", "--w8-rows-per-partition", "400", "--w9-blobs", "20"),
+    *("--w9-azure-blobs", "20"),
     *("--w10-partitions", "6", "--w10-rows-per-partition", "20"),
 )
 
 
 def run_bench(
-    tmp_path: Path, contenders: list[str], workloads: list[str] = WORKLOADS
+    tmp_path: Path,
+    contenders: list[str],
+    workloads: list[str] = WORKLOADS,
+    extra: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], str]:
     """Run ``python -m benchmarks.run`` in a subprocess; return (JSON results, Markdown)."""
     out, results = tmp_path / "report.md", tmp_path / "results.json"
@@ -43,6 +47,7 @@ def run_bench(
         *("--workloads", ",".join(workloads)),
         *("--contenders", ",".join(contenders), "--timeout", "120", "--quiet"),
         *("--out", str(out), "--json", str(results), "--workdir", str(tmp_path / "work")),
+        *extra,
     ]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -149,3 +154,31 @@ def test_runner_repartition_end_to_end(tmp_path: Path) -> None:
     assert rows["dataset_kit:cluster"]["notes"]["workers_peak_mib"] > 0
     assert "workers_peak_mib" not in rows["pyarrow:stream"]["notes"]
     assert "W6" in markdown and "### Issue targets" in markdown
+
+
+@pytest.mark.slow
+def test_runner_azure_round_trip_entries(tmp_path: Path) -> None:
+    """W9-azure and W10-azure through the latency proxy (2 ms): same entries and checks as
+    without it, the round trip stated in the report, the curve and the targets listed."""
+    contenders = ["dataset_kit", "plateau", "naive"]
+    keys = ["W9-azure-rtt2", "W10-azure-rtt2"]
+    results, markdown = run_bench(tmp_path, contenders, keys, ("--azurite-rtt-ms", "2"))
+    assert list(results["summary"]) == keys  # the direct ones were not selected
+    expected = {
+        "W9-azure-rtt2": ["dataset_kit", "plateau"],
+        "W10-azure-rtt2": ["dataset_kit", "naive:full"],
+    }
+    for key in keys:
+        rows = results["summary"][key]
+        assert list(rows) == expected[key]
+        for entry, row in rows.items():
+            assert row["status"] == "ok" and row["verified"], (key, entry, row)
+            assert row["notes"]["rtt_ms"] == 2
+            assert row["notes"]["proxy_connections"] >= 1  # timed through the proxy
+        assert "through a 2 ms round-trip latency proxy" in markdown.split(f"## {key}: ")[1]
+    assert "azurite round-trip proxy: 2 ms" in markdown
+    assert "### Azure round-trip curve" in markdown and "| entry | RTT 2 ms |" in markdown
+    targets = markdown.split("### Issue targets")[1]
+    assert "| W9-azure-rtt2 | dataset_kit | plateau |" in targets
+    assert "| W10-azure-rtt2 | dataset_kit |" in targets
+    assert "latency_proxy.py" in markdown.split("## Method")[1]

@@ -62,9 +62,12 @@ def shift_server() -> Iterator[tuple[str, int]]:
 def exchange(address: tuple[str, int], payload: bytes) -> bytes:
     """Send ``payload`` (then half-close) while reading the reply until EOF."""
     with socket.create_connection(address, timeout=60) as sock:
-        sender = threading.Thread(
-            target=lambda: (sock.sendall(payload), sock.shutdown(socket.SHUT_WR))
-        )
+
+        def send() -> None:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
         sender.start()
         chunks = []
         while chunk := sock.recv(1 << 20):
