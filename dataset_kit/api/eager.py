@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -26,6 +27,9 @@ from dataset_kit.exceptions import (
     DatasetExistsError,
     DatasetNotFoundError,
     InvalidInputError,
+    KeyNotFoundError,
+    MetadataFormatError,
+    StoreError,
 )
 from dataset_kit.io import commit as _commit
 from dataset_kit.io import gc as _gc
@@ -420,12 +424,53 @@ def read_dataset_as_dataframes(
     return out
 
 
+def _old_history_references(
+    kv: Store, uuid: str, tomb_version: int, snapshots: Mapping[str, int | None]
+) -> set[str]:
+    """Blobs referenced by the readable snapshots older than the tombstone."""
+
+    def refs_of(version: int) -> list[str]:
+        try:
+            return list(_gc.references(_commit.read_snapshot(kv, uuid, version)))
+        except (KeyNotFoundError, MetadataFormatError):
+            return []  # a stub, or unreadable: its blobs are garbage for garbage_collect
+
+    versions = sorted(v for v in snapshots.values() if v is not None and v < tomb_version)
+    if not versions:
+        return set()
+    with ThreadPoolExecutor(min(8, len(versions)), thread_name_prefix="dk-delete") as pool:
+        return {key for refs in pool.map(refs_of, versions) for key in refs}
+
+
+def _delete_common_metadata(kv: Store, uuid: str, tomb_version: int, key: str) -> None:
+    """Delete the old ``_common_metadata`` unless a new dataset under the uuid wrote it.
+
+    A new history writes its first snapshot, then ``_common_metadata``, then its pointer.
+    If that snapshot appears while we delete, the file is written again from the newest
+    snapshot, so plateau can read the new dataset.
+    """
+    fresh = naming.snapshot_key(uuid, tomb_version + 1)
+    if kv.exists(fresh):
+        return  # theirs
+    kv.delete(key)
+    if not kv.exists(fresh):
+        return
+    try:
+        newest = _commit.read_snapshot(kv, uuid, max(_commit.snapshot_versions(kv, uuid)))
+        if newest.schema is not None and not newest.tombstone:
+            _commit.write_common_metadata_file(kv, newest)
+    except (StoreError, MetadataFormatError) as exc:  # only plateau reads it
+        logger.warning("dataset %s: _common_metadata not rewritten: %s", uuid, exc)
+
+
 def delete_dataset(*, store: StoreInput, dataset_uuid: str) -> None:
     """Delete a dataset: it stops existing at once, then its blobs are removed.
 
     A tombstone version is committed first, so writers working on the old state fail
     instead of resurrecting it; then the pointer goes (the dataset no longer exists for
-    any reader, plateau included), then every other blob of the dataset. Older snapshots
+    any reader, plateau included), then the blobs of the deleted history (those its
+    snapshots reference, and any other older than the tombstone: a dataset created under
+    the uuid meanwhile keeps its younger blobs). Older snapshots
     are replaced by small stubs rather than deleted, so their version numbers are never
     committed again by a writer that planned on them.
 
@@ -451,18 +496,43 @@ def delete_dataset(*, store: StoreInput, dataset_uuid: str) -> None:
     kv.delete(naming.pointer_msgpack_key(uuid))
     assert tomb.version is not None
     keep = naming.snapshot_key(uuid, tomb.version)
+    # From now on the uuid is free: a new dataset may be created under it while we clean
+    # up, and its blobs must survive. Ours are older than the tombstone (a write planned
+    # on the old state cannot commit past it), theirs younger: compare modification
+    # times on the store's own clock (the tombstone's), never the client's.
+    try:
+        tomb_mtime = kv.stat(keep).mtime
+    except StoreError:
+        tomb_mtime = 0.0
     infos = [i for i in kv.iter_infos(naming.dataset_prefix(uuid)) if i.key != keep]
-    keys = [i.key for i in infos]
+    snapshots = {i.key: naming.parse_snapshot_key(uuid, i.key) for i in infos}
+    # what the deleted history referenced is certainly ours, whatever its age (a store
+    # with coarse or no modification times cannot tell the last commit's blobs apart)
+    old_refs = set(_gc.references(base.meta))
+    old_refs.update(_old_history_references(kv, uuid, tomb.version, snapshots))
+    common = naming.common_metadata_key(uuid, base.meta.table_name)
+    young = [
+        i.key
+        for i in infos
+        if snapshots[i.key] is None
+        and i.key not in old_refs
+        and i.key != common
+        and not 0 < i.mtime < tomb_mtime
+    ]
+    spare = set(young)
     already = {i.key for i in infos if i.size <= STUB_MAX_BYTES}  # stubs stay as they are
     # old snapshots become stubs, never free slots: a writer that planned on one of them
     # and commits late must meet a taken version (and learn that the dataset is gone),
     # not create a snapshot nobody will ever read and be told it committed
-    snapshots = {k: naming.parse_snapshot_key(uuid, k) for k in keys}
     versions = [
         v for k, v in snapshots.items() if v is not None and v < tomb.version and k not in already
     ]
     _commit.expire(kv, uuid, versions)
-    report = kv.delete_many(k for k in keys if snapshots[k] is None)
+    report = kv.delete_many(
+        k for k in snapshots if snapshots[k] is None and k not in spare and k != common
+    )
+    if common in snapshots:
+        _delete_common_metadata(kv, uuid, tomb.version, common)
     if report.failed:
         logger.warning(
             "dataset %s: %d blobs could not be deleted (garbage now)", uuid, len(report.failed)

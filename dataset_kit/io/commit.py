@@ -60,6 +60,8 @@ __all__ = [
     "list_dataset_uuids",
     "load_version",
     "publish",
+    "read_snapshot",
+    "write_common_metadata_file",
     "resolve",
     "snapshot_versions",
 ]
@@ -151,6 +153,19 @@ def _read_snapshot(store: Store, uuid: str, version: int) -> DatasetMetadata:
             f"dataset {uuid!r}: snapshot {version} claims to be version {meta.version}"
         )
     return meta
+
+
+def read_snapshot(store: Store, uuid: str, version: int) -> DatasetMetadata:
+    """Read the snapshot file of one version, whether or not the dataset exists now.
+
+    Raises
+    ------
+    KeyNotFoundError
+        No such snapshot (:class:`~dataset_kit.exceptions.ExpiredVersionError`: a stub).
+    MetadataFormatError
+        It is unreadable.
+    """
+    return _read_snapshot(store, uuid, version)
 
 
 def _try_json(data: bytes) -> Any:
@@ -612,7 +627,7 @@ def _publish(
     uuid = snapshot.uuid
     if schema_changed and snapshot.schema is not None:
         try:
-            _write_common_metadata(store, snapshot)
+            write_common_metadata_file(store, snapshot)
         except StoreError as exc:  # only plateau reads it; the next commit rewrites it
             logger.warning("dataset %s: _common_metadata not updated: %s", uuid, exc)
     try:
@@ -652,7 +667,8 @@ def publish(store: Store, snapshot: DatasetMetadata) -> None:
     _publish(store, snapshot, base, schema_changed=True)
 
 
-def _write_common_metadata(store: Store, meta: DatasetMetadata) -> None:
+def write_common_metadata_file(store: Store, meta: DatasetMetadata) -> None:
+    """Write ``<uuid>/<table>/_common_metadata`` (plateau's schema file) from ``meta``."""
     assert meta.schema is not None
     schema = plateau_schema(meta.schema, list(meta.partition_keys))
     store.put(naming.common_metadata_key(meta.uuid, meta.table_name), write_common_metadata(schema))
@@ -720,7 +736,7 @@ def _cas_pointer(store: Store, snapshot: DatasetMetadata, etag: str | None) -> N
                 if snapshot.schema is not None and current > version:
                     newest = _read_snapshot(store, uuid, current)
                     if newest.schema is not None and not newest.tombstone:
-                        _write_common_metadata(store, newest)
+                        write_common_metadata_file(store, newest)
                 return
     logger.warning("dataset %s: pointer update kept losing races", uuid)
 

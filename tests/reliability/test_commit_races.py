@@ -16,7 +16,7 @@ Both were data-loss defects, fixed in ``dataset_kit/io/commit.py``:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -158,3 +158,60 @@ def test_a_write_planned_before_a_delete_is_not_told_it_committed(tmp_path: Path
     assert meta.version == 5 and meta.history_start == 5
     assert dk.read_table(store=store, dataset_uuid=UUID)["tag"].tolist() == ["new"]
     print("commit race (version number freed by delete_dataset): late write refused")
+
+
+class _RecreatedDuringCleanUp(DelegatingStore):
+    """Run ``meanwhile`` when ``delete_dataset`` lists the dataset after its tombstone:
+    that is when another process may already create a new dataset under the uuid."""
+
+    def __init__(self, inner: LocalStore, meanwhile: Callable[[], None]) -> None:
+        super().__init__(inner)
+        self.meanwhile: Callable[[], None] | None = meanwhile
+
+    def _iter_infos(self, prefix: str) -> Iterator[BlobInfo]:
+        if self.meanwhile is not None and prefix == naming.dataset_prefix(UUID):
+            run, self.meanwhile = self.meanwhile, None
+            run()
+        return self.inner.iter_infos(prefix)
+
+
+@pytest.mark.parametrize("secondary_indices", [None, "tag"])
+def test_a_dataset_recreated_while_the_old_one_is_deleted_keeps_its_blobs(
+    tmp_path: Path, secondary_indices: str | None
+) -> None:
+    """``delete_dataset`` used to delete every blob it listed after the tombstone, so a
+    new dataset created under the uuid meanwhile lost its data blobs and index files
+    (its reads failed with DataBlobMissingError). Only blobs older than the tombstone
+    (and those the old version referenced) are deleted now."""
+    store = LocalStore(tmp_path)
+    old = pd.DataFrame({"p": [1, 2, 3], "tag": ["a", "b", "c"]})
+    dk.write_dataset(
+        old, store=store, dataset_uuid=UUID, partition_on="p", secondary_indices=secondary_indices
+    )
+    dk.update_dataset(old.assign(p=4), store=store, dataset_uuid=UUID)
+    old_blobs = {k for k in store.iter_keys(naming.dataset_prefix(UUID)) if "_versions" not in k}
+    new = pd.DataFrame({"p": [7, 8], "tag": ["x", "y"]})
+
+    def recreate() -> None:
+        dk.write_dataset(
+            new,
+            store=store,
+            dataset_uuid=UUID,
+            partition_on="p",
+            secondary_indices=secondary_indices,
+        )
+
+    racing = _RecreatedDuringCleanUp(store, recreate)
+    dk.delete_dataset(store=racing, dataset_uuid=UUID)
+    assert racing.meanwhile is None, "the interleaving was not replayed"
+    back = dk.read_table(store=store, dataset_uuid=UUID).sort_values("p", ignore_index=True)
+    pd.testing.assert_frame_equal(back[["p", "tag"]], new, check_dtype=False)
+    if secondary_indices:
+        hit = dk.read_table(store=store, dataset_uuid=UUID, predicates=[[("tag", "==", "y")]])
+        assert hit["p"].tolist() == [8]
+    left = {k for k in store.iter_keys(naming.dataset_prefix(UUID)) if "_versions" not in k}
+    common = naming.common_metadata_key(UUID, naming.DEFAULT_TABLE)
+    assert not (left & old_blobs - {common})
+    assert common in left  # plateau's schema file of the new dataset
+    report = dk.pipelines.verify(UUID, store=store, deep=True).compute()
+    assert report.ok

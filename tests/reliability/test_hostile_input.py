@@ -969,7 +969,7 @@ def test_schema_with_corrupt_pandas_metadata_gives_a_typed_error(tmp_path: Path)
     (``json.loads(raw)``) raised ``UnicodeDecodeError``/``JSONDecodeError`` out of
     ``read_table`` (via ``io/read.py::to_output``), ``update_dataset`` (via
     ``core/schema.py::merge_schemas``) and ``pipelines.backup`` (via
-    ``io/commit.py::_write_common_metadata``) instead of a ``MetadataFormatError``.
+    ``io/commit.py::write_common_metadata_file``) instead of a ``MetadataFormatError``.
     Found by test_fuzzed_metadata_gives_typed_errors_and_no_writes (400 examples: a "/"
     spliced into the base64 schema of the newest snapshot, then ``backup``).
 
