@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,14 @@ from dataset_kit.exceptions import (
     InvalidInputError,
     VersionNotFoundError,
 )
-from dataset_kit.store import Capability, DelegatingStore, FaultInjectingStore, LocalStore, Store
+from dataset_kit.store import (
+    BlobInfo,
+    Capability,
+    DelegatingStore,
+    FaultInjectingStore,
+    LocalStore,
+    Store,
+)
 
 UUID = "sales"
 
@@ -68,6 +76,43 @@ def test_default_copy_nodes_follow_the_store_kind(live: LocalStore, vault: Local
     assert job.tasks == 5  # ceil(22 / 5)
     assert job.compute().copied == 22
     pd.testing.assert_frame_equal(table(vault), table(live))
+
+
+class _NetworkRecorder(DelegatingStore):
+    """A local store declared a network store; records the threads that put blobs."""
+
+    def __init__(self, inner: LocalStore) -> None:
+        super().__init__(inner, capabilities=inner.capabilities | {Capability.CONCURRENT_IO})
+        self.threads: set[str] = set()
+        self.stats: set[str] = set()
+
+    def _put(
+        self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
+    ) -> BlobInfo:
+        if key.endswith(".parquet"):
+            self.threads.add(threading.current_thread().name)
+        return super()._put(key, data, if_absent=if_absent, if_match=if_match)
+
+    def _stat(self, key: str) -> BlobInfo:
+        self.stats.add(threading.current_thread().name)
+        return super()._stat(key)
+
+
+def test_network_stores_copy_and_verify_on_many_threads_per_node(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    """A dask node runs on one thread; on a network store it fans its blobs out over
+    threads, or the threaded scheduler would keep only one request per CPU in flight."""
+    network = _NetworkRecorder(vault)
+    report = dk.pipelines.backup(UUID, source=live, target=network, batch_size=22).compute(
+        scheduler="sync"
+    )
+    assert report.copied == 22
+    assert len(network.threads) > 1 and all(t.startswith("dk-io") for t in network.threads)
+    pd.testing.assert_frame_equal(table(vault), table(live))
+    verify = dk.pipelines.verify(UUID, store=network, versions="all").compute(scheduler="sync")
+    assert verify.ok and verify.checked == 22
+    assert len(network.stats) > 1
 
 
 def test_local_copy_nodes_are_cut_by_bytes() -> None:
