@@ -8,6 +8,8 @@ Layout of a dataset ``<uuid>`` (kartothek/plateau format version 4, plus ``_vers
     <uuid>/<table>/<col>=<val>/.../<hex>.parquet          data blobs (immutable)
     <uuid>/indices/<col>/<ts>.by-dataset-index.parquet    secondary indices (immutable)
     <uuid>/_versions/<version:020d>.json                  snapshots: the commit log
+    <uuid>/_staging/<run>/<index:06d>.arrows              a running repartition's shuffle
+                                                          shards (deleted after its commit)
 
 Partition values are URL-quoted like kartothek (``urllib.parse.quote``) except that ``/``
 is quoted too (kartothek leaves it, which silently truncates such values on read).
@@ -41,6 +43,8 @@ __all__ = [
     "quote_component",
     "snapshot_key",
     "snapshot_prefix",
+    "staging_key",
+    "staging_prefix",
     "table_prefix",
     "unquote_component",
     "validate_uuid",
@@ -55,8 +59,10 @@ INDEX_SUFFIX = ".by-dataset-index.parquet"
 DATA_SUFFIX = ".parquet"
 VERSIONS_DIR = "_versions"
 INDICES_DIR = "indices"
+STAGING_DIR = "_staging"
 
 _UUID_RE = re.compile(r"^[A-Za-z0-9_+\-]+$")
+_RUN_RE = re.compile(r"^[0-9a-f]{8,64}$")
 _SNAPSHOT_RE = re.compile(r"^(\d{20})\.json$")
 _TABLE_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -88,7 +94,11 @@ def validate_uuid(dataset_uuid: object) -> str:
 
 def validate_table(table: object) -> str:
     """Return ``table`` if it is a legal table name."""
-    if not isinstance(table, str) or not _TABLE_RE.match(table) or table == INDICES_DIR:
+    if (
+        not isinstance(table, str)
+        or not _TABLE_RE.match(table)
+        or table in (INDICES_DIR, VERSIONS_DIR, STAGING_DIR)
+    ):
         raise InvalidUUIDError(f"invalid table name {table!r}")
     return table
 
@@ -192,6 +202,33 @@ def index_prefix(dataset_uuid: str, column: str | None = None) -> str:
 def index_key(dataset_uuid: str, column: str, timestamp_iso: str) -> str:
     """``<uuid>/indices/<col>/<ts>.by-dataset-index.parquet`` (both parts quoted)."""
     return index_prefix(dataset_uuid, column) + quote_component(timestamp_iso) + INDEX_SUFFIX
+
+
+def staging_prefix(dataset_uuid: str, run: str) -> str:
+    """``<uuid>/_staging/<run>/``: the shuffle shards of one repartition run.
+
+    Examples
+    --------
+    >>> staging_prefix("sales", "0123abcd")
+    'sales/_staging/0123abcd/'
+    """
+    if not _RUN_RE.match(run):
+        raise ValueError(f"invalid staging run id {run!r}")
+    return f"{dataset_uuid}/{STAGING_DIR}/{run}/"
+
+
+def staging_key(dataset_uuid: str, run: str, index: int) -> str:
+    """``<uuid>/_staging/<run>/<index:06d>.arrows``: one map task's shards (Arrow IPC
+    streams, one per output, back to back).
+
+    Examples
+    --------
+    >>> staging_key("sales", "0123abcd", 7)
+    'sales/_staging/0123abcd/000007.arrows'
+    """
+    if index < 0:
+        raise ValueError(f"negative staging index {index}")
+    return f"{staging_prefix(dataset_uuid, run)}{index:06d}.arrows"
 
 
 def new_blob_name() -> str:

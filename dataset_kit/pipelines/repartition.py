@@ -1,10 +1,18 @@
-"""Repartition a dataset: read it as a dask DataFrame, shuffle on the new keys, write, commit.
+"""Repartition a dataset: shuffle its rows on the new keys, write balanced files, commit.
 
-The graph: read tasks (``dd.from_map`` over groups of source blobs of bounded size, so
-root-task queuing applies), a shuffle on the new partition columns (plus the bucket
-column), one write node per shuffle output and one commit node. The shuffle is P2P on a
-distributed cluster (it spills to disk and restarts when a worker dies) and the disk
-shuffle on the local scheduler.
+The graph: read tasks over groups of source blobs of bounded size, a shuffle on the new
+partition columns (plus the bucket column), one write node per shuffle output and one
+commit node. Three ways to shuffle:
+
+* ``"staged"`` (default when the target store has a local path: a local or shared
+  filesystem): read tasks cut their Arrow tables by output into one staging blob each
+  in the target store (:mod:`dataset_kit.pipelines._staged_shuffle`), write nodes read
+  their byte range of every staging blob; Arrow end to end, no pandas, and a re-run
+  task rewrites the same blob. The commit node deletes the staging blobs.
+* ``"p2p"`` (default on a distributed cluster otherwise): dask's P2P shuffle of the
+  source read as a dask DataFrame (``dd.from_map``, so root-task queuing applies); it
+  spills to the workers' disks and restarts when a worker dies.
+* ``"disk"`` (default on the local scheduler otherwise) and ``"tasks"``: dask's.
 
 Because the shuffle brings every row of a target partition (or bucket) to one write
 node, that node sees the partition whole and cuts it into files of balanced size: with
@@ -16,10 +24,12 @@ well-filled file per partition rather than one sliver per source blob.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
 import os
+import uuid as _uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,16 +56,18 @@ from dataset_kit.io.write import (
     write_partitions,
 )
 from dataset_kit.pipelines import _job
-from dataset_kit.pipelines._job import Job, final_node, task_key
+from dataset_kit.pipelines import _staged_shuffle as _staged
+from dataset_kit.pipelines._job import Bundle, Job, final_node, job_token, task_key
 from dataset_kit.pipelines._stores import with_throttle
 from dataset_kit.pipelines.compute import (
     NodeResult,
     WriteTarget,
     commit_results,
     resolve_target,
+    slim_plan,
 )
 from dataset_kit.pipelines.ddf import from_plan
-from dataset_kit.store import open_store
+from dataset_kit.store import Capability, Store, open_store
 from dataset_kit.throttle import Throttle, as_throttle
 
 __all__ = ["BUCKET_COLUMN", "balanced_chunks", "repartition"]
@@ -71,7 +83,8 @@ DEFAULT_ROWS_PER_FILE = 1_000_000
 #: In-memory bytes a read task and a shuffle output aim at (estimated from the schema).
 _TASK_BYTES = 16 * 2**20
 
-ShuffleMethod = Literal["p2p", "disk", "tasks"]
+ShuffleMethod = Literal["staged", "p2p", "disk", "tasks"]
+_METHODS = ("staged", "p2p", "disk", "tasks")
 
 
 def balanced_chunks(rows: int, target: int) -> list[int]:
@@ -159,12 +172,23 @@ def _cluster_shape() -> tuple[int, int]:
     return os.cpu_count() or 2, task_bytes
 
 
-def _add_bucket(frame: pd.DataFrame, columns: list[str], num_buckets: int) -> pd.DataFrame:
-    """Add the hash bucket of ``columns`` (kartothek's bucketing: stable across processes)."""
-    hashed = pd.util.hash_pandas_object(frame[columns], index=False).to_numpy()
+def _buckets(frame: pd.DataFrame, num_buckets: int) -> np.ndarray:
+    """The hash bucket of every row of ``frame`` (kartothek's bucketing: stable across
+    processes, the same for the pandas and the Arrow paths)."""
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     width = next(w for w in (8, 16, 32, 64) if 2**w >= num_buckets)
-    buckets = (hashed % np.uint64(num_buckets)).astype(f"uint{width}")
-    return frame.assign(**{BUCKET_COLUMN: buckets})
+    return (hashed % np.uint64(num_buckets)).astype(f"uint{width}")
+
+
+def _add_bucket(frame: pd.DataFrame, columns: list[str], num_buckets: int) -> pd.DataFrame:
+    """Add the hash bucket of ``columns`` as :data:`BUCKET_COLUMN`."""
+    return frame.assign(**{BUCKET_COLUMN: _buckets(frame[columns], num_buckets)})
+
+
+def _add_bucket_arrow(table: pa.Table, columns: list[str], num_buckets: int) -> pa.Table:
+    """:func:`_add_bucket` for an Arrow table (the columns are hashed as pandas)."""
+    frame = table.select(columns).to_pandas()
+    return table.append_column(BUCKET_COLUMN, pa.array(_buckets(frame, num_buckets)))
 
 
 @dataclass(frozen=True)
@@ -223,12 +247,48 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields, schema.metadata))
 
 
-def _prepare(frame: pd.DataFrame, spec: _Spec) -> tuple[pa.Table, list[tuple[int, int]]]:
+def _group_order(table: pa.Table, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Row order grouping ``table`` by ``columns`` in ascending value order, and the start
+    of each group in it; None when the general sort must do (nulls, too many groups).
+
+    Each column is dictionary-encoded and its codes replaced by the rank of their value,
+    so the order is a stable sort of small integers (a radix sort for up to 65,536
+    groups) rather than a comparison sort of the values: 4x faster on a write node.
+    """
+    n = table.num_rows
+    combined = np.zeros(n, dtype=np.int64)
+    width = 1
+    for name in columns:
+        col = table.column(name)
+        if col.null_count:
+            return None
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        encoded = pc.dictionary_encode(col.combine_chunks())
+        values = encoded.dictionary
+        if width * len(values) >= 2**62:
+            return None
+        rank = np.empty(len(values), dtype=np.int64)
+        rank[pc.array_sort_indices(values).to_numpy()] = np.arange(len(values))
+        combined = combined * len(values) + rank[encoded.indices.to_numpy()]
+        width *= len(values)
+    keys = combined.astype(np.uint16) if width <= 2**16 else combined
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    starts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    return order, np.concatenate([np.zeros(min(n, 1), dtype=np.int64), starts])
+
+
+def _prepare(table: pa.Table, spec: _Spec) -> tuple[pa.Table, list[tuple[int, int]]]:
     """The node's rows sorted by partition (and ``sort_by``), and the files to cut them into
     as ``(offset, rows)``."""
-    table = to_arrow(frame)
     names = [*spec.group_by, *spec.sort_by]
-    if names:
+    grouped = None if spec.sort_by else _group_order(table, spec.group_by)
+    if grouped is not None:
+        order, run_starts = grouped
+        table = table.take(pa.array(order))
+        del order
+    elif names:
         # categoricals sort by value (Arrow sorts no dictionary arrays)
         cols = [table.column(c) for c in names]
         cols = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in cols]
@@ -237,7 +297,9 @@ def _prepare(frame: pd.DataFrame, spec: _Spec) -> tuple[pa.Table, list[tuple[int
             sort_keys=[(f"k{i}", "ascending") for i in range(len(cols))],
         )
         table = table.take(order)
-    starts = [*_run_starts(table, spec.group_by).tolist(), table.num_rows]
+    if grouped is None:
+        run_starts = _run_starts(table, spec.group_by)
+    starts = [*run_starts.tolist(), table.num_rows]
     if spec.bucketed:
         table = table.drop_columns([BUCKET_COLUMN])
     table = _conform(table, spec.schema)
@@ -280,7 +342,12 @@ def _write_node(frame: pd.DataFrame, spec: _Spec) -> NodeResult:
     """One shuffle output (whole target partitions) -> balanced files, a descriptor."""
     if len(frame) == 0:
         return NodeResult((), spec.schema, {}, 0)
-    table, chunks = _prepare(frame, spec)
+    return _write_table(to_arrow(frame), spec)
+
+
+def _write_table(table: pa.Table, spec: _Spec) -> NodeResult:
+    """:func:`_write_node` for an Arrow table with at least one row."""
+    table, chunks = _prepare(table, spec)
     rows = table.num_rows
     written = _write_chunks(table, chunks, spec)
     del table
@@ -288,6 +355,59 @@ def _write_node(frame: pd.DataFrame, spec: _Spec) -> NodeResult:
     # memory (what the nanny's limit and the scheduler see) really drops
     pa.default_memory_pool().release_unused()
     return NodeResult(tuple(written), spec.schema, spec.categories, rows)
+
+
+@dataclass(frozen=True)
+class _Staging:
+    """Where and how the staged shuffle of one run keeps its shards."""
+
+    store: Store
+    dataset_uuid: str
+    run: str
+    n_out: int
+    compression: str | None
+
+
+def _stage_map(
+    parts: Sequence[_read.PartitionRead],
+    index: int,
+    *,
+    reader: Store,
+    plan: _read.ReadPlan,
+    spec: _Spec,
+    staging: _Staging,
+    bucket_by: list[str],
+    num_buckets: int | None,
+) -> tuple[str | None, np.ndarray]:
+    """Read a group of source blobs (Arrow) and write its rows as shards by output."""
+    table = _read.concat(plan, _read.read_partitions(reader, plan, list(parts)))
+    if bucket_by:
+        assert num_buckets is not None
+        table = _add_bucket_arrow(table, bucket_by, num_buckets)
+    ids = _staged.output_ids(table, spec.group_by, staging.n_out)
+    key = naming.staging_key(staging.dataset_uuid, staging.run, index)
+    result = _staged.write_shards(
+        staging.store, key, table, ids, staging.n_out, compression=staging.compression
+    )
+    del table, ids
+    return result
+
+
+def _stage_reduce(
+    index: _staged.StagingIndex, j: int, *, staging: _Staging, spec: _Spec
+) -> NodeResult:
+    """Output ``j`` of the staged shuffle -> balanced files, a descriptor."""
+    table = _staged.read_output(staging.store, index, j)
+    if table is None:
+        return NodeResult((), spec.schema, {}, 0)
+    return _write_table(table, spec)
+
+
+def _commit_staged(nodes: list[NodeResult], *, staging: _Staging, **commit: Any) -> DatasetMetadata:
+    """Commit, then delete the run's staging blobs."""
+    meta = commit_results(nodes, **commit)
+    _staged.clean_staging(staging.store, staging.dataset_uuid, staging.run)
+    return meta
 
 
 def _uses_cluster(scheduler: Any) -> bool:
@@ -302,22 +422,26 @@ def _uses_cluster(scheduler: Any) -> bool:
 class _ShuffleJob(Job[DatasetMetadata]):
     """A job whose shuffle method follows where it runs (unless one was chosen).
 
-    P2P needs a distributed cluster, and the disk shuffle is only correct in one process:
-    so the graph is built for the scheduler :meth:`compute` is given.
+    ``staged`` needs a store with a local path (else it would send everything through
+    the network store twice); P2P needs a distributed cluster, and the disk shuffle is
+    only correct in one process: so the graph is built for the scheduler :meth:`compute`
+    is given. A failed staged run deletes its staging blobs.
     """
 
     def __init__(
         self,
-        build: Callable[[str], Any],
+        build: Callable[[str], tuple[Any, Callable[[], None] | None]],
         method: str | None,
         *,
+        staged: bool,
         name: str,
         tasks: int,
     ) -> None:
         self._build = build
-        self._fixed = method
-        self._method = method or ("p2p" if _uses_cluster(None) else "disk")
-        super().__init__(build(self._method), name=name, tasks=tasks)
+        self._fixed = method or ("staged" if staged else None)
+        self._method = self._fixed or ("p2p" if _uses_cluster(None) else "disk")
+        delayed, self._cleanup = build(self._method)
+        super().__init__(delayed, name=name, tasks=tasks)
 
     @property
     def shuffle_method(self) -> str:
@@ -330,8 +454,13 @@ class _ShuffleJob(Job[DatasetMetadata]):
             method = "p2p" if _uses_cluster(scheduler) else "disk"
             if method != self._method:
                 self._method = method
-                self._delayed = self._build(method)
-        return super().compute(scheduler=scheduler, progress=progress)
+                self._delayed, self._cleanup = self._build(method)
+        try:
+            return super().compute(scheduler=scheduler, progress=progress)
+        except BaseException:
+            if self._cleanup is not None:
+                self._cleanup()
+            raise
 
 
 def _rows_for_bytes(meta: DatasetMetadata, plan: Any, target_bytes: int) -> int:
@@ -415,8 +544,12 @@ def repartition(
     secondary_indices, metadata, compression, row_group_size
         Of the target (as for :func:`dataset_kit.write_dataset`).
     shuffle_method
-        ``"p2p"``, ``"disk"`` or ``"tasks"``; None: P2P on a distributed cluster, disk
-        on the local scheduler (decided when the job runs).
+        ``"staged"``, ``"p2p"``, ``"disk"`` or ``"tasks"`` (see the module docstring).
+        None: ``"staged"`` when the target store has local paths (a local or shared
+        filesystem), else P2P on a distributed cluster and disk on the local scheduler
+        (decided when the job runs). Staged shards live under
+        ``<target>/_staging/<run>/`` until the commit (or the failure) deletes them; a
+        client killed mid-run leaves them to :func:`garbage_collect` of the target.
     npartitions
         Shuffle outputs (write nodes). Default: the number of read tasks, which are
         sized from the source's statistics (about 16 MiB of estimated memory each, less on
@@ -455,9 +588,9 @@ def repartition(
     """
     if mode not in ("error", "overwrite"):
         raise InvalidInputError(f"mode must be 'error' or 'overwrite', got {mode!r}")
-    if shuffle_method not in (None, "p2p", "disk", "tasks"):
+    if shuffle_method is not None and shuffle_method not in _METHODS:
         raise InvalidInputError(
-            f"shuffle_method must be 'p2p', 'disk', 'tasks' or None, got {shuffle_method!r}"
+            f"shuffle_method must be one of {_METHODS} or None, got {shuffle_method!r}"
         )
     if target_rows_per_file is not None and target_bytes_per_file is not None:
         raise InvalidInputError("give target_rows_per_file or target_bytes_per_file, not both")
@@ -563,7 +696,60 @@ def repartition(
         n_out,
     )
 
-    def build(method: str) -> Any:
+    tok = job_token(*token)
+    slim = slim_plan(plan)
+    staging_store = with_throttle(dst, throttle)
+
+    def build(method: str) -> tuple[Any, Callable[[], None] | None]:
+        import dask
+
+        commit = {"target": tgt, "mode": mode, "base": base, "metadata": user_meta}
+        if method == "staged" and groups:
+            local = Capability.LOCAL_PATH in dst.capabilities
+            staging = _Staging(
+                store=staging_store,
+                dataset_uuid=dst_uuid,
+                run=_uuid.uuid4().hex,
+                n_out=n_out,
+                compression=None if local else "lz4",
+            )
+            stage = functools.partial(
+                _stage_map,
+                reader=reader,
+                plan=slim,
+                spec=spec,
+                staging=staging,
+                bucket_by=buckets,
+                num_buckets=num_buckets,
+            )
+            maps = [
+                dask.delayed(stage, pure=False)(
+                    Bundle(group), i, dask_key_name=task_key("repartition", "stage", tok, i)
+                )
+                for i, group in enumerate(groups)
+            ]
+            index = dask.delayed(_staged.collect_index, pure=False)(
+                maps, dask_key_name=task_key("repartition", "index", tok)
+            )
+            reduce = functools.partial(_stage_reduce, staging=staging, spec=spec)
+            writes = [
+                dask.delayed(reduce, pure=False)(
+                    index, j, dask_key_name=task_key("repartition", "write", tok, j)
+                )
+                for j in range(n_out)
+            ]
+            final = final_node(
+                _commit_staged,
+                writes,
+                key=task_key("repartition", "commit", method, tok),
+                staging=staging,
+                **commit,
+            )
+
+            def cleanup() -> None:
+                _staged.clean_staging(staging.store, staging.dataset_uuid, staging.run)
+
+            return final, cleanup
 
         # an empty selection still commits the target with the source's schema
         nodes: list[Any] = [NodeResult((), spec.schema, spec.categories, 0)]
@@ -582,14 +768,14 @@ def repartition(
                 _write_node, spec, meta=pd.Series([], dtype=object), enforce_metadata=False
             )
             nodes = written.to_delayed(optimize_graph=True)
-        return final_node(
-            commit_results,
-            nodes,
-            key=task_key("repartition", "commit", method, *token),
-            target=tgt,
-            mode=mode,
-            base=base,
-            metadata=user_meta,
+        return (
+            final_node(
+                commit_results,
+                nodes,
+                key=task_key("repartition", "commit", method, tok),
+                **commit,
+            ),
+            None,
         )
 
     logger.info(
@@ -604,6 +790,7 @@ def repartition(
     return _ShuffleJob(
         build,
         shuffle_method,
+        staged=Capability.LOCAL_PATH in dst.capabilities,
         name=f"repartition {src_uuid} -> {dst_uuid}",
         tasks=n_out if groups else 0,
     )

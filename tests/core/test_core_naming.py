@@ -223,3 +223,18 @@ def test_new_blob_names_are_unique_hex() -> None:
     names = {naming.new_blob_name() for _ in range(1000)}
     assert len(names) == 1000
     assert all(re.fullmatch(r"[0-9a-f]{32}", n) for n in names)
+
+
+@pytest.mark.parametrize("table", ["_staging", "_versions", "indices"])
+def test_directories_of_the_layout_are_no_table_names(table: str) -> None:
+    """A table there would mix its blobs with snapshots, shuffle shards or indices."""
+    with pytest.raises(InvalidUUIDError):
+        naming.validate_table(table)
+
+
+def test_staging_keys() -> None:
+    assert naming.staging_key("d", "00ff00ff", 3) == "d/_staging/00ff00ff/000003.arrows"
+    assert naming.staging_key("d", "00ff00ff", 3).startswith(naming.dataset_prefix("d"))
+    for bad in ("", "../x", "ABCDEF12", "0123"):
+        with pytest.raises(ValueError):
+            naming.staging_prefix("d", bad)

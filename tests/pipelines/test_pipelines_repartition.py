@@ -13,6 +13,7 @@ import signal
 import sys
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,12 @@ from pandas.testing import assert_frame_equal
 import dataset_kit as dk
 from dataset_kit.core.metadata import DatasetMetadata
 from dataset_kit.core.naming import decode_label
-from dataset_kit.exceptions import DatasetExistsError, InvalidInputError, PartitionValueError
+from dataset_kit.exceptions import (
+    DatasetExistsError,
+    InvalidInputError,
+    KeyNotFoundError,
+    PartitionValueError,
+)
 from dataset_kit.pipelines.repartition import balanced_chunks, repartition
 from dataset_kit.store import Capability, DelegatingStore, LocalStore, Store
 from dataset_kit.testing.dask_cluster import local_cluster
@@ -66,6 +72,17 @@ def store(tmp_path: Path) -> LocalStore:
     return LocalStore(tmp_path / "lake")
 
 
+@pytest.fixture(params=["staged", "disk"])
+def method(request: pytest.FixtureRequest, store: LocalStore) -> Iterator[str]:
+    """The local shuffle methods; a staged run leaves no staging blob behind."""
+    yield request.param
+    assert staging_keys(store) == []
+
+
+def staging_keys(store: Store) -> list[str]:
+    return [k for k in store.iter_keys() if "/_staging/" in k]
+
+
 def by_id(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("id").reset_index(drop=True)
 
@@ -96,10 +113,19 @@ def check_balanced(meta: DatasetMetadata, target_rows: int) -> None:
         assert sorted(sizes) == sorted(balanced_chunks(sum(sizes), target_rows))
 
 
-def test_every_row_lands_in_its_partition(store: LocalStore) -> None:
+@pytest.mark.parametrize("method", [None, "disk"])
+def test_every_row_lands_in_its_partition(store: LocalStore, method: str | None) -> None:
     src = write_source(store)
-    job = repartition(SRC, "by_shop", store=store, partition_on="shop", target_rows_per_file=400)
-    assert job.shuffle_method == "disk"  # type: ignore[attr-defined]
+    job = repartition(
+        SRC,
+        "by_shop",
+        store=store,
+        partition_on="shop",
+        target_rows_per_file=400,
+        shuffle_method=method,  # type: ignore[arg-type]
+    )
+    # a store with local paths shuffles through itself by default
+    assert job.shuffle_method == (method or "staged")  # type: ignore[attr-defined]
     meta = job.compute()
     assert meta.version == 0 and meta.partition_keys == ("shop",)
     got = check_same_rows(store, "by_shop", src)
@@ -119,23 +145,33 @@ def test_every_row_lands_in_its_partition(store: LocalStore) -> None:
 
 
 @pytest.mark.parametrize("target_rows", [7, 150, 700, 100_000])
-def test_files_are_balanced(store: LocalStore, target_rows: int) -> None:
+def test_files_are_balanced(store: LocalStore, method: str, target_rows: int) -> None:
     src = write_source(store, rows=3000)
     meta = repartition(
-        SRC, "t", store=store, partition_on=["shop"], target_rows_per_file=target_rows
+        SRC,
+        "t",
+        store=store,
+        partition_on=["shop"],
+        target_rows_per_file=target_rows,
+        shuffle_method=method,
     ).compute()
     check_balanced(meta, target_rows)
     check_same_rows(store, "t", src)
 
 
 @pytest.mark.parametrize("target_kib", [24, 96])
-def test_files_are_balanced_by_bytes(store: LocalStore, target_kib: int) -> None:
+def test_files_are_balanced_by_bytes(store: LocalStore, method: str, target_kib: int) -> None:
     """``target_bytes_per_file``: every file but the last of a partition lands within 2x
     of the size asked for (rows per file estimated from the source's bytes per row)."""
     src = write_source(store, rows=60_000, appends=1)
     target = target_kib * 1024
     meta = repartition(
-        SRC, "b", store=store, partition_on=["shop"], target_bytes_per_file=target
+        SRC,
+        "b",
+        store=store,
+        partition_on=["shop"],
+        target_bytes_per_file=target,
+        shuffle_method=method,
     ).compute()
     check_same_rows(store, "b", src)
     sizes: dict[str, list[int]] = {}
@@ -148,12 +184,18 @@ def test_files_are_balanced_by_bytes(store: LocalStore, target_kib: int) -> None
             assert target / 2 <= size <= target * 2, (target, files)
 
 
-def test_a_selective_filter_yields_few_well_filled_files(store: LocalStore) -> None:
+def test_a_selective_filter_yields_few_well_filled_files(store: LocalStore, method: str) -> None:
     src = write_source(store, rows=20_000, appends=4)
     assert dk.open_dataset(store=store, dataset_uuid=SRC).num_partitions == 24
     predicates = [[("id", "<", 200)]]  # 1% of the rows
     meta = repartition(
-        SRC, "few", store=store, partition_on="shop", predicates=predicates, npartitions=24
+        SRC,
+        "few",
+        store=store,
+        partition_on="shop",
+        predicates=predicates,
+        npartitions=24,
+        shuffle_method=method,
     ).compute()
     want = src[src["id"] < 200]
     # one file per shop, not one sliver per (source blob, shop): up to 24 x 12 = 288
@@ -161,10 +203,16 @@ def test_a_selective_filter_yields_few_well_filled_files(store: LocalStore) -> N
     check_same_rows(store, "few", want)
 
 
-def test_bucketing_keeps_each_bucket_value_in_one_file(store: LocalStore) -> None:
+def test_bucketing_keeps_each_bucket_value_in_one_file(store: LocalStore, method: str) -> None:
     src = write_source(store)
     meta = repartition(
-        SRC, "b", store=store, partition_on="date", bucket_by="shop", num_buckets=3
+        SRC,
+        "b",
+        store=store,
+        partition_on="date",
+        bucket_by="shop",
+        num_buckets=3,
+        shuffle_method=method,
     ).compute()
     check_same_rows(store, "b", src)
     per_date: dict[str, list[set[int]]] = defaultdict(list)
@@ -177,10 +225,16 @@ def test_bucketing_keeps_each_bucket_value_in_one_file(store: LocalStore) -> Non
     assert meta.num_partitions <= 6 * 3
 
 
-def test_sort_by_gives_files_with_consecutive_ranges(store: LocalStore) -> None:
+def test_sort_by_gives_files_with_consecutive_ranges(store: LocalStore, method: str) -> None:
     write_source(store)
     repartition(
-        SRC, "s", store=store, partition_on="shop", sort_by="id", target_rows_per_file=300
+        SRC,
+        "s",
+        store=store,
+        partition_on="shop",
+        sort_by="id",
+        target_rows_per_file=300,
+        shuffle_method=method,
     ).compute()
     ranges: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for frame in dk.read_dataset_as_dataframes(store=store, dataset_uuid="s"):
@@ -192,20 +246,27 @@ def test_sort_by_gives_files_with_consecutive_ranges(store: LocalStore) -> None:
         assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
 
 
-def test_columns_and_every_type_survive_exactly(store: LocalStore) -> None:
+def test_columns_and_every_type_survive_exactly(store: LocalStore, method: str) -> None:
     df = pd.concat([all_types_frame()] * 3, ignore_index=True)
     df["key"] = np.arange(len(df))
     df["p"] = np.arange(len(df)) % 2
     dk.write_dataset(df, store=store, dataset_uuid="types", partition_on="p")
     src = dk.read_table(store=store, dataset_uuid="types")
-    repartition("types", "by_s", store=store, partition_on=["s", "tz"]).compute()
+    repartition(
+        "types", "by_s", store=store, partition_on=["s", "tz"], shuffle_method=method
+    ).compute()
     got = dk.read_table(store=store, dataset_uuid="by_s")
     assert_frame_equal(
         got.sort_values("key").reset_index(drop=True),
         src[got.columns].sort_values("key").reset_index(drop=True),
     )
     meta = repartition(
-        "types", "few", store=store, partition_on="cat", columns=["cat", "key", "S"]
+        "types",
+        "few",
+        store=store,
+        partition_on="cat",
+        columns=["cat", "key", "S"],
+        shuffle_method=method,
     ).compute()
     assert meta.schema is not None and meta.schema.names == ["cat", "key", "S"]
     assert dk.read_table(store=store, dataset_uuid="few").dtypes.equals(
@@ -213,11 +274,13 @@ def test_columns_and_every_type_survive_exactly(store: LocalStore) -> None:
     )
 
 
-def test_a_failed_run_leaves_the_target_unchanged(store: LocalStore) -> None:
+def test_a_failed_run_leaves_the_target_unchanged(store: LocalStore, method: str) -> None:
     df = pd.DataFrame({"x": [1.0, np.nan, 3.0], "y": [1, 2, 3], "p": [1, 1, 2]})
     dk.write_dataset(df, store=store, dataset_uuid="nan", partition_on="p")
     dk.write_dataset(df.head(1), store=store, dataset_uuid="t")
-    job = repartition("nan", "t", store=store, partition_on="x", mode="overwrite")
+    job = repartition(
+        "nan", "t", store=store, partition_on="x", mode="overwrite", shuffle_method=method
+    )
     with pytest.raises(PartitionValueError):
         job.compute()
     assert dk.open_dataset(store=store, dataset_uuid="t").version == 0
@@ -226,14 +289,21 @@ def test_a_failed_run_leaves_the_target_unchanged(store: LocalStore) -> None:
         repartition("nan", "t", store=store, partition_on="y")
 
 
-def test_in_place_and_empty_selections(store: LocalStore) -> None:
+def test_in_place_and_empty_selections(store: LocalStore, method: str) -> None:
     src = write_source(store, rows=600, appends=1)
-    meta = repartition(SRC, SRC, store=store, partition_on="shop", mode="overwrite").compute()
+    meta = repartition(
+        SRC, SRC, store=store, partition_on="shop", mode="overwrite", shuffle_method=method
+    ).compute()
     assert meta.version == 1 and meta.partition_keys == ("shop",)
     check_same_rows(store, SRC, src)
     assert dk.read_table(store=store, dataset_uuid=SRC, version=0).shape == src.shape
     none = repartition(
-        SRC, "none", store=store, partition_on="date", predicates=[[("shop", ">", 99)]]
+        SRC,
+        "none",
+        store=store,
+        partition_on="date",
+        predicates=[[("shop", ">", 99)]],
+        shuffle_method=method,
     ).compute()
     assert none.num_partitions == 0
     empty = dk.read_table(store=store, dataset_uuid="none")
@@ -264,6 +334,94 @@ def test_bad_options_fail_when_building(
     write_source(store, rows=100, appends=1)
     with pytest.raises(InvalidInputError, match=match):
         repartition(SRC, "x", store=store, **kwargs)
+
+
+def test_staged_and_disk_shuffles_make_the_same_buckets(store: LocalStore) -> None:
+    """Bucketing hashes the same pandas values on both paths (kartothek's bucketing)."""
+    write_source(store)
+
+    def buckets(method: str) -> set[tuple[str, frozenset[int]]]:
+        uuid = f"b_{method}"
+        repartition(
+            SRC,
+            uuid,
+            store=store,
+            partition_on="date",
+            bucket_by="shop",
+            num_buckets=4,
+            shuffle_method=method,  # type: ignore[arg-type]
+        ).compute()
+        return {
+            (frame["date"].iloc[0], frozenset(frame["shop"]))
+            for frame in dk.read_dataset_as_dataframes(store=store, dataset_uuid=uuid)
+        }
+
+    assert buckets("staged") == buckets("disk")
+
+
+def test_staged_through_a_store_without_local_paths() -> None:
+    """A memory store: dask's disk shuffle by default; staged on request (ranged reads,
+    lz4-compressed shards), and the staging blobs are gone after the commit."""
+    store = dk.open_store("memory://")
+    src = write_source(store, rows=3000)
+    assert repartition(SRC, "d", store=store, partition_on="shop").shuffle_method == "disk"  # type: ignore[attr-defined]
+    job = repartition(SRC, "s", store=store, partition_on="shop", shuffle_method="staged")
+    meta = job.compute()
+    check_same_rows(store, "s", src)
+    assert meta.num_partitions == SHOPS
+    assert staging_keys(store) == []
+
+
+class GcOnFirstStagingRead(DelegatingStore):
+    """Runs a garbage collection with no grace period when a write node first reads a
+    staging blob: the one way to pull a running job's shards from under it."""
+
+    def __init__(self, inner: Store, dataset_uuid: str) -> None:
+        super().__init__(inner, capabilities=inner.capabilities)
+        self.dataset_uuid = dataset_uuid
+        self.collected: list[str] = []
+
+    def _get_range(self, key: str, start: int, length: int) -> bytes:
+        if "/_staging/" in key and not self.collected:
+            report = dk.pipelines.garbage_collect(
+                self.dataset_uuid, store=self.inner, grace_period=0
+            ).compute(scheduler="sync")
+            self.collected.extend(report.keys)
+        return super()._get_range(key, start, length)
+
+
+def test_staging_blobs_collected_under_a_running_job_fail_it_cleanly(
+    store: LocalStore,
+) -> None:
+    write_source(store)
+    dk.write_dataset(pd.DataFrame({"shop": [1], "id": [7]}), store=store, dataset_uuid="t")
+    gc_store = GcOnFirstStagingRead(store, "t")
+    job = repartition(
+        SRC, "t", store=store, target_store=gc_store, partition_on="shop", mode="overwrite"
+    )
+    assert job.shuffle_method == "staged"  # type: ignore[attr-defined]
+    with pytest.raises(KeyNotFoundError):
+        job.compute(scheduler="sync")
+    assert gc_store.collected and all("/_staging/" in k for k in gc_store.collected)
+    assert dk.open_dataset(store=store, dataset_uuid="t").version == 0
+    assert dk.read_table(store=store, dataset_uuid="t")["id"].tolist() == [7]
+    assert staging_keys(store) == []  # the failed run deleted what was left
+
+
+def test_garbage_collection_removes_the_staging_of_a_crashed_run(store: LocalStore) -> None:
+    from dataset_kit.core import naming
+    from dataset_kit.pipelines._staged_shuffle import write_shards
+
+    write_source(store, rows=300, appends=1)
+    table = pa.table({"k": [1, 2, 3]})
+    key = naming.staging_key(SRC, "0123abcd", 0)
+    write_shards(store, key, table, np.array([0, 1, 0], dtype=np.uint16), 2)
+    path = store.local_path(key)
+    assert path is not None
+    os.utime(path, (1, 1))  # older than any grace period
+    report = dk.pipelines.garbage_collect(SRC, store=store).compute()
+    assert report.keys == [key]
+    assert staging_keys(store) == []
 
 
 # ------------------------------------------------------------------ on a LocalCluster
@@ -301,33 +459,69 @@ class KillOnceStore(DelegatingStore):
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
 
 
+class NoPathStore(DelegatingStore):
+    """The store without ``LOCAL_PATH``: a network store, as far as defaults go."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner, capabilities=inner.capabilities - {Capability.LOCAL_PATH})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.inner,))
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return ("no-path", self.inner.url)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_p2p_on_a_local_cluster(store: LocalStore, tmp_path: Path) -> None:
+def test_p2p_follows_the_scheduler(store: LocalStore) -> None:
+    """Without local paths the shuffle is dask's: disk locally, P2P on a cluster, even
+    for a job built before the cluster existed."""
     src = write_source(store, rows=20_000, appends=4)
-    built_locally = repartition(SRC, "late", store=store, partition_on="shop")
+    remote = NoPathStore(store)
+    built_locally = repartition(SRC, "late", store=remote, partition_on="shop")
     assert built_locally.shuffle_method == "disk"  # type: ignore[attr-defined]
     with local_cluster(n_workers=2) as client:
         job = repartition(
-            SRC, "by_shop", store=store, partition_on="shop", target_rows_per_file=500
+            SRC, "by_shop", store=remote, partition_on="shop", target_rows_per_file=500
         )
         assert job.shuffle_method == "p2p"  # type: ignore[attr-defined]
         meta = job.compute()
         check_same_rows(store, "by_shop", src)
         check_balanced(meta, 500)
-        # a job built without a cluster switches to P2P when it runs on one
         built_locally.compute(scheduler=client)
         assert built_locally.shuffle_method == "p2p"  # type: ignore[attr-defined]
         check_same_rows(store, "late", src)
 
-        # a worker killed in the middle of the shuffle: P2P restarts (or the run fails
-        # cleanly, leaving the target as it was)
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("method", ["staged", "p2p"])
+def test_a_worker_killed_mid_shuffle(store: LocalStore, tmp_path: Path, method: str) -> None:
+    """A worker SIGKILLed while reading: staged map tasks run again (rewriting the same
+    staging blob), P2P restarts; or the run fails cleanly, leaving no target."""
+    src = write_source(store, rows=20_000, appends=4)
+    with local_cluster(n_workers=2) as client:
+        job = repartition(
+            SRC, "balanced", store=store, partition_on="shop", target_rows_per_file=500
+        )
+        assert job.shuffle_method == "staged"  # type: ignore[attr-defined]
+        meta = job.compute()
+        check_same_rows(store, "balanced", src)
+        check_balanced(meta, 500)
+
         markers = tmp_path / "markers"
         markers.mkdir()
         killer = KillOnceStore(store, str(markers), kill_at=10)
         workers = set(client.run(os.getpid).values())
         job = repartition(
-            SRC, "killed", store=killer, target_store=store, partition_on="shop", npartitions=8
+            SRC,
+            "killed",
+            store=killer,
+            target_store=store,
+            partition_on="shop",
+            npartitions=8,
+            shuffle_method=method,  # type: ignore[arg-type]
         )
         try:
             meta = job.compute()
@@ -338,14 +532,17 @@ def test_p2p_on_a_local_cluster(store: LocalStore, tmp_path: Path) -> None:
             check_balanced(meta, 1_000_000)
         victim = int((markers / "killed").read_text())
         assert victim in workers and victim not in set(client.run(os.getpid).values())
+    assert staging_keys(store) == []
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_a_dataset_larger_than_the_workers_memory_limit(store: LocalStore) -> None:
+@pytest.mark.parametrize("method", ["staged", "p2p"])
+def test_a_dataset_larger_than_the_workers_memory_limit(store: LocalStore, method: str) -> None:
     """2 workers of 450 MiB (about 180 MiB of which the imported libraries take)
     repartition 8M rows (460 MiB as pandas, 400 MiB as Arrow) without a restart: the
-    read tasks are sized from the workers' memory limit and P2P spills to disk."""
+    read tasks are sized from the workers' memory limit; the staged shuffle keeps one
+    task's rows at a time, P2P spills to disk."""
     rows = 8_000_000
     labels = pa.array([f"label-{i:04d}" for i in range(1000)])
     for part in range(4):
@@ -366,7 +563,13 @@ def test_a_dataset_larger_than_the_workers_memory_limit(store: LocalStore) -> No
         del table
     with local_cluster(n_workers=2, memory_limit="450MiB") as client:
         pids = set(client.run(os.getpid).values())
-        meta = repartition(SRC, "by_store", store=store, partition_on="store_id").compute()
+        meta = repartition(
+            SRC,
+            "by_store",
+            store=store,
+            partition_on="store_id",
+            shuffle_method=method,  # type: ignore[arg-type]
+        ).compute()
         assert set(client.run(os.getpid).values()) == pids  # nobody was killed
     assert sum(rows for rows, _ in meta.stats.values()) == rows
     assert meta.num_partitions == 100
