@@ -258,7 +258,7 @@ def _prepare_pipeline(
     key = workload.plain  # a -rtt<N> variant is set up and checked as its workload
 
     if key == "W6":
-        cluster = variant in ("cluster", "dask")
+        cluster = variant in ("cluster", "cluster-p2p", "dask")
         client = _start_cluster(contender, stack, notes, modules) if cluster else None
         if client is not None:
             stack.enter_context(_worker_memory(client, notes))

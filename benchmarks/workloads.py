@@ -66,6 +66,7 @@ WORKLOADS: dict[str, Workload] = {
             base="W1",
             entries=(
                 "dataset_kit:cluster",
+                "dataset_kit:cluster-p2p",
                 "pyarrow:dask",
                 "plateau:cluster",
                 "pyarrow:stream",
@@ -138,6 +139,7 @@ GROUPS: dict[str, list[str]] = {
 #: What the variants of an entry mean (used in the report).
 VARIANTS: dict[str, str] = {
     "cluster": "2-worker LocalCluster, 1 thread each",
+    "cluster-p2p": "2-worker LocalCluster, 1 thread each, shuffle_method='p2p'",
     "threads": "local threaded scheduler",
     "loop": "fragment loop, 1 thread",
     "loop2": "fragment loop, ThreadPool(2)",

@@ -132,14 +132,16 @@ class DatasetKitContender(Contender):
         job.compute(scheduler=client if client is not None else "threads")
 
     def repartition(self, source: str, target: str, *, variant: str, client: Any) -> None:
-        """``dk.pipelines.repartition(partition_on="store_id")`` on the cluster (P2P
-        shuffle) or the local threaded scheduler (disk shuffle)."""
+        """``dk.pipelines.repartition(partition_on="store_id")`` on the cluster or the
+        local threaded scheduler; the default shuffle (staged through the local target
+        store), or P2P for ``cluster-p2p``."""
         job = self._pipelines().repartition(
             UUID,
             UUID,
             store=self._store(source),
             target_store=self._store(target),
             partition_on=["store_id"],
+            shuffle_method="p2p" if variant == "cluster-p2p" else None,
         )
         job.compute(scheduler=client if client is not None else "threads")
 

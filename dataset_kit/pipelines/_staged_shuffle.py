@@ -96,17 +96,28 @@ def write_shards(
     table = table.take(pa.array(order))
     del order
     options = pa.ipc.IpcWriteOptions(compression=compression)
-    sink = pa.BufferOutputStream()
-    start = 0
-    for j in range(n_out):
-        rows = int(counts[j])
-        if rows:
-            with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
-                writer.write_table(table.slice(start, rows))
-            start += rows
-        offsets[j + 1] = sink.tell()
+
+    def write(sink: pa.NativeFile, table: pa.Table) -> None:
+        start = 0
+        for j in range(n_out):
+            rows = int(counts[j])
+            if rows:
+                with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+                    writer.write_table(table.slice(start, rows))
+                start += rows
+            offsets[j + 1] = sink.tell()
+
+    if compression is None:
+        # measure first (no data is copied), then write into a buffer of the exact size:
+        # a growing buffer would copy and fault in fresh pages at every doubling
+        write(pa.MockOutputStream(), table)
+        buffer = pa.allocate_buffer(int(offsets[-1]))
+        write(pa.FixedSizeBufferWriter(buffer), table)
+    else:
+        sink = pa.BufferOutputStream()
+        write(sink, table)
+        buffer = sink.getvalue()
     del table
-    buffer = sink.getvalue()
     store.put(key, memoryview(buffer))
     return key, offsets
 

@@ -137,12 +137,14 @@ def test_runner_pipelines_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_runner_repartition_end_to_end(tmp_path: Path) -> None:
     """W6: every entry verified (rows, product_id sum, 100 store_id partitions), with the
-    file-size and worker-memory notes."""
+    file-size and worker-memory notes; dataset_kit with its default (staged) shuffle and
+    with P2P."""
     contenders = ["dataset_kit", "pyarrow", "deltalake", "plateau"]
     results, markdown = run_bench(tmp_path, contenders, ["W6"])
     rows = results["summary"]["W6"]
     assert list(rows) == [
         "dataset_kit:cluster",
+        "dataset_kit:cluster-p2p",
         "pyarrow:dask",
         "plateau:cluster",
         "pyarrow:stream",
