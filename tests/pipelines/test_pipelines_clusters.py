@@ -34,7 +34,8 @@ def source(store: LocalStore, days: int = 6, stores: int = 4) -> pd.DataFrame:
 
 
 def run_all_pipelines(store: LocalStore, backup_store: LocalStore, scheduler: Any) -> None:
-    """Compute, GC, backup, verify, restore on one scheduler; check every result."""
+    """Compute, repartition, GC, backup, verify, restore on one scheduler; check every
+    result."""
     df = source(store)
 
     def tag(frame: pd.DataFrame) -> pd.DataFrame:
@@ -47,6 +48,25 @@ def run_all_pipelines(store: LocalStore, backup_store: LocalStore, scheduler: An
     out = dk.read_table(store=store, dataset_uuid="out")
     assert sorted(out["double"]) == sorted(df["qty"] * 2)
     assert os.getpid() not in set(out["pid"]) or scheduler == "threads"
+
+    # repartition: staged through the local store (the default) and dask's own shuffle
+    dask_shuffle = "disk" if scheduler == "threads" else "p2p"
+    for method in ("staged", dask_shuffle):
+        target = f"by_shop_{method}"
+        job = dk.pipelines.repartition(
+            SRC,
+            target,
+            store=store,
+            partition_on="shop",
+            target_rows_per_file=4,
+            shuffle_method=None if method == "staged" else method,  # type: ignore[arg-type]
+        )
+        meta = job.compute(scheduler=scheduler)
+        assert job.shuffle_method == method  # type: ignore[attr-defined]
+        assert meta.partition_keys == ("shop",) and meta.num_partitions == 4 * 2
+        by_shop = dk.read_table(store=store, dataset_uuid=target)
+        assert sorted(by_shop["qty"]) == sorted(df["qty"])
+    assert not [k for k in store.iter_keys() if "/_staging/" in k]
 
     dk.write_dataset(df.head(3), store=store, dataset_uuid="out", mode="overwrite")
     report = dk.pipelines.garbage_collect(
