@@ -537,13 +537,16 @@ def test_a_worker_killed_mid_shuffle(store: LocalStore, tmp_path: Path, method: 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("method", ["staged", "p2p"])
-def test_a_dataset_larger_than_the_workers_memory_limit(store: LocalStore, method: str) -> None:
-    """2 workers of 450 MiB (about 180 MiB of which the imported libraries take)
-    repartition 8M rows (460 MiB as pandas, 400 MiB as Arrow) without a restart: the
-    read tasks are sized from the workers' memory limit; the staged shuffle keeps one
-    task's rows at a time, P2P spills to disk."""
-    rows = 8_000_000
+@pytest.mark.parametrize(("method", "rows"), [("staged", 24_000_000), ("p2p", 8_000_000)])
+def test_a_dataset_larger_than_the_workers_memory_limit(
+    store: LocalStore, method: str, rows: int
+) -> None:
+    """2 workers of 450 MiB (about 170 MiB of which the imported libraries take)
+    repartition 24M rows staged (1.2 GiB as Arrow: 2.7x a worker's limit, 4.5x what is
+    left after the imports) and 8M rows with P2P (400 MiB) without a restart, and no
+    worker's resident memory ever reaches its limit: the read tasks are sized from the
+    workers' memory limit; the staged shuffle holds one task's rows at a time, P2P
+    spills to disk."""
     labels = pa.array([f"label-{i:04d}" for i in range(1000)])
     for part in range(4):
         rng = np.random.default_rng(part)
@@ -561,7 +564,8 @@ def test_a_dataset_larger_than_the_workers_memory_limit(store: LocalStore, metho
         )
         dk.update_dataset(table, store=store, dataset_uuid=SRC, partition_on="date")
         del table
-    with local_cluster(n_workers=2, memory_limit="450MiB") as client:
+    limit = 450 * 2**20
+    with local_cluster(n_workers=2, memory_limit=limit) as client:
         pids = set(client.run(os.getpid).values())
         meta = repartition(
             SRC,
@@ -571,5 +575,15 @@ def test_a_dataset_larger_than_the_workers_memory_limit(store: LocalStore, metho
             shuffle_method=method,  # type: ignore[arg-type]
         ).compute()
         assert set(client.run(os.getpid).values()) == pids  # nobody was killed
+        peaks = client.run(peak_rss).values()
+    assert all(0 < peak < limit for peak in peaks), [p / 2**20 for p in peaks]
     assert sum(rows for rows, _ in meta.stats.values()) == rows
     assert meta.num_partitions == 100
+
+
+def peak_rss() -> int:
+    """This process's resident-memory high-water mark (VmHWM) in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
