@@ -13,10 +13,9 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,8 +31,9 @@ from dataset_kit.exceptions import (
     StoreError,
 )
 from dataset_kit.io import commit as _commit
+from dataset_kit.io._concurrent import io_map
 from dataset_kit.io.gc import references
-from dataset_kit.store import Capability, Store
+from dataset_kit.store import Store
 
 __all__ = [
     "BlobCopy",
@@ -50,13 +50,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-R = TypeVar("R")
-
-#: Threads per copy or verify node on network stores: their calls wait on the network,
-#: and a dask node runs on one thread (the threaded scheduler runs one node per CPU, so
-#: without them 2 requests at a time were in flight on this 2-CPU machine).
-IO_THREADS = 16
 
 Versions = Literal["all", "latest"]
 Check = Literal["size", "checksum"]
@@ -201,8 +194,9 @@ def plan_copy(
             )
         sources = [*complete, sources[-1]]
     snapshots = []
-    for meta in (m.relocated(tuuid) for m in sources):
-        existing = _existing_snapshot(target, meta)
+    relocated = [m.relocated(tuuid) for m in sources]
+    found = io_map(lambda m: _existing_snapshot(target, m), relocated, target)
+    for meta, existing in zip(relocated, found, strict=True):
         if existing == EXPIRED_AT_TARGET:
             continue  # expired by the target's own retention after an earlier copy
         snapshots.append(meta)
@@ -339,16 +333,6 @@ def copy_blobs(
     return result
 
 
-def io_map(func: Callable[[T], R], items: Sequence[T], *stores: Store) -> Iterator[R]:
-    """``map(func, items)``, on up to :data:`IO_THREADS` threads if a store does
-    concurrent I/O (its calls wait on the network), else sequentially (in order)."""
-    if len(items) > 1 and any(Capability.CONCURRENT_IO in s.capabilities for s in stores):
-        with ThreadPoolExecutor(min(IO_THREADS, len(items)), thread_name_prefix="dk-io") as pool:
-            yield from pool.map(func, items)
-    else:
-        yield from map(func, items)
-
-
 def finish_copy(source: Store, target: Store, plan: CopyPlan) -> DatasetMetadata:
     """Write the target's snapshots (create-only, oldest first), then its pointer.
 
@@ -364,10 +348,11 @@ def finish_copy(source: Store, target: Store, plan: CopyPlan) -> DatasetMetadata
     if plan.common_metadata is not None:
         src, dst = plan.common_metadata
         target.put(dst, source.get(src))
-    for meta in plan.snapshots:
+    # what the target holds already, read at once (one round trip, not one per version)
+    found = list(io_map(lambda m: _existing_snapshot(target, m), plan.snapshots, target))
+    for meta, existing in zip(plan.snapshots, found, strict=True):
         assert meta.version is not None
         key = naming.snapshot_key(meta.uuid, meta.version)
-        existing = _existing_snapshot(target, meta)
         for attempt in range(10):
             if existing is not None:
                 break

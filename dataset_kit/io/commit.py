@@ -48,6 +48,7 @@ from dataset_kit.exceptions import (
     UnsupportedOperationError,
     VersionNotFoundError,
 )
+from dataset_kit.io._concurrent import io_map
 from dataset_kit.io.parquet import read_common_metadata, write_common_metadata
 from dataset_kit.store import Capability, Store
 
@@ -769,14 +770,20 @@ def iter_snapshots(store: Store, uuid: str, *, strict: bool = False) -> Iterator
         With ``strict``, for an unreadable snapshot.
     """
     latest = resolve(store, uuid).meta
-    for v in snapshot_versions(store, uuid):
-        if v < latest.history_start:
-            continue
+    wanted = [v for v in snapshot_versions(store, uuid) if v >= latest.history_start]
+
+    def read(version: int) -> DatasetMetadata | None:
         try:
-            yield _read_snapshot(store, uuid, v)
+            return _read_snapshot(store, uuid, version)
         except KeyNotFoundError:
-            continue
+            return None
         except MetadataFormatError:
             if strict:
                 raise
-            continue
+            return None
+
+    # on a network store the snapshots are fetched concurrently (a history of 365
+    # versions is 365 round trips), in order
+    for meta in io_map(read, wanted, store):
+        if meta is not None:
+            yield meta
