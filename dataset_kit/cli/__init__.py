@@ -227,6 +227,13 @@ def _parser() -> argparse.ArgumentParser:
         help="target file size instead of rows, e.g. 134217728, 128MiB, 1GiB",
     )
     rp.add_argument("--mode", choices=["error", "overwrite"], default="error")
+    rp.add_argument(
+        "--shuffle",
+        choices=["staged", "p2p", "disk", "tasks"],
+        default=None,
+        help="default: staged through a target store with local paths, else P2P on a "
+        "cluster and disk locally",
+    )
     ve = sub.add_parser("verify", help="check every referenced blob exists and is readable")
     ve.add_argument("dataset")
     ve.add_argument("--all-versions", action="store_true", help="every retained version")
@@ -643,6 +650,7 @@ def _run(args: argparse.Namespace) -> int:
                 num_buckets=args.num_buckets,
                 sort_by=_cols(args.sort_by),
                 mode=args.mode,
+                shuffle_method=args.shuffle,
                 **options,
             ),
         )

@@ -1,4 +1,5 @@
-"""``dataset-kit repartition --bytes-per-file``: sizes with units, bad sizes refused."""
+"""``dataset-kit repartition``: ``--bytes-per-file`` sizes with units, bad sizes refused;
+``--shuffle`` picks the method."""
 
 from __future__ import annotations
 
@@ -46,3 +47,22 @@ def test_bytes_per_file_with_units(tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode == 2 and "not a size" in bad.stderr
     assert "t" not in dk.list_datasets(store=lake)
+
+
+def test_shuffle_method_option(tmp_path: Path) -> None:
+    lake = str(tmp_path)
+    df = pd.DataFrame({"day": [1, 1, 2, 2], "shop": [1, 2, 1, 2], "x": [1.0, 2.0, 3.0, 4.0]})
+    dk.write_dataset(df, store=lake, dataset_uuid="sales", partition_on="day")
+    for method in ("staged", "disk"):
+        out = cli(
+            "--store", lake, "--json", "repartition", "sales", "--target", f"by_{method}",
+            "--partition-on", "shop", "--shuffle", method,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        got = dk.read_table(store=lake, dataset_uuid=f"by_{method}")
+        assert sorted(got["x"]) == [1.0, 2.0, 3.0, 4.0]
+    bad = cli(
+        "--store", lake, "repartition", "sales", "--target", "t", "--partition-on", "shop",
+        "--shuffle", "magic",
+    )  # fmt: skip
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
