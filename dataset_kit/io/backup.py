@@ -129,7 +129,8 @@ def _source_snapshots(store: Store, uuid: str, versions: Versions) -> list[Datas
         return [m for m in older if m.version is not None and m.version < nxt] + [latest]
     if versions == "latest":
         return [latest]
-    return [m for m in _commit.iter_snapshots(store, uuid, strict=True) if m.version is not None]
+    history = _commit.iter_snapshots(store, uuid, strict=True, latest=latest)
+    return [m for m in history if m.version is not None]
 
 
 #: What :func:`_existing_snapshot` says of the stub of a version expired at the target.
@@ -373,7 +374,7 @@ def finish_copy(source: Store, target: Store, plan: CopyPlan) -> DatasetMetadata
                 "commit (a concurrent copy or writer); nothing more was written"
             )
     newest = plan.snapshots[-1]
-    _commit.publish(target, newest)
+    _commit.publish(target, newest, schema_written=plan.common_metadata is not None)
     logger.info("copy of %s committed as %s v%s", plan.source_uuid, newest.uuid, newest.version)
     return newest
 

@@ -652,10 +652,12 @@ def _publish(
         )
 
 
-def publish(store: Store, snapshot: DatasetMetadata) -> None:
+def publish(store: Store, snapshot: DatasetMetadata, *, schema_written: bool = False) -> None:
     """Bring the pointer of an existing snapshot's dataset up to it (never backwards).
 
-    For copies (backups, restores) whose snapshots were written create-only already.
+    For copies (backups, restores) whose snapshots were written create-only already;
+    ``schema_written``: the copy wrote the table's ``_common_metadata`` itself (it is not
+    written again).
     """
     try:
         base: Resolved | None = resolve(store, snapshot.uuid)
@@ -665,7 +667,7 @@ def publish(store: Store, snapshot: DatasetMetadata) -> None:
         assert snapshot.version is not None
         if base.pointer_version >= snapshot.version:
             return  # the pointer is there already, or ahead: never move it backwards
-    _publish(store, snapshot, base, schema_changed=True)
+    _publish(store, snapshot, base, schema_changed=not schema_written)
 
 
 def write_common_metadata_file(store: Store, meta: DatasetMetadata) -> None:
@@ -758,18 +760,27 @@ def _pointer_state(store: Store, uuid: str) -> tuple[int | None, str | None]:
     return (version if isinstance(version, int) else None), info.etag
 
 
-def iter_snapshots(store: Store, uuid: str, *, strict: bool = False) -> Iterator[DatasetMetadata]:
+def iter_snapshots(
+    store: Store,
+    uuid: str,
+    *,
+    strict: bool = False,
+    latest: DatasetMetadata | None = None,
+) -> Iterator[DatasetMetadata]:
     """Every snapshot of the current history, oldest first.
 
     Snapshots that vanish meanwhile (expired) are skipped; unreadable ones are skipped
     too, unless ``strict`` (garbage collection must not guess what they reference).
+    ``latest``: the current metadata, if the caller has just resolved it (saves the
+    round trips of resolving it again).
 
     Raises
     ------
     MetadataFormatError
         With ``strict``, for an unreadable snapshot.
     """
-    latest = resolve(store, uuid).meta
+    if latest is None:
+        latest = resolve(store, uuid).meta
     wanted = [v for v in snapshot_versions(store, uuid) if v >= latest.history_start]
 
     def read(version: int) -> DatasetMetadata | None:

@@ -159,6 +159,43 @@ def test_snapshots_of_a_long_history_are_read_concurrently_on_network_stores() -
     pd.testing.assert_frame_equal(table(vault, version=17), table(live, version=17))
 
 
+class _KeyLog(DelegatingStore):
+    """Records the keys of gets and puts."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner, capabilities=inner.capabilities)
+        self.gets: list[str] = []
+        self.puts: list[str] = []
+
+    def _get(self, key: str) -> bytes:
+        self.gets.append(key)
+        return super()._get(key)
+
+    def _put(
+        self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
+    ) -> BlobInfo:
+        self.puts.append(key)
+        return super()._put(key, data, if_absent=if_absent, if_match=if_match)
+
+
+def test_an_incremental_backup_makes_no_redundant_requests(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    """Each request is a round trip on Azure: the source pointer is read once, the schema
+    file is written once, and the result is complete."""
+    dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    dk.update_dataset(frame(99), store=live, dataset_uuid=UUID)
+    source, target = _KeyLog(live), _KeyLog(vault)
+    report = dk.pipelines.backup(UUID, source=source, target=target).compute(scheduler="sync")
+    assert report.copied == 1
+    pointer = naming.pointer_key(UUID)
+    schema = naming.common_metadata_key(UUID, "table")
+    assert source.gets.count(pointer) == 1
+    assert target.puts.count(schema) == 1
+    assert vault.get(schema) == live.get(schema)
+    pd.testing.assert_frame_equal(table(vault), table(live))
+
+
 def test_local_copy_nodes_are_cut_by_bytes() -> None:
     from dataset_kit.io.backup import BlobCopy
     from dataset_kit.pipelines.backup import LOCAL_COPY_NODE_BYTES, _copy_batches
