@@ -9,6 +9,7 @@ blobs its finished nodes wrote are garbage for :func:`~dataset_kit.pipelines.gar
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from dataset_kit.io.write import (
     validate_write_columns,
     write_partitions,
 )
-from dataset_kit.pipelines._job import Job, final_node, task_key
+from dataset_kit.pipelines._job import Bundle, Job, final_node, job_token, task_key
 from dataset_kit.pipelines._stores import with_throttle
 from dataset_kit.store import Store, open_store
 from dataset_kit.throttle import Throttle, as_throttle
@@ -129,7 +130,7 @@ def slim_plan(plan: _read.ReadPlan) -> _read.ReadPlan:
 def _run_node(
     source: Store,
     plan: _read.ReadPlan,
-    parts: list[_read.PartitionRead],
+    parts: Sequence[_read.PartitionRead],
     func: Callable[..., Any],
     func_kwargs: Mapping[str, Any],
     input_kind: str,
@@ -450,23 +451,29 @@ def map_partitions(
     # every node on the worker that holds it
     slim = slim_plan(plan)
     kwargs = dict(func_kwargs or {})
+    # what every node shares is bound once: passed as arguments, dask would walk the
+    # plan, the target and each group's dataclasses for collections in every call
+    # (0.22 s of a 200-node job's 1.1 s)
+    node = functools.partial(
+        _run_node,
+        source=reader,
+        plan=slim,
+        func=func,
+        func_kwargs=kwargs,
+        input_kind=input,
+        target=tgt,
+    )
+    tok = job_token(*token)
     nodes = [
-        dask.delayed(_run_node, pure=False)(
-            reader,
-            slim,
-            group,
-            func,
-            kwargs,
-            input,
-            tgt,
-            dask_key_name=task_key("map", f"node{i}", *token),
+        dask.delayed(node, pure=False)(
+            parts=Bundle(group), dask_key_name=task_key("map", f"node{i}", tok)
         )
         for i, group in enumerate(groups)
     ]
     final = final_node(
         commit_results,
         nodes,
-        key=task_key("map", "commit", *token),
+        key=task_key("map", "commit", tok),
         target=tgt,
         mode=mode,
         base=base,
