@@ -386,11 +386,9 @@ def _stage_map(
         table = _add_bucket_arrow(table, bucket_by, num_buckets)
     ids = _staged.output_ids(table, spec.group_by, staging.n_out)
     key = naming.staging_key(staging.dataset_uuid, staging.run, index)
-    result = _staged.write_shards(
+    return _staged.write_shards(
         staging.store, key, table, ids, staging.n_out, compression=staging.compression
     )
-    del table, ids
-    return result
 
 
 def _stage_reduce(
