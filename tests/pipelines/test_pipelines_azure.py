@@ -89,6 +89,33 @@ def test_compute_from_and_to_azure(azure: AzureBlobStore, live: LocalStore) -> N
     assert sorted(got["x"]) == [float(i) + 2 for i in range(100)]
 
 
+def test_repartition_into_azure(azure: AzureBlobStore, live: LocalStore) -> None:
+    """Into a network store: dask's disk shuffle by default (staging would send the data
+    through Azure twice more); staged on request, with ranged reads of lz4 shards and
+    no staging blob left in the container."""
+    job = dk.pipelines.repartition(
+        UUID, "by_p_disk", store=live, target_store=azure, partition_on="p"
+    )
+    assert job.shuffle_method == "disk"  # type: ignore[attr-defined]
+    job.compute()
+    staged = dk.pipelines.repartition(
+        UUID,
+        "by_p_staged",
+        store=live,
+        target_store=azure,
+        partition_on="p",
+        target_rows_per_file=4,
+        shuffle_method="staged",
+    )
+    meta = staged.compute()
+    assert meta.num_partitions == 10 * 2  # 10 rows per value of p: 2 files of 5
+    for uuid in ("by_p_disk", "by_p_staged"):
+        assert sort(dk.read_table(store=azure, dataset_uuid=uuid)).equals(
+            sort(dk.read_table(store=live, dataset_uuid=UUID))
+        )
+    assert not [k for k in azure.iter_keys() if "/_staging/" in k]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_azure_store_travels_to_worker_processes(live: LocalStore, azure: AzureBlobStore) -> None:
