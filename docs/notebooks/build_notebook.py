@@ -32,6 +32,7 @@ pandas DataFrames).""",
     (
         "code",
         """import os
+import shutil
 import tempfile
 
 import dask.dataframe as dd
@@ -197,7 +198,8 @@ print("totals match")""",
     (
         "code",
         """client.close()
-cluster.close()""",
+cluster.close()
+shutil.rmtree(workdir)  # the dataset was a temporary one""",
     ),
 ]
 
