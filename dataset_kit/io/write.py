@@ -31,6 +31,7 @@ from dataset_kit.store import Capability, LocalStore, Store
 __all__ = [
     "WriteOptions",
     "WrittenPartition",
+    "group_order",
     "merge_categories",
     "to_arrow",
     "write_partitions",
@@ -185,6 +186,29 @@ def _group_ids(table: pa.Table, cols: Sequence[str]) -> tuple[np.ndarray, int]:
     return inverse.astype(np.int64), len(uniq)
 
 
+def group_order(table: pa.Table, cols: Sequence[str]) -> tuple[np.ndarray | None, np.ndarray]:
+    """The row order that groups ``table`` by the values of ``cols`` (None: the rows are
+    grouped already), and the number of rows of each group in that order.
+
+    Groups come in the order of their dictionary codes; the order is a stable radix sort
+    of dense group ids (up to 65,536 groups), not a comparison sort of the values. The
+    columns must hold no nulls.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> order, sizes = group_order(pa.table({"k": ["b", "a", "b"]}), ["k"])
+    >>> order.tolist(), sizes.tolist()
+    ([0, 2, 1], [2, 1])
+    """
+    dense, n_groups = _group_ids(table, cols)
+    order: np.ndarray | None = None
+    if n_groups > 1 and not bool(np.all(dense[1:] >= dense[:-1])):
+        key = dense.astype(np.uint16 if n_groups <= 65536 else np.int64)
+        order = np.argsort(key, kind="stable")
+    return order, np.bincount(dense, minlength=n_groups)
+
+
 def _check_nulls(table: pa.Table, cols: Sequence[str]) -> None:
     for name in cols:
         col = table.column(name)
@@ -232,13 +256,8 @@ def _split(table: pa.Table, partition_on: Sequence[str]) -> list[_Group]:
     for name in partition_on:
         check_partition_type(name, table.schema.field(name).type)
     _check_nulls(table, partition_on)
-    dense, n_groups = _group_ids(table, partition_on)
-    order: np.ndarray | None = None
-    if n_groups > 1 and not bool(np.all(dense[1:] >= dense[:-1])):
-        # radix sort for up to 65536 groups
-        key = dense.astype(np.uint16 if n_groups <= 65536 else np.int64)
-        order = np.argsort(key, kind="stable")
-    counts = np.bincount(dense, minlength=n_groups)
+    order, counts = group_order(table, partition_on)
+    n_groups = len(counts)
     ends = np.cumsum(counts)
     starts = ends - counts
     first_rows = starts if order is None else order[starts]
