@@ -296,6 +296,7 @@ def _prepare_pipeline(
         else:
             shutil.copytree(base, path)
             location = Location(path=path)
+            os.sync()  # as in W7: a GC deletes blobs that were written back long ago
 
             def count() -> int:
                 return _count_data_files(path)
@@ -411,6 +412,9 @@ def _prepare(
         contender.make_garbage(garbage, replacement, path, "part")
         del garbage, replacement
         files_before = _count_data_files(path)
+        # A GC deletes blobs written long ago: let the kernel write them back first (the
+        # unlink of a file whose blocks were never allocated is cheaper than a real one)
+        os.sync()
 
         def gc_check(_: Any) -> dict[str, Any]:
             removed = files_before - _count_data_files(path)

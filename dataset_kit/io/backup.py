@@ -11,17 +11,23 @@ is not a visible dataset at the target, and the next run resumes where it stoppe
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataset_kit.core import naming
-from dataset_kit.core.metadata import DatasetMetadata, is_expired_stub, parse_json
+from dataset_kit.core.metadata import (
+    STUB_MAX_BYTES,
+    DatasetMetadata,
+    is_expired_stub,
+    parse_json,
+)
 from dataset_kit.exceptions import (
     DataBlobMissingError,
     DatasetExistsError,
@@ -80,9 +86,20 @@ class CopyPlan:
         Blobs the target already holds identically (count and bytes).
     common_metadata
         ``(source key, target key)`` of the ``_common_metadata`` file, if the source has one.
+    common_metadata_data
+        Its content, if the target's differs (None: the target holds it already).
     incomplete_versions
         Older source versions left out because garbage collection already deleted some of
         their blobs (they cannot be read at the source either).
+    existing
+        Per snapshot, what the target held when planned: None (absent) or its commit id.
+    target_pointer
+        ``(version, etag)`` of the target's pointer when planned (see
+        :func:`~dataset_kit.io.commit.pointer_state`); None if not read.
+    skips_protected
+        Every skipped blob is referenced by the target's newest version, which garbage
+        collection at the target never deletes: no need to look for vanished ones after
+        the commit.
     """
 
     source_uuid: str
@@ -92,7 +109,11 @@ class CopyPlan:
     skipped: int = 0
     skipped_bytes: int = 0
     common_metadata: tuple[str, str] | None = None
+    common_metadata_data: bytes | None = None
     incomplete_versions: list[int] = field(default_factory=list)
+    existing: list[str | None] = field(default_factory=list)
+    target_pointer: tuple[int | None, str | None] | None = None
+    skips_protected: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -152,6 +173,57 @@ def _existing_snapshot(store: Store, meta: DatasetMetadata) -> str | None:
     return str(commit.get("id")) if isinstance(commit, dict) else ""
 
 
+def _run_all(calls: Sequence[Callable[[], Any]], *stores: Store) -> list[Any]:
+    """Run independent store calls at once on network stores (in order elsewhere)."""
+    return list(io_map(lambda call: call(), calls, *stores))
+
+
+def _sizes(store: Store, prefix: str) -> dict[str, int]:
+    return {info.key: info.size for info in store.iter_infos(prefix)}
+
+
+def _get_or_none(store: Store, key: str) -> bytes | None:
+    try:
+        return store.get(key)
+    except KeyNotFoundError:
+        return None
+
+
+def _listed_snapshots(
+    source: Store, uuid: str, latest: DatasetMetadata, listed: Mapping[str, int]
+) -> list[int]:
+    """Versions of ``latest``'s history older than it that the listing shows unexpired."""
+    assert latest.version is not None
+    versions = []
+    for key, size in listed.items():
+        v = naming.parse_snapshot_key(uuid, key)
+        if v is not None and latest.history_start <= v < latest.version and size > STUB_MAX_BYTES:
+            versions.append(v)
+    return sorted(versions)
+
+
+def _read_older(source: Store, uuid: str, version: int) -> DatasetMetadata | None:
+    try:
+        return _commit.read_snapshot(source, uuid, version)
+    except KeyNotFoundError:  # expired meanwhile
+        return None
+
+
+def _snapshot_id(store: Store, uuid: str, version: int) -> str | None:
+    return _existing_snapshot(store, DatasetMetadata(uuid=uuid, version=version))
+
+
+def _read_target_newest(target: Store, uuid: str, version: int | None) -> DatasetMetadata | None:
+    """The target's newest snapshot, or None if it cannot be read (then nothing counts as
+    protected by it)."""
+    if version is None:
+        return None
+    try:
+        return _commit.read_snapshot(target, uuid, version)
+    except (KeyNotFoundError, MetadataFormatError):
+        return None
+
+
 def plan_copy(
     source: Store,
     target: Store,
@@ -161,6 +233,10 @@ def plan_copy(
     versions: Versions = "all",
 ) -> CopyPlan:
     """Plan a copy of a dataset (every retained version, or only the latest).
+
+    Two rounds of concurrent requests on network stores: the source pointer, both
+    listings and the target's pointer; then the snapshots and schema files on both
+    sides (on Azure each request is a round trip: this used to take about 10 in a row).
 
     Raises
     ------
@@ -177,9 +253,61 @@ def plan_copy(
         raise InvalidInputError(f"versions must be 'all' or 'latest', got {versions!r}")
     if source.url == target.url and tuuid == uuid:
         raise InvalidInputError(f"source and target are the same dataset {uuid!r}")
-    sources = _source_snapshots(source, uuid, versions)
+    pointer, present, have, target_pointer = _run_all(
+        [
+            lambda: _get_or_none(source, naming.pointer_key(uuid)),
+            lambda: _sizes(source, naming.dataset_prefix(uuid)),
+            lambda: _sizes(target, naming.dataset_prefix(tuuid)),
+            lambda: _commit.pointer_state(target, tuuid),
+        ],
+        source,
+        target,
+    )
+    latest = None if pointer is None else _commit.resolve_listed(source, uuid, pointer, present)
+    if latest is None:  # msgpack-only, missing or foreign: the general path
+        sources = _source_snapshots(source, uuid, versions)
+        older: list[int] = []
+    else:
+        sources = [latest]
+        older = [] if versions == "latest" else _listed_snapshots(source, uuid, latest, present)
+    assert sources[-1].version is not None
+    numbers = [*older, *(m.version for m in sources if m.version is not None)]
+    # the target's newest snapshot (past a lagging pointer, as resolve would find it)
+    target_newest = target_pointer[0]
+    if target_newest is not None:
+        while naming.snapshot_key(tuuid, target_newest + 1) in have:
+            target_newest += 1
+    newest_key = None if target_newest is None else naming.snapshot_key(tuuid, target_newest)
+    table = sources[-1].table_name
+    cm, tcm = naming.common_metadata_key(uuid, table), naming.common_metadata_key(tuuid, table)
+    # which of our versions the target holds, by commit id (its newest one is read whole)
+    on_target = [v for v in numbers if naming.snapshot_key(tuuid, v) in have and v != target_newest]
+    calls: list[Callable[[], Any]] = [
+        lambda: _get_or_none(source, cm),
+        lambda: _get_or_none(target, tcm) if tcm in have else None,
+        lambda: (
+            _read_target_newest(target, tuuid, target_newest)
+            if newest_key is not None and newest_key in have
+            else None
+        ),
+    ]
+    calls += [functools.partial(_read_older, source, uuid, v) for v in older]
+    calls += [functools.partial(_snapshot_id, target, tuuid, v) for v in on_target]
+    cm_data, target_cm, newest_at_target, *rest = _run_all(calls, source, target)
+    history = [m for m in rest[: len(older)] if m is not None]
+    sources = [*history, *sources] if latest is not None else sources
+    ids = dict(zip(on_target, rest[len(older) :], strict=True))
+    if target_newest in numbers and newest_key in have:
+        assert target_newest is not None
+        ids[target_newest] = (
+            _snapshot_id(target, tuuid, target_newest)  # a stub, or unreadable
+            if newest_at_target is None
+            else str(newest_at_target.commit.get("id"))
+            if newest_at_target.commit
+            else ""
+        )
+
     incomplete: list[int] = []
-    present = {info.key: info.size for info in source.iter_infos(naming.dataset_prefix(uuid))}
     if len(sources) > 1:
         # older versions whose blobs a GC with keep_versions/retention already deleted
         # cannot be copied whole: leave them out (reported), never copy a broken version
@@ -194,32 +322,43 @@ def plan_copy(
                 incomplete,
             )
         sources = [*complete, sources[-1]]
-    snapshots = []
-    relocated = [m.relocated(tuuid) for m in sources]
-    found = io_map(lambda m: _existing_snapshot(target, m), relocated, target)
-    for meta, existing in zip(relocated, found, strict=True):
-        if existing == EXPIRED_AT_TARGET:
+    snapshots: list[DatasetMetadata] = []
+    existing: list[str | None] = []
+    for meta in (m.relocated(tuuid) for m in sources):
+        assert meta.version is not None
+        found = ids.get(meta.version)
+        if found == EXPIRED_AT_TARGET:
             continue  # expired by the target's own retention after an earlier copy
-        snapshots.append(meta)
-        if existing is not None and existing != str(meta.commit.get("id")):
+        if found is not None and found != str(meta.commit.get("id")):
             raise DatasetExistsError(
                 f"the target already holds another dataset {tuuid!r} (its version "
                 f"{meta.version} is a different commit); choose another target uuid or "
                 "delete it first"
             )
+        snapshots.append(meta)
+        existing.append(found)
     if not snapshots:
         raise DatasetExistsError(
             f"every version of {uuid!r} to copy has expired at the target {tuuid!r}, which "
             "is ahead of the source; nothing to copy"
         )
     plan = CopyPlan(uuid, tuuid, snapshots, [], incomplete_versions=incomplete)
+    plan.existing, plan.target_pointer = existing, target_pointer
     plan.blobs, plan.skipped, plan.skipped_bytes = plan_blobs(
-        source, target, uuid, snapshots, source_sizes=present
+        source, target, uuid, snapshots, source_sizes=present, target_sizes=have
     )
-    table = snapshots[-1].table_name
-    cm = naming.common_metadata_key(uuid, table)
-    if source.exists(cm):
-        plan.common_metadata = (cm, naming.common_metadata_key(tuuid, table))
+    if plan.skipped:
+        needed = {key for meta in snapshots for key in references(meta)}
+        skipped = needed.difference(b.dst for b in plan.blobs)
+        protected = (
+            set(references(newest_at_target))
+            if newest_at_target is not None and not newest_at_target.tombstone
+            else set()
+        )
+        plan.skips_protected = skipped <= protected
+    if cm_data is not None:
+        plan.common_metadata = (cm, tcm)
+        plan.common_metadata_data = None if target_cm == cm_data else cm_data
     logger.info(
         "copy %s -> %s: %d versions, %d blobs to copy (%d bytes), %d already there",
         uuid,
@@ -239,12 +378,13 @@ def plan_blobs(
     metas: Sequence[DatasetMetadata],
     *,
     source_sizes: Mapping[str, int] | None = None,
+    target_sizes: Mapping[str, int] | None = None,
 ) -> tuple[list[BlobCopy], int, int]:
     """Blobs that ``metas`` (relocated to the target) need and the target lacks.
 
     Returns the copies to make, and the count and bytes of blobs the target already holds
-    under the same key with the same size. ``source_sizes`` is a listing of the source
-    dataset's blobs the caller already made (key -> size).
+    under the same key with the same size. ``source_sizes`` and ``target_sizes`` are
+    listings of the two datasets' blobs the caller already made (key -> size).
 
     Raises
     ------
@@ -258,7 +398,9 @@ def plan_blobs(
     if not metas:
         return [], 0, 0
     tuuid = metas[0].uuid
-    have = {info.key: info.size for info in target.iter_infos(naming.dataset_prefix(tuuid))}
+    have = target_sizes
+    if have is None:
+        have = _sizes(target, naming.dataset_prefix(tuuid))
     # One listing of the source instead of a stat per blob (a listing page holds up to
     # 5,000 blobs on Azure: 1,000 stats took seconds there); a key the listing lacks is
     # stat'ed before it is called missing.
@@ -337,7 +479,9 @@ def copy_blobs(
 def finish_copy(source: Store, target: Store, plan: CopyPlan) -> DatasetMetadata:
     """Write the target's snapshots (create-only, oldest first), then its pointer.
 
-    Call only after every blob of the plan is in place. Returns the newest snapshot.
+    Call only after every blob of the plan is in place. The ``_common_metadata`` file (if
+    it differs) is written while the snapshots are; the pointer is swapped against the
+    etag read when planning. Returns the newest snapshot.
 
     Raises
     ------
@@ -346,37 +490,51 @@ def finish_copy(source: Store, target: Store, plan: CopyPlan) -> DatasetMetadata
     CommitStateUnknownError
         The new dataset's pointer could not be written.
     """
-    if plan.common_metadata is not None:
-        src, dst = plan.common_metadata
-        target.put(dst, source.get(src))
-    # what the target holds already, read at once (one round trip, not one per version)
-    found = list(io_map(lambda m: _existing_snapshot(target, m), plan.snapshots, target))
-    for meta, existing in zip(plan.snapshots, found, strict=True):
-        assert meta.version is not None
-        key = naming.snapshot_key(meta.uuid, meta.version)
-        for attempt in range(10):
-            if existing is not None:
-                break
-            try:
-                target.put(key, meta.to_json(), if_absent=True)
-                existing = str(meta.commit.get("id"))
-            except StoreError:
-                # lost a race, or failed before/after reaching the store: look again
-                existing = _existing_snapshot(target, meta)
-                if existing is None and attempt == 9:
-                    raise
-        if existing == EXPIRED_AT_TARGET:
-            # the target expired this version after an earlier copy: it stays expired
-            continue
-        if existing != str(meta.commit.get("id")):
-            raise DatasetExistsError(
-                f"dataset {meta.uuid!r}: version {meta.version} at the target is another "
-                "commit (a concurrent copy or writer); nothing more was written"
-            )
+    del source  # everything needed was read when planning
+
+    def put_schema() -> None:
+        if plan.common_metadata is not None and plan.common_metadata_data is not None:
+            target.put(plan.common_metadata[1], plan.common_metadata_data)
+
+    def put_snapshots() -> None:
+        existing_ids = plan.existing or [None] * len(plan.snapshots)
+        for meta, existing in zip(plan.snapshots, existing_ids, strict=True):
+            _put_snapshot(target, meta, existing)
+
+    _run_all([put_schema, put_snapshots], target)
     newest = plan.snapshots[-1]
-    _commit.publish(target, newest, schema_written=plan.common_metadata is not None)
+    _commit.publish(
+        target,
+        newest,
+        schema_written=plan.common_metadata is not None,
+        pointer=plan.target_pointer,
+    )
     logger.info("copy of %s committed as %s v%s", plan.source_uuid, newest.uuid, newest.version)
     return newest
+
+
+def _put_snapshot(target: Store, meta: DatasetMetadata, existing: str | None) -> None:
+    """Write one snapshot create-only unless planned as present; check whose it is."""
+    assert meta.version is not None
+    key = naming.snapshot_key(meta.uuid, meta.version)
+    for attempt in range(10):
+        if existing is not None:
+            break
+        try:
+            target.put(key, meta.to_json(), if_absent=True)
+            existing = str(meta.commit.get("id"))
+        except StoreError:
+            # lost a race, or failed before/after reaching the store: look again
+            existing = _existing_snapshot(target, meta)
+            if existing is None and attempt == 9:
+                raise
+    if existing == EXPIRED_AT_TARGET:
+        return  # the target expired this version after an earlier copy: it stays expired
+    if existing != str(meta.commit.get("id")):
+        raise DatasetExistsError(
+            f"dataset {meta.uuid!r}: version {meta.version} at the target is another "
+            "commit (a concurrent copy or writer); nothing more was written"
+        )
 
 
 @dataclass

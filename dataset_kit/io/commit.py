@@ -21,7 +21,7 @@ import logging
 import random
 import time
 import uuid as _uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,10 +60,12 @@ __all__ = [
     "require_atomic",
     "list_dataset_uuids",
     "load_version",
+    "pointer_state",
     "publish",
     "read_snapshot",
     "write_common_metadata_file",
     "resolve",
+    "resolve_listed",
     "snapshot_versions",
 ]
 
@@ -267,6 +269,39 @@ def resolve(store: Store, dataset_uuid: str) -> Resolved:
     if meta.tombstone:
         raise DatasetNotFoundError(f"dataset {uuid!r} was deleted")
     return Resolved(meta, etag, pointer_version, msgpack)
+
+
+def resolve_listed(
+    store: Store, dataset_uuid: str, pointer: bytes, listed: Container[str]
+) -> DatasetMetadata | None:
+    """:func:`resolve` from the pointer's bytes and a listing of the dataset's keys.
+
+    For callers that fetched both concurrently: the probe for snapshots past a lagging
+    pointer is answered by the listing, so only such a snapshot costs a round trip. A
+    listing taken just before a commit may lack its snapshot; the pointer then still
+    names a committed state. None for a pointer written by another tool (call
+    :func:`resolve`, which adopts it).
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If the dataset was deleted.
+    MetadataFormatError
+        If the pointer or the snapshot is corrupt.
+    """
+    uuid = naming.validate_uuid(dataset_uuid)
+    meta = _parse_pointer(store, uuid, pointer, msgpack=False)
+    if meta.foreign:
+        return None
+    assert meta.version is not None
+    version = meta.version
+    while naming.snapshot_key(uuid, version + 1) in listed:
+        version += 1
+    if version != meta.version:
+        meta = _read_snapshot(store, uuid, version)
+    if meta.tombstone:
+        raise DatasetNotFoundError(f"dataset {uuid!r} was deleted")
+    return meta
 
 
 def load_version(store: Store, dataset_uuid: str, version: int | None) -> DatasetMetadata:
@@ -652,13 +687,29 @@ def _publish(
         )
 
 
-def publish(store: Store, snapshot: DatasetMetadata, *, schema_written: bool = False) -> None:
+def publish(
+    store: Store,
+    snapshot: DatasetMetadata,
+    *,
+    schema_written: bool = False,
+    pointer: tuple[int | None, str | None] | None = None,
+) -> None:
     """Bring the pointer of an existing snapshot's dataset up to it (never backwards).
 
     For copies (backups, restores) whose snapshots were written create-only already;
     ``schema_written``: the copy wrote the table's ``_common_metadata`` itself (it is not
-    written again).
+    written again). ``pointer``: the ``(version, etag)`` of our pointer as
+    :func:`pointer_state` read it earlier, if the caller has it: then the pointer is
+    swapped against that etag without resolving the dataset again (a stale etag only
+    costs a failed swap, after which the pointer is looked at afresh).
     """
+    if pointer is not None and pointer[0] is not None and pointer[1] is not None:
+        assert snapshot.version is not None
+        if pointer[0] >= snapshot.version:
+            return  # the pointer is there already, or ahead: never move it backwards
+        known = Resolved(snapshot, pointer[1], pointer[0])
+        _publish(store, snapshot, known, schema_changed=not schema_written)
+        return
     try:
         base: Resolved | None = resolve(store, snapshot.uuid)
     except DatasetNotFoundError:
@@ -742,6 +793,12 @@ def _cas_pointer(store: Store, snapshot: DatasetMetadata, etag: str | None) -> N
                         write_common_metadata_file(store, newest)
                 return
     logger.warning("dataset %s: pointer update kept losing races", uuid)
+
+
+def pointer_state(store: Store, uuid: str) -> tuple[int | None, str | None]:
+    """``(version, etag)`` of a dataset's JSON pointer: ``(None, etag)`` for a pointer
+    without our block (another tool's), ``(None, None)`` if there is none."""
+    return _pointer_state(store, uuid)
 
 
 def _pointer_state(store: Store, uuid: str) -> tuple[int | None, str | None]:

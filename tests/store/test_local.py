@@ -266,6 +266,25 @@ def test_concurrent_puts_and_deletes_in_one_directory(store: LocalStore, root: P
     assert not (root / "deep").exists()
 
 
+def test_delete_many_of_many_keys_unlinks_on_threads_and_prunes(
+    store: LocalStore, root: Path
+) -> None:
+    """Past a few dozen keys the unlinks run on threads: the report is the same as a
+    sequential one (missing keys count as deleted, bad ones fail per key), emptied
+    directories are pruned and directories that still hold a blob are kept."""
+    keys = [f"t/p={i}/blob.parquet" for i in range(150)]
+    for key in keys:
+        store.put(key, b"x")
+    store.put("t/p=7/kept.parquet", b"y")
+    victims = [*keys, "t/p=999/missing.parquet", "../escape", "t/.dk-tmp-x"]
+    report = store.delete_many(iter(victims))
+    assert sorted(report.deleted) == sorted([*keys, "t/p=999/missing.parquet"])
+    assert sorted(report.failed) == ["../escape", "t/.dk-tmp-x"]
+    assert all(isinstance(e, InvalidKeyError) for e in report.failed.values())
+    assert list(store.iter_keys()) == ["t/p=7/kept.parquet"]
+    assert sorted(os.listdir(root / "t")) == ["p=7"]
+
+
 def test_create_only_across_processes(store: LocalStore) -> None:
     outcomes = race_create_only_in_processes(store, "ds/_metadata/00000000000000000001.json", 4)
     assert sorted(outcomes.values()) == ["exists", "exists", "exists", "won"], outcomes
