@@ -25,10 +25,13 @@ R = TypeVar("R")
 IO_THREADS = 16
 
 
-def io_map(func: Callable[[T], R], items: Sequence[T], *stores: Store) -> Iterator[R]:
+def io_map(
+    func: Callable[[T], R], items: Sequence[T], *stores: Store, threads: int | None = None
+) -> Iterator[R]:
     """``map(func, items)``, on up to :data:`IO_THREADS` threads if a store does
-    concurrent I/O, else sequentially; results in order either way, and the first
-    exception (in item order) is raised when its result is reached.
+    concurrent I/O, else sequentially (``threads``: on that many threads whatever the
+    stores); results in order either way, and the first exception (in item order) is
+    raised when its result is reached.
 
     Examples
     --------
@@ -36,8 +39,11 @@ def io_map(func: Callable[[T], R], items: Sequence[T], *stores: Store) -> Iterat
     >>> list(io_map(lambda x: x * 2, [1, 2, 3], MemoryStore()))
     [2, 4, 6]
     """
-    if len(items) > 1 and any(Capability.CONCURRENT_IO in s.capabilities for s in stores):
-        with ThreadPoolExecutor(min(IO_THREADS, len(items)), thread_name_prefix="dk-io") as pool:
+    if threads is None:
+        concurrent = any(Capability.CONCURRENT_IO in s.capabilities for s in stores)
+        threads = IO_THREADS if concurrent else 1
+    if len(items) > 1 and threads > 1:
+        with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="dk-io") as pool:
             yield from pool.map(func, items)
     else:
         yield from map(func, items)

@@ -39,7 +39,7 @@ from dataset_kit.exceptions import (
 from dataset_kit.io import commit as _commit
 from dataset_kit.io._concurrent import io_map
 from dataset_kit.io.gc import references
-from dataset_kit.store import Store
+from dataset_kit.store import Capability, Store
 
 __all__ = [
     "BlobCopy",
@@ -436,6 +436,21 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat()
 
 
+#: Threads of a copy node into a local filesystem. A file's creation is kernel work that
+#: waits on the file system's journal more than it computes: 1,000 puts of 16 KB into
+#: sibling directories took 0.32-0.59 s on one thread, 0.21 s on two and 0.24 s on four
+#: here (2 CPUs).
+LOCAL_COPY_THREADS = 2
+
+
+def _copy_threads(source: Store, target: Store) -> int | None:
+    """Threads for a batch of copies: the default (per store kind) unless the target is
+    a local filesystem and neither store does concurrent network I/O."""
+    if any(Capability.CONCURRENT_IO in s.capabilities for s in (source, target)):
+        return None
+    return LOCAL_COPY_THREADS if Capability.LOCAL_PATH in target.capabilities else None
+
+
 def copy_blobs(
     source: Store, target: Store, blobs: Iterable[BlobCopy], *, check: Check = "size"
 ) -> CopyResult:
@@ -467,7 +482,10 @@ def copy_blobs(
         return None
 
     todo = list(blobs)
-    for blob, error in zip(todo, io_map(copy_one, todo, source, target), strict=True):
+    threads = _copy_threads(source, target)
+    for blob, error in zip(
+        todo, io_map(copy_one, todo, source, target, threads=threads), strict=True
+    ):
         if error is not None:
             result.failed[blob.dst] = error
             continue

@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 #: Blobs per copy node on network stores.
 DEFAULT_COPY_BATCH = 64
 #: Bytes per copy node when neither store does concurrent I/O (a local filesystem): the
-#: fixed cost of a file (directory and file creation) does not spread over threads, so
-#: small blobs are copied by one node; big ones still copy in parallel.
+#: fixed cost of a file (directory and file creation) spreads over two threads at most
+#: (:data:`dataset_kit.io.backup.LOCAL_COPY_THREADS`, inside the node), so small blobs
+#: are copied by one node; big ones still copy in parallel.
 LOCAL_COPY_NODE_BYTES = 64 * 2**20
 #: Blobs per verify node.
 DEFAULT_VERIFY_BATCH = 256
@@ -236,9 +237,9 @@ def backup(
         How each copy is checked: ``"size"`` (blobs are immutable and uniquely named) or
         ``"checksum"`` (SHA-256 of source and copy; reads both).
     batch_size
-        Blobs per copy node. Default: 64 on network stores; on others (a local
-        filesystem, memory) nodes of up to 64 MiB, since per-file work does not spread
-        over threads there.
+        Blobs per copy node. Default: 64 on network stores (each node fans out over 16
+        threads); on others (a local filesystem, memory) nodes of up to 64 MiB, since
+        per-file work spreads over two threads at most there.
     storage_concurrency
         Most concurrent store requests across the cluster (int or shared throttle).
 

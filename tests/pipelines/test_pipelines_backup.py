@@ -69,8 +69,9 @@ def test_backup_copies_every_version_and_reads_back(live: LocalStore, vault: Loc
 
 
 def test_default_copy_nodes_follow_the_store_kind(live: LocalStore, vault: LocalStore) -> None:
-    """Between local stores small blobs are copied by one node (per-file work does not
-    spread over threads there); a network store on either side gets 64 blobs per node."""
+    """Between local stores small blobs are copied by one node (per-file work spreads
+    over two threads at most there); a network store on either side gets 64 blobs per
+    node."""
     assert dk.pipelines.backup(UUID, source=live, target=vault).tasks == 1
     network = DelegatingStore(vault, capabilities=vault.capabilities | {Capability.CONCURRENT_IO})
     assert dk.pipelines.backup(UUID, source=live, target=network, batch_size=None).tasks == 1
@@ -98,6 +99,35 @@ class _NetworkRecorder(DelegatingStore):
     def _stat(self, key: str) -> BlobInfo:
         self.stats.add(threading.current_thread().name)
         return super()._stat(key)
+
+
+class _ThreadRecorder(DelegatingStore):
+    """Records the threads that put data blobs (capabilities unchanged)."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.threads: set[str] = set()
+
+    def _put(
+        self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
+    ) -> BlobInfo:
+        if key.endswith(".parquet"):
+            self.threads.add(threading.current_thread().name)
+        return super()._put(key, data, if_absent=if_absent, if_match=if_match)
+
+
+def test_copies_into_a_local_filesystem_use_two_threads_per_node(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    """A file's creation waits on the file system's journal: two threads per node (a
+    memory store, pure CPU under the GIL, copies on the node's own thread)."""
+    local = _ThreadRecorder(vault)
+    dk.pipelines.backup(UUID, source=live, target=local).compute(scheduler="sync")
+    assert len(local.threads) == 2 and all(t.startswith("dk-io") for t in local.threads)
+    pd.testing.assert_frame_equal(table(vault), table(live))
+    memory = _ThreadRecorder(dk.open_store("memory://"))
+    dk.pipelines.backup(UUID, source=live, target=memory).compute(scheduler="sync")
+    assert memory.threads == {threading.current_thread().name}
 
 
 def test_network_stores_copy_and_verify_on_many_threads_per_node(
