@@ -42,7 +42,7 @@ def run_all_pipelines(store: LocalStore, backup_store: LocalStore, scheduler: An
         return frame.assign(pid=os.getpid(), double=frame["qty"] * 2)
 
     meta = dk.pipelines.map_partitions(
-        tag, source=SRC, target="out", store=store, partition_on="day"
+        tag, source=SRC, target="out", store=store, partition_on="day", partitions_per_node=2
     ).compute(scheduler=scheduler)
     assert meta.num_partitions == 24
     out = dk.read_table(store=store, dataset_uuid="out")
@@ -145,6 +145,7 @@ def test_storage_concurrency_holds_across_worker_processes(tmp_path: Path) -> No
                 target_store=recorded,
                 partition_on=["day", "shop"],
                 storage_concurrency=limit,
+                partitions_per_node=1,  # tiny partitions would otherwise share one node
             ).compute()
     free, limited = read_intervals(log_free), read_intervals(log_limited)
     assert len({pid for _, _, pid in limited}) == 2  # both worker processes wrote
@@ -164,8 +165,14 @@ def test_worker_killed_mid_pipeline_completes_without_duplicates(tmp_path: Path)
         return frame
 
     with local_cluster(n_workers=2, threads_per_worker=1):
+        # three calls per node: the killed node had written some of its blobs already
         meta = dk.pipelines.map_partitions(
-            die_once, source=SRC, target="out", store=store, partition_on=["day", "shop"]
+            die_once,
+            source=SRC,
+            target="out",
+            store=store,
+            partition_on=["day", "shop"],
+            partitions_per_node=3,
         ).compute()
     assert marker.exists()
     out = dk.read_table(store=store, dataset_uuid="out")

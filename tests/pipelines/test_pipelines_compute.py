@@ -69,7 +69,7 @@ def test_result_equals_pandas_on_the_whole_frame(store: LocalStore) -> None:
         partition_on="day",
         func_kwargs={"factor": 2.0},
     )
-    assert job.tasks == 12
+    assert job.tasks == 12  # fewer partitions than MIN_NODES: a node each
     meta = job.compute()
     assert meta.version == 0 and meta.partition_keys == ("day",)
     got = dk.read_table(store=store, dataset_uuid="rev")
@@ -77,6 +77,68 @@ def test_result_equals_pandas_on_the_whole_frame(store: LocalStore) -> None:
     pd.testing.assert_frame_equal(sort(got), sort(want[got.columns]), check_dtype=False)
     assert got["revenue"].dtype == want["revenue"].dtype
     assert dk.read_table(store=store, dataset_uuid=SRC).shape == (12, 4)  # source untouched
+
+
+@pytest.mark.parametrize(("per_node", "tasks"), [(1, 12), (5, 3), (12, 1), (100, 1)])
+def test_partitions_per_node_batches_calls_not_data(
+    store: LocalStore, per_node: int, tasks: int
+) -> None:
+    """However the calls are spread over nodes, each call gets one partition and the
+    committed result is the same (partitions in plan order)."""
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def counted(frame: pd.DataFrame) -> pd.DataFrame:
+        with lock:
+            calls.append(len(frame))
+        return revenue(frame, 2.0)
+
+    job = dk.pipelines.map_partitions(
+        counted,
+        source=SRC,
+        target=f"rev{per_node}",
+        store=store,
+        partition_on="day",
+        partitions_per_node=per_node,
+    )
+    assert job.tasks == tasks
+    meta = job.compute()
+    assert calls == [1] * 12
+    got = dk.read_table(store=store, dataset_uuid=f"rev{per_node}")
+    want = revenue(dk.read_table(store=store, dataset_uuid=SRC), 2.0)
+    pd.testing.assert_frame_equal(sort(got), sort(want[got.columns]), check_dtype=False)
+    assert len(meta.partitions) == 12  # one blob per call, whatever the node
+
+
+def test_default_nodes_take_small_partitions_up_to_node_bytes(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default a node takes consecutive partitions while their stored bytes fit in
+    NODE_BYTES, keeping at least MIN_NODES nodes; a bigger partition gets its own."""
+    from dataset_kit.pipelines import compute
+
+    sizes = sorted(store.stat(k).size for k in data_blobs(store, SRC))
+    assert len(sizes) == 12
+
+    def tasks(budget: int, min_nodes: int) -> int:
+        monkeypatch.setattr(compute, "NODE_BYTES", budget)
+        monkeypatch.setattr(compute, "MIN_NODES", min_nodes)
+        job = dk.pipelines.map_partitions(revenue, source=SRC, target="t", store=store)
+        return job.tasks
+
+    assert tasks(sizes[0] - 1, 1) == 12  # every blob is over budget
+    assert 3 <= tasks(sum(sizes[-3:]), 1) <= 4  # at least three blobs fit in every node
+    assert tasks(sum(sizes), 1) == 1
+    assert tasks(sum(sizes), 12) == 12  # MIN_NODES wins over a big budget
+    assert 4 <= tasks(sum(sizes), 4) <= 6
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_partitions_per_node_must_be_a_positive_int(store: LocalStore, bad: object) -> None:
+    with pytest.raises(InvalidInputError, match="partitions_per_node"):
+        dk.pipelines.map_partitions(
+            revenue, source=SRC, target="x", store=store, partitions_per_node=bad
+        )
 
 
 def test_dispatch_by_groups_partitions_into_one_call(store: LocalStore) -> None:
@@ -320,7 +382,12 @@ def test_storage_concurrency_bounds_concurrent_requests(store: LocalStore) -> No
     counted = _Concurrency(store)
     with dask.config.set(num_workers=8):  # the machine has 2 cores: make the pool wider
         dk.pipelines.map_partitions(
-            revenue, source=SRC, target="free", store=counted, partition_on=["day", "store"]
+            revenue,
+            source=SRC,
+            target="free",
+            store=counted,
+            partition_on=["day", "store"],
+            partitions_per_node=1,  # tiny partitions would otherwise share one node
         ).compute()
         unthrottled = counted.peak
         counted.peak = 0
@@ -331,6 +398,7 @@ def test_storage_concurrency_bounds_concurrent_requests(store: LocalStore) -> No
             store=counted,
             partition_on=["day", "store"],
             storage_concurrency=2,
+            partitions_per_node=1,
         ).compute()
     assert counted.peak <= 2 < unthrottled
     assert len(dk.read_table(store=store, dataset_uuid="t")) == 12
