@@ -2,8 +2,9 @@
 
 On a store with ``Capability.CONCURRENT_IO`` (Azure, network key-value stores) each call
 mostly waits for a round trip, so a few threads hide the latency; on a local filesystem
-or in memory the calls are CPU and kernel work, and threads only contend (1,000 local
-puts: 0.10 s on one thread, 0.16 s on two).
+or in memory the calls are CPU and kernel work, where many threads only contend. (A
+local file system's journal can still make two threads worth it: callers that know so
+pass ``threads=``.)
 """
 
 from __future__ import annotations
