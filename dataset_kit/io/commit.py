@@ -244,8 +244,8 @@ def resolve(store: Store, dataset_uuid: str) -> Resolved:
     uuid = naming.validate_uuid(dataset_uuid)
     msgpack = False
     try:
-        info = store.stat(naming.pointer_key(uuid))
-        data = store.get(naming.pointer_key(uuid))
+        # bytes and etag of one version of the pointer (one request on Azure)
+        data, info = store.get_with_info(naming.pointer_key(uuid))
         etag: str | None = info.etag
     except KeyNotFoundError:
         try:
@@ -804,8 +804,7 @@ def pointer_state(store: Store, uuid: str) -> tuple[int | None, str | None]:
 def _pointer_state(store: Store, uuid: str) -> tuple[int | None, str | None]:
     key = naming.pointer_key(uuid)
     try:
-        info = store.stat(key)
-        data = store.get(key)
+        data, info = store.get_with_info(key)
     except KeyNotFoundError:
         return None, None
     try:

@@ -160,6 +160,31 @@ class Store(abc.ABC):
         """
         return self._get(validate_key(key))
 
+    def get_with_info(self, key: str) -> tuple[bytes, BlobInfo]:
+        """Return the blob's bytes and its :class:`BlobInfo` (size, mtime, etag).
+
+        Where the backend can, both come from one read (one request on Azure, one open
+        file locally), so the etag is exactly that of the returned bytes: the one to
+        swap against (``put(if_match=...)``). Elsewhere the info is read first, so its
+        etag may be older than the bytes but never newer: a swap against it can fail,
+        never overwrite a change the caller did not see.
+
+        Raises
+        ------
+        KeyNotFoundError
+            If the key does not exist.
+
+        Examples
+        --------
+        >>> from dataset_kit.store import MemoryStore
+        >>> store = MemoryStore()
+        >>> written = store.put("k", b"v1")
+        >>> data, info = store.get_with_info("k")
+        >>> data, info.etag == written.etag
+        (b'v1', True)
+        """
+        return self._get_with_info(validate_key(key))
+
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """Return up to ``length`` bytes starting at offset ``start``.
 
@@ -309,6 +334,12 @@ class Store(abc.ABC):
 
     def _get_range(self, key: str, start: int, length: int) -> bytes:
         return self._get(key)[start : start + length]
+
+    def _get_with_info(self, key: str) -> tuple[bytes, BlobInfo]:
+        # Backends that read both at once override this; the info first, then the bytes
+        # (an etag older than the bytes makes a later swap fail, never succeed wrongly).
+        info = self._stat(key)
+        return self._get(key), info
 
     @abc.abstractmethod
     def _stat(self, key: str) -> BlobInfo: ...

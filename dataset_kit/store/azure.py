@@ -585,6 +585,18 @@ class AzureBlobStore(Store):
             lambda: blob.download_blob(max_concurrency=self._concurrency()).readall(),
         )
 
+    def _get_with_info(self, key: str) -> tuple[bytes, BlobInfo]:
+        # one request: the download's response carries the blob's properties (and the
+        # SDK pins the etag across the chunks of a large blob)
+        blob = self._blob(key)
+
+        def read() -> tuple[bytes, Any]:
+            downloader = blob.download_blob(max_concurrency=self._concurrency())
+            return downloader.readall(), downloader.properties
+
+        data, props = self._call("get", key, read)
+        return data, self._info(key, props)
+
     def _get_range(self, key: str, start: int, length: int) -> bytes:
         if length == 0:
             self._stat(key)  # a missing key is still an error

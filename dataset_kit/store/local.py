@@ -304,6 +304,20 @@ class LocalStore(Store):
             except _MISSING:
                 raise self._not_found(key) from None
 
+    def _get_with_info(self, key: str) -> tuple[bytes, BlobInfo]:
+        # fstat of the open file: the info of exactly these bytes (writes replace files
+        # by rename, so an open file never changes)
+        path = self._path(key)
+        with _oserrors("get", key):
+            try:
+                with open(path, "rb") as f:
+                    st = os.fstat(f.fileno())
+                    if not stat_mod.S_ISREG(st.st_mode):
+                        raise self._not_found(key)
+                    return f.read(), _info(key, st)
+            except _MISSING:
+                raise self._not_found(key) from None
+
     def _get_range(self, key: str, start: int, length: int) -> bytes:
         path = self._path(key)
         with _oserrors("get_range", key):

@@ -169,6 +169,10 @@ class MemoryStore(Store):
     def _get_range(self, key: str, start: int, length: int) -> bytes:
         return self._lookup(key).data[start : start + length]
 
+    def _get_with_info(self, key: str) -> tuple[bytes, BlobInfo]:
+        blob = self._lookup(key)  # one stored version: its bytes and its info
+        return blob.data, blob.info(key)
+
     def _stat(self, key: str) -> BlobInfo:
         return self._lookup(key).info(key)
 

@@ -306,6 +306,28 @@ class StoreConformanceSuite:
         else:
             assert info.mtime >= 0
 
+    def test_get_with_info(self, store: Store) -> None:
+        """``get_with_info`` returns ``get``'s bytes and ``stat``'s info; the etag is the
+        one to swap against, and it moves with every overwrite."""
+        first = store.put("gi/blob", b"first")
+        data, info = store.get_with_info("gi/blob")
+        assert data == b"first" and data == store.get("gi/blob")
+        assert (info.key, info.size, info.etag) == ("gi/blob", 5, first.etag)
+        assert info.etag == store.stat("gi/blob").etag
+        store.put("gi/blob", b"second!")
+        data, newer = store.get_with_info("gi/blob")
+        assert (data, newer.size) == (b"second!", 7)
+        assert newer.etag != info.etag
+        if Capability.COMPARE_AND_SWAP in store.capabilities:
+            with pytest.raises(PreconditionFailedError):
+                store.put("gi/blob", b"stale", if_match=info.etag)
+            store.put("gi/blob", b"third", if_match=newer.etag)
+            assert store.get("gi/blob") == b"third"
+        with pytest.raises(KeyNotFoundError):
+            store.get_with_info("gi/missing")
+        with pytest.raises(InvalidKeyError):
+            store.get_with_info("../escape")
+
     def test_etag_changes_on_overwrite(self, store: Store) -> None:
         """Every overwrite with new content gives a new etag."""
         first = store.put("v", b"one")

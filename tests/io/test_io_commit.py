@@ -815,3 +815,20 @@ def test_dataset_created_between_lookup_and_commit_is_built_on_not_replaced(
     assert racing.fired
     assert meta.version == 1 and meta.history_start == 0
     assert sorted(_read(store)["tag"]) == [1, 2]
+
+
+def test_resolve_reads_the_pointer_in_one_request() -> None:
+    """Bytes and etag of the pointer come from one read (one round trip on Azure, where
+    a stat and a get were two), and the etag is exactly that version's: a commit swaps
+    against it."""
+    from dataset_kit.store import CountingStore, MemoryStore
+
+    store = CountingStore(MemoryStore())
+    dk.write_dataset(pd.DataFrame({"p": [1, 2]}), store=store, dataset_uuid="d", partition_on="p")
+    with store.measure() as calls:
+        resolved = C.resolve(store, "d")
+    pointer = naming.pointer_key("d")
+    assert calls["get"] == 1 and calls["stat"] == 0
+    assert resolved.pointer_etag == store.stat(pointer).etag
+    dk.update_dataset(pd.DataFrame({"p": [3]}), store=store, dataset_uuid="d")
+    assert C.resolve(store, "d").meta.version == 1

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import azure.storage.blob  # noqa: F401  - a test dependency: fail loudly if it is missing
+import azure.storage.blob  # a test dependency (fail loudly if missing); used below
 import pandas as pd
 import pytest
 
@@ -158,6 +158,21 @@ def test_proxy_variables_are_read_once_when_the_clients_are_made(
     assert direct.get("direct") == b"arrives"  # the clients keep what they read
     assert not direct.exists("proxied")
     direct.close()
+
+
+def test_get_with_info_is_one_request(
+    store: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The download's response carries the properties: no separate HEAD request (on
+    Azure each is a round trip; every dataset open reads its pointer this way)."""
+    written = store.put("gi", b"payload")
+
+    def no_head(*args: object, **kwargs: object) -> None:
+        raise AssertionError("get_with_info must not make a properties request")
+
+    monkeypatch.setattr(azure.storage.blob.BlobClient, "get_blob_properties", no_head)
+    data, info = store.get_with_info("gi")
+    assert (data, info.size, info.etag) == (b"payload", 7, written.etag)
 
 
 def test_missing_container_without_create(azurite: str) -> None:
