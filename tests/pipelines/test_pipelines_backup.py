@@ -280,6 +280,25 @@ def test_an_incremental_backup_makes_no_redundant_requests(
     pd.testing.assert_frame_equal(table(vault), table(live))
 
 
+def test_a_backup_planned_earlier_never_moves_the_pointer_backwards(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    """Two backups planned at different source versions, computed newest first: the
+    older one's pointer swap fails against the etag it planned with, it looks again,
+    sees a newer version and leaves it; the target reads as the newer backup."""
+    dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    dk.update_dataset(frame(97), store=live, dataset_uuid=UUID)
+    older = dk.pipelines.backup(UUID, source=live, target=vault)
+    dk.update_dataset(frame(98), store=live, dataset_uuid=UUID)
+    newer = dk.pipelines.backup(UUID, source=live, target=vault)
+    assert newer.compute().version == 3
+    report = older.compute()
+    assert (report.version, report.copied) == (2, 1)  # as planned (the same bytes again)
+    assert dk.open_dataset(store=vault, dataset_uuid=UUID).version == 3
+    pd.testing.assert_frame_equal(table(vault), table(live))
+    pd.testing.assert_frame_equal(table(vault, version=2), table(live, version=2))
+
+
 def test_a_changed_schema_file_is_copied_once_before_the_pointer(
     live: LocalStore, vault: LocalStore
 ) -> None:
