@@ -79,7 +79,8 @@ class CopyPlan:
     source_uuid, target_uuid
         The dataset at the source and its name at the target.
     snapshots
-        Target snapshots to write, oldest first (already relocated to ``target_uuid``).
+        Target snapshots to write, oldest first (already relocated to ``target_uuid``);
+        the newest is the copy's result even when the target holds it already.
     blobs
         Blobs to copy.
     skipped
@@ -100,6 +101,9 @@ class CopyPlan:
         Every skipped blob is referenced by the target's newest version, which garbage
         collection at the target never deletes: no need to look for vanished ones after
         the commit.
+    versions
+        Every version of this history the target holds after the copy (those it held
+        already and those in ``snapshots``).
     """
 
     source_uuid: str
@@ -114,6 +118,7 @@ class CopyPlan:
     existing: list[str | None] = field(default_factory=list)
     target_pointer: tuple[int | None, str | None] | None = None
     skips_protected: bool = False
+    versions: list[int] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:
@@ -264,79 +269,112 @@ def plan_copy(
         target,
     )
     latest = None if pointer is None else _commit.resolve_listed(source, uuid, pointer, present)
-    if latest is None:  # msgpack-only, missing or foreign: the general path
-        sources = _source_snapshots(source, uuid, versions)
-        older: list[int] = []
+    known: dict[int, DatasetMetadata] = {}  # source snapshots read so far, by version
+    if latest is None:  # msgpack-only, missing or foreign: the general path reads them all
+        read = _source_snapshots(source, uuid, versions)
+        known = {m.version: m for m in read if m.version is not None}
+        numbers = sorted(known)
     else:
-        sources = [latest]
+        assert latest.version is not None
+        known[latest.version] = latest
         older = [] if versions == "latest" else _listed_snapshots(source, uuid, latest, present)
-    assert sources[-1].version is not None
-    numbers = [*older, *(m.version for m in sources if m.version is not None)]
+        numbers = [*older, latest.version]
+    newest = numbers[-1]
+    # What the target holds of these versions, from its listing alone: a version it
+    # holds whole was complete when its snapshot was written (snapshots come after the
+    # blobs), and its garbage collection keeps a retained version's blobs. So only the
+    # newest version both sides hold is compared (by commit id: a different dataset
+    # under the same uuid differs there), and only versions the target lacks are read
+    # and planned: an incremental backup of a long history reads a few snapshots, not
+    # all of them. (`verify` checks every version's blobs at the target.)
+    held: list[int] = []
+    expired: set[int] = set()
+    for v in numbers:
+        size = have.get(naming.snapshot_key(tuuid, v))
+        if size is None:
+            continue
+        if size > STUB_MAX_BYTES:
+            held.append(v)
+        else:
+            expired.add(v)
+    common = held[-1] if held else None
+    wanted = [v for v in numbers if v not in held and v not in expired]
+    to_read = [v for v in wanted if v not in known]
+    if common is not None and common not in known:
+        to_read.append(common)
     # the target's newest snapshot (past a lagging pointer, as resolve would find it)
     target_newest = target_pointer[0]
     if target_newest is not None:
         while naming.snapshot_key(tuuid, target_newest + 1) in have:
             target_newest += 1
     newest_key = None if target_newest is None else naming.snapshot_key(tuuid, target_newest)
-    table = sources[-1].table_name
-    cm, tcm = naming.common_metadata_key(uuid, table), naming.common_metadata_key(tuuid, table)
-    # which of our versions the target holds, by commit id (its newest one is read whole)
-    on_target = [v for v in numbers if naming.snapshot_key(tuuid, v) in have and v != target_newest]
+    table = known[newest].table_name if newest in known else None
     calls: list[Callable[[], Any]] = [
-        lambda: _get_or_none(source, cm),
-        lambda: _get_or_none(target, tcm) if tcm in have else None,
         lambda: (
             _read_target_newest(target, tuuid, target_newest)
             if newest_key is not None and newest_key in have
             else None
         ),
+        lambda: (
+            None
+            if common is None or (common == target_newest and newest_key in have)
+            else _snapshot_id(target, tuuid, common)
+        ),
     ]
-    calls += [functools.partial(_read_older, source, uuid, v) for v in older]
-    calls += [functools.partial(_snapshot_id, target, tuuid, v) for v in on_target]
-    cm_data, target_cm, newest_at_target, *rest = _run_all(calls, source, target)
-    history = [m for m in rest[: len(older)] if m is not None]
-    sources = [*history, *sources] if latest is not None else sources
-    ids = dict(zip(on_target, rest[len(older) :], strict=True))
-    if target_newest in numbers and newest_key in have:
-        assert target_newest is not None
-        ids[target_newest] = (
-            _snapshot_id(target, tuuid, target_newest)  # a stub, or unreadable
+    calls += [functools.partial(_read_older, source, uuid, v) for v in to_read]
+    if table is not None:
+        cm = naming.common_metadata_key(uuid, table)
+        tcm = naming.common_metadata_key(tuuid, table)
+        calls += [
+            lambda: _get_or_none(source, cm),
+            lambda: _get_or_none(target, tcm) if tcm in have else None,
+        ]
+    newest_at_target, common_id, *rest = _run_all(calls, source, target)
+    for v, meta in zip(to_read, rest[: len(to_read)], strict=False):
+        if meta is not None:
+            known[v] = meta
+    cm_data, target_cm = rest[len(to_read) :] if table is not None else (None, None)
+    if common is not None and common == target_newest and newest_key in have:
+        # the commit id of the target's newest snapshot, read whole above (None: a stub
+        # or unreadable: ask again, which tells the two apart)
+        common_id = (
+            _snapshot_id(target, tuuid, common)
             if newest_at_target is None
             else str(newest_at_target.commit.get("id"))
             if newest_at_target.commit
             else ""
         )
-
+    if common is not None and common in known:
+        ours = str(known[common].commit.get("id"))
+        if common_id == EXPIRED_AT_TARGET:
+            expired.add(common)  # expired between the listing and the read
+            held.remove(common)
+        elif common_id != ours:
+            raise DatasetExistsError(
+                f"the target already holds another dataset {tuuid!r} (its version "
+                f"{common} is a different commit); choose another target uuid or "
+                "delete it first"
+            )
+    sources = [known[v] for v in wanted if v in known]  # expired at the source meanwhile: gone
     incomplete: list[int] = []
-    if len(sources) > 1:
+    older_sources = [m for m in sources if m.version != newest]
+    if older_sources:
         # older versions whose blobs a GC with keep_versions/retention already deleted
         # cannot be copied whole: leave them out (reported), never copy a broken version
-        complete = [m for m in sources[:-1] if all(k in present for k in references(m))]
-        incomplete = [
-            m.version for m in sources[:-1] if m not in complete and m.version is not None
-        ]
+        broken = [m for m in older_sources if not all(k in present for k in references(m))]
+        incomplete = [m.version for m in broken if m.version is not None]
         if incomplete:
             logger.warning(
                 "dataset %s: versions %s miss blobs deleted by garbage collection; not copied",
                 uuid,
                 incomplete,
             )
-        sources = [*complete, sources[-1]]
-    snapshots: list[DatasetMetadata] = []
-    existing: list[str | None] = []
-    for meta in (m.relocated(tuuid) for m in sources):
-        assert meta.version is not None
-        found = ids.get(meta.version)
-        if found == EXPIRED_AT_TARGET:
-            continue  # expired by the target's own retention after an earlier copy
-        if found is not None and found != str(meta.commit.get("id")):
-            raise DatasetExistsError(
-                f"the target already holds another dataset {tuuid!r} (its version "
-                f"{meta.version} is a different commit); choose another target uuid or "
-                "delete it first"
-            )
-        snapshots.append(meta)
-        existing.append(found)
+        sources = [m for m in sources if m not in broken]
+    snapshots = [m.relocated(tuuid) for m in sources]
+    existing: list[str | None] = [None] * len(snapshots)
+    if newest in held:  # nothing new at the source: the plan still moves a lagging pointer
+        snapshots.append(known[newest].relocated(tuuid))  # newest is common, and was read
+        existing.append(common_id)
     if not snapshots:
         raise DatasetExistsError(
             f"every version of {uuid!r} to copy has expired at the target {tuuid!r}, which "
@@ -344,6 +382,7 @@ def plan_copy(
         )
     plan = CopyPlan(uuid, tuuid, snapshots, [], incomplete_versions=incomplete)
     plan.existing, plan.target_pointer = existing, target_pointer
+    plan.versions = sorted(set(held) | {m.version for m in snapshots if m.version is not None})
     plan.blobs, plan.skipped, plan.skipped_bytes = plan_blobs(
         source, target, uuid, snapshots, source_sizes=present, target_sizes=have
     )

@@ -60,7 +60,9 @@ class CopyReport:
     copied, copied_bytes
         Blobs copied by this run.
     skipped, skipped_bytes
-        Blobs the target already held identically (an incremental run skips them).
+        Blobs of the versions this run planned that the target already held identically
+        (an incremental run skips them). Versions the target already holds whole are
+        not planned again, so their blobs are not counted.
     repaired
         Blobs that went missing at the target during the copy and were copied again.
     incomplete_versions
@@ -153,7 +155,7 @@ def _finish_copy(
         plan.source_uuid,
         plan.target_uuid,
         version=newest.version,
-        versions=[m.version for m in plan.snapshots if m.version is not None],
+        versions=plan.versions or [m.version for m in plan.snapshots if m.version is not None],
         copied=copied,
         copied_bytes=nbytes,
         skipped=plan.skipped,

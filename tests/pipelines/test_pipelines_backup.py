@@ -171,26 +171,25 @@ class _SlowSnapshots(DelegatingStore):
 
 
 def test_snapshots_of_a_long_history_are_read_concurrently_on_network_stores() -> None:
-    """An incremental backup of a dataset with 40 versions reads every snapshot at the
-    source and every existing one at the target: on a network store those reads overlap
-    instead of costing 40 sequential round trips each; the result is the same."""
+    """A first backup of a dataset with 40 versions reads every snapshot: on a network
+    store those reads overlap instead of costing 40 sequential round trips. The next,
+    incremental backup reads only the newest version both sides hold (to check it is the
+    same commit), not the history again; time travel works on the backup."""
     live = _SlowSnapshots(dk.open_store("memory://"))
     vault = _SlowSnapshots(dk.open_store("memory://"))
     for i in range(40):
         dk.update_dataset(frame(i), store=live, dataset_uuid=UUID)
     dk.pipelines.backup(UUID, source=live, target=vault).compute(scheduler="sync")
+    assert live.reads >= 39 and live.most > 4
     dk.update_dataset(frame(40), store=live, dataset_uuid=UUID)
     for store in (live, vault):
         store.most = store.reads = 0
     report = dk.pipelines.backup(UUID, source=live, target=vault).compute(scheduler="sync")
     assert (report.copied, report.version, len(report.versions)) == (1, 40, 41)
-    # each older snapshot is read once at the source (the newest is the pointer), and each
-    # existing one once at the target (planned; the commit trusts the plan and writes
-    # create-only)
-    assert (live.reads, vault.reads) == (40, 40)
-    assert live.most > 4 and vault.most > 4
+    assert (live.reads, vault.reads) == (1, 1)  # version 39, on both sides
     pd.testing.assert_frame_equal(table(vault), table(live))
     pd.testing.assert_frame_equal(table(vault, version=17), table(live, version=17))
+    assert dk.pipelines.verify(UUID, store=vault, versions="all").compute().ok
 
 
 class _RequestLog(DelegatingStore):
@@ -256,11 +255,12 @@ def test_an_incremental_backup_makes_no_redundant_requests(
     live: LocalStore, vault: LocalStore
 ) -> None:
     """Each request is a round trip on Azure, so an incremental backup makes only these:
-    the source's pointer, listing, older snapshots and schema file; the target's listing,
-    pointer (bytes and etag in one read), the snapshots it holds (once: the commit
-    trusts the plan and writes create-only) and schema file; then the new blob, snapshot
-    and pointer. An unchanged schema file is not written again, and nothing is listed
-    after the commit when the skipped blobs belong to the target's newest version."""
+    the source's pointer, listing and schema file, and the newest snapshot both sides
+    hold (compared by commit id); the target's listing, pointer (bytes and etag in one
+    read), that snapshot and schema file; then the new blob, snapshot and pointer. Older
+    snapshots are not read, the commit trusts the plan (create-only writes), an
+    unchanged schema file is not written again, and nothing is listed after the commit
+    when the skipped blobs belong to the target's newest version."""
     dk.pipelines.backup(UUID, source=live, target=vault).compute()
     dk.update_dataset(frame(99), store=live, dataset_uuid=UUID)
     source, target = _RequestLog(live), _RequestLog(vault)
@@ -270,9 +270,10 @@ def test_an_incremental_backup_makes_no_redundant_requests(
     schema = naming.common_metadata_key(UUID, "table")
     v0, v1, v2 = (naming.snapshot_key(UUID, v) for v in range(3))
     prefix = naming.dataset_prefix(UUID)
-    source_wants = [("get", pointer), ("list", prefix), ("get", v0), ("get", v1)]
-    source_wants += [("get", schema), ("get", "<blob>")]
-    target_wants = [("list", prefix), ("get_with_info", pointer), ("get", v0), ("get", v1)]
+    del v0  # held by both sides and older than v1: never read
+    source_wants = [("get", pointer), ("list", prefix), ("get", v1), ("get", schema)]
+    source_wants += [("get", "<blob>")]
+    target_wants = [("list", prefix), ("get_with_info", pointer), ("get", v1)]
     target_wants += [("get", schema), ("put", "<blob>"), ("put", v2), ("put", pointer)]
     assert source.keys() == sorted(source_wants)
     assert target.keys() == sorted(target_wants)
@@ -297,6 +298,31 @@ def test_a_backup_planned_earlier_never_moves_the_pointer_backwards(
     assert dk.open_dataset(store=vault, dataset_uuid=UUID).version == 3
     pd.testing.assert_frame_equal(table(vault), table(live))
     pd.testing.assert_frame_equal(table(vault, version=2), table(live, version=2))
+
+
+def test_a_backup_with_nothing_new_copies_nothing_and_writes_nothing(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    target = _RequestLog(vault)
+    report = dk.pipelines.backup(UUID, source=live, target=target).compute(scheduler="sync")
+    assert (report.copied, report.version, report.versions) == (0, 1, [0, 1])
+    assert [r for r in target.requests if r[0] in ("put", "delete", "copy")] == []
+
+
+def test_an_all_versions_backup_fills_in_what_a_latest_only_backup_left_out(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    """The target holds only the newest version; a backup of every version reads and
+    writes the older ones it lacks, and time travel works on the backup afterwards."""
+    dk.pipelines.backup(UUID, source=live, target=vault, versions="latest").compute()
+    with pytest.raises(VersionNotFoundError):
+        table(vault, version=0)
+    report = dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    assert (report.version, report.versions) == (1, [0, 1])
+    pd.testing.assert_frame_equal(table(vault, version=0), table(live, version=0))
+    pd.testing.assert_frame_equal(table(vault), table(live))
+    assert dk.pipelines.verify(UUID, store=vault, versions="all").compute().ok
 
 
 def test_a_changed_schema_file_is_copied_once_before_the_pointer(
