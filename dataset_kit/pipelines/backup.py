@@ -126,10 +126,11 @@ def _gather(results: list[_backup.CopyResult], uuid: str) -> tuple[int, int]:
 def _repair(source: Store, target: Store, plan: _backup.CopyPlan, meta: DatasetMetadata) -> int:
     """Copy again blobs that vanished at the target after they were planned as present.
 
-    Not needed (no listing) when every skipped blob is referenced by the target's newest
-    version: garbage collection at the target keeps those.
+    Not needed (no listing) when nothing was skipped, or when every skipped blob is
+    referenced by the target's newest version: garbage collection at the target keeps
+    those. (Copied blobs are fresh: the grace period of a GC protects them.)
     """
-    if plan.skips_protected:
+    if plan.skips_protected or not plan.skipped:
         return 0
     # one listing of the target (a few paged requests), not one stat per blob: on Azure
     # the stats cost as much as the copy (measured 1,001 HEADs: 7-10 s through Azurite)

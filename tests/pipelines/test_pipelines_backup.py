@@ -300,6 +300,14 @@ def test_a_backup_planned_earlier_never_moves_the_pointer_backwards(
     pd.testing.assert_frame_equal(table(vault, version=2), table(live, version=2))
 
 
+def test_a_first_backup_lists_the_target_once(live: LocalStore, vault: LocalStore) -> None:
+    """Nothing was skipped, so nothing can have vanished: no listing after the commit."""
+    target = _RequestLog(vault)
+    report = dk.pipelines.backup(UUID, source=live, target=target).compute(scheduler="sync")
+    assert (report.copied, report.skipped, report.repaired) == (22, 0, 0)
+    assert [r for r in target.requests if r[0] == "list"] == [("list", UUID + "/")]
+
+
 def test_a_backup_with_nothing_new_copies_nothing_and_writes_nothing(
     live: LocalStore, vault: LocalStore
 ) -> None:
