@@ -1,22 +1,24 @@
-"""A store wrapper that records when each write happened, across processes.
+"""Store wrappers that record how calls ran: when (across processes) and on which threads.
 
-Used to measure how many store requests ran at once in a pipeline on a cluster: every
-``put`` appends ``(start, end)`` wall-clock times to a file of its own in ``log_dir``
-(one file per call: no locking across processes), and :func:`max_overlap` computes the
-most calls in flight at any instant.
+:class:`IntervalRecordingStore` measures how many store requests ran at once in a
+pipeline on a cluster: every ``put`` appends ``(start, end)`` wall-clock times to a file
+of its own in ``log_dir`` (one file per call: no locking across processes), and
+:func:`max_overlap` computes the most calls in flight at any instant.
+:class:`ThreadRecordingStore` records which threads of one process made the calls.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from dataset_kit.store import BlobInfo, DelegatingStore, Store
+from dataset_kit.store import BlobInfo, Capability, DelegatingStore, Store
 
-__all__ = ["IntervalRecordingStore", "max_overlap", "read_intervals"]
+__all__ = ["IntervalRecordingStore", "ThreadRecordingStore", "max_overlap", "read_intervals"]
 
 
 class IntervalRecordingStore(DelegatingStore):
@@ -52,6 +54,45 @@ class IntervalRecordingStore(DelegatingStore):
             end = time.time()
             name = f"{os.getpid()}-{uuid.uuid4().hex}.interval"
             Path(self.log_dir, name).write_text(f"{start!r} {end!r}")
+
+
+class ThreadRecordingStore(DelegatingStore):
+    """Record the names of the threads that put data blobs (``.parquet`` keys) and that
+    stat blobs, to test how callers spread their calls over threads.
+
+    Parameters
+    ----------
+    inner
+        The store doing the work.
+    network
+        Declare the store a network store (``Capability.CONCURRENT_IO``), as callers
+        fan calls out over threads only there.
+
+    Examples
+    --------
+    >>> from dataset_kit.store import MemoryStore
+    >>> store = ThreadRecordingStore(MemoryStore())
+    >>> _ = store.put("t/a.parquet", b"x")
+    >>> store.threads == {threading.current_thread().name}
+    True
+    """
+
+    def __init__(self, inner: Store, *, network: bool = False) -> None:
+        caps = inner.capabilities | {Capability.CONCURRENT_IO} if network else None
+        super().__init__(inner, capabilities=caps)
+        self.threads: set[str] = set()
+        self.stats: set[str] = set()
+
+    def _put(
+        self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
+    ) -> BlobInfo:
+        if key.endswith(".parquet"):
+            self.threads.add(threading.current_thread().name)
+        return super()._put(key, data, if_absent=if_absent, if_match=if_match)
+
+    def _stat(self, key: str) -> BlobInfo:
+        self.stats.add(threading.current_thread().name)
+        return super()._stat(key)
 
 
 def read_intervals(log_dir: str | os.PathLike[str]) -> list[tuple[float, float, int]]:

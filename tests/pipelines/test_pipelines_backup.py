@@ -31,6 +31,7 @@ from dataset_kit.store import (
     LocalStore,
     Store,
 )
+from dataset_kit.testing.recording import ThreadRecordingStore
 
 UUID = "sales"
 
@@ -81,51 +82,16 @@ def test_default_copy_nodes_follow_the_store_kind(live: LocalStore, vault: Local
     pd.testing.assert_frame_equal(table(vault), table(live))
 
 
-class _NetworkRecorder(DelegatingStore):
-    """A local store declared a network store; records the threads that put blobs."""
-
-    def __init__(self, inner: LocalStore) -> None:
-        super().__init__(inner, capabilities=inner.capabilities | {Capability.CONCURRENT_IO})
-        self.threads: set[str] = set()
-        self.stats: set[str] = set()
-
-    def _put(
-        self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
-    ) -> BlobInfo:
-        if key.endswith(".parquet"):
-            self.threads.add(threading.current_thread().name)
-        return super()._put(key, data, if_absent=if_absent, if_match=if_match)
-
-    def _stat(self, key: str) -> BlobInfo:
-        self.stats.add(threading.current_thread().name)
-        return super()._stat(key)
-
-
-class _ThreadRecorder(DelegatingStore):
-    """Records the threads that put data blobs (capabilities unchanged)."""
-
-    def __init__(self, inner: Store) -> None:
-        super().__init__(inner)
-        self.threads: set[str] = set()
-
-    def _put(
-        self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
-    ) -> BlobInfo:
-        if key.endswith(".parquet"):
-            self.threads.add(threading.current_thread().name)
-        return super()._put(key, data, if_absent=if_absent, if_match=if_match)
-
-
 def test_copies_into_a_local_filesystem_use_two_threads_per_node(
     live: LocalStore, vault: LocalStore
 ) -> None:
     """A file's creation waits on the file system's journal: two threads per node (a
     memory store, pure CPU under the GIL, copies on the node's own thread)."""
-    local = _ThreadRecorder(vault)
+    local = ThreadRecordingStore(vault)
     dk.pipelines.backup(UUID, source=live, target=local).compute(scheduler="sync")
     assert len(local.threads) == 2 and all(t.startswith("dk-io") for t in local.threads)
     pd.testing.assert_frame_equal(table(vault), table(live))
-    memory = _ThreadRecorder(dk.open_store("memory://"))
+    memory = ThreadRecordingStore(dk.open_store("memory://"))
     dk.pipelines.backup(UUID, source=live, target=memory).compute(scheduler="sync")
     assert memory.threads == {threading.current_thread().name}
 
@@ -135,7 +101,7 @@ def test_network_stores_copy_and_verify_on_many_threads_per_node(
 ) -> None:
     """A dask node runs on one thread; on a network store it fans its blobs out over
     threads, or the threaded scheduler would keep only one request per CPU in flight."""
-    network = _NetworkRecorder(vault)
+    network = ThreadRecordingStore(vault, network=True)
     report = dk.pipelines.backup(UUID, source=live, target=network, batch_size=22).compute(
         scheduler="sync"
     )
