@@ -533,12 +533,13 @@ def copy_blobs(
     return result
 
 
-def finish_copy(source: Store, target: Store, plan: CopyPlan) -> DatasetMetadata:
+def finish_copy(target: Store, plan: CopyPlan) -> DatasetMetadata:
     """Write the target's snapshots (create-only, oldest first), then its pointer.
 
-    Call only after every blob of the plan is in place. The ``_common_metadata`` file (if
-    it differs) is written while the snapshots are; the pointer is swapped against the
-    etag read when planning. Returns the newest snapshot.
+    Call only after every blob of the plan is in place. Everything it writes was read
+    when planning: the ``_common_metadata`` file (if it differs) is written while the
+    snapshots are, and the pointer is swapped against the etag read then. Returns the
+    newest snapshot.
 
     Raises
     ------
@@ -547,7 +548,6 @@ def finish_copy(source: Store, target: Store, plan: CopyPlan) -> DatasetMetadata
     CommitStateUnknownError
         The new dataset's pointer could not be written.
     """
-    del source  # everything needed was read when planning
 
     def put_schema() -> None:
         if plan.common_metadata is not None and plan.common_metadata_data is not None:

@@ -151,7 +151,7 @@ def _finish_copy(
     results: list[_backup.CopyResult], *, source: Store, target: Store, plan: _backup.CopyPlan
 ) -> CopyReport:
     copied, nbytes = _gather(results, plan.source_uuid)
-    newest = _backup.finish_copy(source, target, plan)
+    newest = _backup.finish_copy(target, plan)
     report = CopyReport(
         plan.source_uuid,
         plan.target_uuid,
