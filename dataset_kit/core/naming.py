@@ -61,10 +61,11 @@ VERSIONS_DIR = "_versions"
 INDICES_DIR = "indices"
 STAGING_DIR = "_staging"
 
-_UUID_RE = re.compile(r"^[A-Za-z0-9_+\-]+$")
-_RUN_RE = re.compile(r"^[0-9a-f]{8,64}$")
-_SNAPSHOT_RE = re.compile(r"^(\d{20})\.json$")
-_TABLE_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+# \Z, not $: "$" also matches before a trailing newline, which let "sales\n" pass as a uuid
+_UUID_RE = re.compile(r"^[A-Za-z0-9_+\-]+\Z")
+_RUN_RE = re.compile(r"^[0-9a-f]{8,64}\Z")
+_SNAPSHOT_RE = re.compile(r"^(\d{20})\.json\Z")
+_TABLE_RE = re.compile(r"^[A-Za-z0-9_\-]+\Z")
 
 
 def validate_uuid(dataset_uuid: object) -> str:

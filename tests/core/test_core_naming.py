@@ -128,6 +128,16 @@ def test_validate_uuid_accepts_legal(uuid: str) -> None:
     assert naming.validate_uuid(uuid) == uuid
 
 
+@pytest.mark.parametrize("name", ["0\n", "sales\n", "sales\r\n"])
+def test_a_trailing_newline_is_not_a_legal_name(name: str) -> None:
+    """Regex "$" matches before a final newline: found by the property test below."""
+    with pytest.raises(InvalidUUIDError):
+        naming.validate_uuid(name)
+    with pytest.raises(InvalidInputError):
+        naming.validate_table(name)
+    assert naming.parse_snapshot_key("d", "d/_versions/" + "0" * 20 + ".json\n") is None
+
+
 @_SETTINGS
 @given(st.text(max_size=20).filter(lambda t: not re.fullmatch(r"[A-Za-z0-9_+\-]+", t)))
 def test_validate_uuid_rejects_illegal_text(uuid: str) -> None:
