@@ -703,17 +703,14 @@ def publish(
     swapped against that etag without resolving the dataset again (a stale etag only
     costs a failed swap, after which the pointer is looked at afresh).
     """
+    base: Resolved | None
     if pointer is not None and pointer[0] is not None and pointer[1] is not None:
-        assert snapshot.version is not None
-        if pointer[0] >= snapshot.version:
-            return  # the pointer is there already, or ahead: never move it backwards
-        known = Resolved(snapshot, pointer[1], pointer[0])
-        _publish(store, snapshot, known, schema_changed=not schema_written)
-        return
-    try:
-        base: Resolved | None = resolve(store, snapshot.uuid)
-    except DatasetNotFoundError:
-        base = None
+        base = Resolved(snapshot, pointer[1], pointer[0])
+    else:
+        try:
+            base = resolve(store, snapshot.uuid)
+        except DatasetNotFoundError:
+            base = None
     if base is not None and base.pointer_version is not None:
         assert snapshot.version is not None
         if base.pointer_version >= snapshot.version:
@@ -762,7 +759,7 @@ def _cas_pointer(store: Store, snapshot: DatasetMetadata, etag: str | None) -> N
         except StoreUnavailableError:
             # outcome unknown: look at the pointer now
             failures += 1
-            current, now_etag = _pointer_state(store, uuid)
+            current, now_etag = pointer_state(store, uuid)
             if current is not None and current >= version:
                 return  # our write happened (or a newer one)
             if current is None and now_etag is not None and now_etag != etag:
@@ -772,7 +769,7 @@ def _cas_pointer(store: Store, snapshot: DatasetMetadata, etag: str | None) -> N
             etag = now_etag
             continue
         except (KeyExistsError, PreconditionFailedError):
-            current, etag = _pointer_state(store, uuid)
+            current, etag = pointer_state(store, uuid)
             if current is None and etag is not None:
                 # plateau/kartothek rewrote the pointer while we committed: keep their
                 # state as the newest (it is adopted on our next commit); ours stays in
@@ -798,10 +795,6 @@ def _cas_pointer(store: Store, snapshot: DatasetMetadata, etag: str | None) -> N
 def pointer_state(store: Store, uuid: str) -> tuple[int | None, str | None]:
     """``(version, etag)`` of a dataset's JSON pointer: ``(None, etag)`` for a pointer
     without our block (another tool's), ``(None, None)`` if there is none."""
-    return _pointer_state(store, uuid)
-
-
-def _pointer_state(store: Store, uuid: str) -> tuple[int | None, str | None]:
     key = naming.pointer_key(uuid)
     try:
         data, info = store.get_with_info(key)
@@ -812,7 +805,6 @@ def _pointer_state(store: Store, uuid: str) -> tuple[int | None, str | None]:
         version = doc.get("dataset_kit", {}).get("version")
     except (MetadataFormatError, AttributeError):
         version = None
-    # (None, etag): a pointer without our block (another tool's); (None, None): no pointer
     return (version if isinstance(version, int) else None), info.etag
 
 

@@ -38,8 +38,8 @@ class ThrottledStore(DelegatingStore):
             return self.inner.get(key)
 
     def _get_with_info(self, key: str) -> tuple[bytes, BlobInfo]:
-        if type(self)._get is not ThrottledStore._get:
-            return Store._get_with_info(self, key)  # a subclass hooks gets
+        if self._reads_hooked_below(ThrottledStore):
+            return Store._get_with_info(self, key)
         with self.throttle:
             return self.inner.get_with_info(key)
 

@@ -81,9 +81,8 @@ class CountingStore(DelegatingStore):
         return data
 
     def _get_with_info(self, key: str) -> tuple[bytes, BlobInfo]:
-        cls = type(self)
-        if cls._get is not CountingStore._get or cls._stat is not CountingStore._stat:
-            return Store._get_with_info(self, key)  # a subclass hooks gets or stats
+        if self._reads_hooked_below(CountingStore):
+            return Store._get_with_info(self, key)
         data, info = self.inner.get_with_info(key)  # one read: counted as a get
         self._count("get")
         self._count("bytes_read", len(data))

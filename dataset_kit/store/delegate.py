@@ -70,13 +70,17 @@ class DelegatingStore(Store):
     def _get(self, key: str) -> bytes:
         return self.inner.get(key)
 
-    def _get_with_info(self, key: str) -> tuple[bytes, BlobInfo]:
-        # the wrapped store's single read, unless this wrapper changes gets or stats
-        # (faults, hooks): then it sees both calls
+    def _reads_hooked_below(self, owner: type[DelegatingStore]) -> bool:
+        """True if a subclass of ``owner`` changes ``_get`` or ``_stat`` (faults, hooks):
+        then ``get_with_info`` must go through both, not the wrapped store's single read
+        that ``owner`` forwards to."""
         cls = type(self)
-        if cls._get is DelegatingStore._get and cls._stat is DelegatingStore._stat:
-            return self.inner.get_with_info(key)
-        return super()._get_with_info(key)
+        return cls._get is not owner._get or cls._stat is not owner._stat
+
+    def _get_with_info(self, key: str) -> tuple[bytes, BlobInfo]:
+        if self._reads_hooked_below(DelegatingStore):
+            return super()._get_with_info(key)
+        return self.inner.get_with_info(key)
 
     def _get_range(self, key: str, start: int, length: int) -> bytes:
         return self.inner.get_range(key, start, length)

@@ -92,9 +92,8 @@ class RetryingStore(DelegatingStore):
         return self._retry("get", lambda: self.inner.get(key))
 
     def _get_with_info(self, key: str) -> tuple[bytes, BlobInfo]:
-        cls = type(self)
-        if cls._get is not RetryingStore._get or cls._stat is not RetryingStore._stat:
-            return Store._get_with_info(self, key)  # a subclass hooks gets or stats
+        if self._reads_hooked_below(RetryingStore):
+            return Store._get_with_info(self, key)
         return self._retry("get", lambda: self.inner.get_with_info(key))
 
     def _get_range(self, key: str, start: int, length: int) -> bytes:
