@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import threading
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -155,6 +156,10 @@ class KVStoreAdapter(Store):
             )
         self._kv = kv
         self._url = url
+        # An adapter without a URL is known by its object: two such adapters are two
+        # stores (a backup between them must not read the target for the source, nor
+        # may their task keys coincide); a pickled copy keeps the token.
+        self._instance = uuid.uuid4().hex[:16]
         self._unsafe = bool(allow_unsafe_commits)
         caps: set[Capability] = set()
         if callable(getattr(kv, "open", None)):
@@ -184,8 +189,11 @@ class KVStoreAdapter(Store):
 
     @property
     def url(self) -> str:
-        """The URL given at construction, else ``kv://<class name>`` (not openable)."""
-        return self._url if self._url is not None else f"kv://{type(self._kv).__name__}"
+        """The URL given at construction, else ``kv://<class name>?instance=<token>``: not
+        openable, and unique to this adapter and its pickled copies."""
+        if self._url is not None:
+            return self._url
+        return f"kv://{type(self._kv).__name__}?instance={self._instance}"
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -195,7 +203,7 @@ class KVStoreAdapter(Store):
     def __reduce__(self) -> tuple[Any, ...]:
         if self._url is not None:
             return super().__reduce__()  # by URL: open_store(url, **options)
-        return (_rebuild_adapter, (self._kv, self._unsafe))
+        return (_rebuild_adapter, (self._kv, self._unsafe, self._instance))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({_redact(self.url)!r})"
@@ -387,6 +395,8 @@ class KVStoreAdapter(Store):
             self._kv.copy(src, dst)
 
 
-def _rebuild_adapter(kv: Any, allow_unsafe_commits: bool) -> KVStoreAdapter:
+def _rebuild_adapter(kv: Any, allow_unsafe_commits: bool, instance: str) -> KVStoreAdapter:
     with _quiet_unsafe_warning():
-        return KVStoreAdapter(kv, allow_unsafe_commits=allow_unsafe_commits)
+        adapter = KVStoreAdapter(kv, allow_unsafe_commits=allow_unsafe_commits)
+    adapter._instance = instance
+    return adapter

@@ -400,6 +400,25 @@ def test_latest_only_and_another_uuid_in_the_same_store(live: LocalStore) -> Non
         dk.read_table(store=live, dataset_uuid="sales_copy", version=0)
 
 
+def test_backup_between_two_key_value_stores_without_urls(live: LocalStore) -> None:
+    """Two adapters of plain key-value stores are two stores: the backup reads the
+    source, not the target (both were once called ``kv://HDictStore``, taken for one)."""
+    import warnings
+
+    from minimalkv._hstores import HDictStore
+
+    from dataset_kit.store import KVStoreAdapter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dk.exceptions.UnsafeCommitWarning)
+        one = KVStoreAdapter(HDictStore(), allow_unsafe_commits=True)
+        two = KVStoreAdapter(HDictStore(), allow_unsafe_commits=True)
+    dk.pipelines.backup(UUID, source=live, target=one).compute()
+    report = dk.pipelines.backup(UUID, source=one, target=two).compute()  # same uuid
+    assert report.copied == len(dk.open_dataset(store=live, dataset_uuid=UUID).meta.partitions)
+    pd.testing.assert_frame_equal(table(two), table(live))
+
+
 def test_backup_onto_itself_is_refused(live: LocalStore) -> None:
     with pytest.raises(InvalidInputError, match="same dataset"):
         dk.pipelines.backup(UUID, source=live, target=live)

@@ -377,7 +377,8 @@ def test_pickle_kv_adapter_by_object(tmp_path: Path) -> None:
     clone = _round_trip(store)
     assert type(clone) is KVStoreAdapter
     assert isinstance(clone.kv, HFilesystemStore)
-    assert clone.url == "kv://HFilesystemStore"
+    assert clone.url == store.url  # the same store: the pickled copy keeps its identity
+    assert clone.url.startswith("kv://HFilesystemStore?instance=")
     assert clone.get("k/1") == b"v"
 
 

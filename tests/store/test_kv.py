@@ -206,7 +206,9 @@ def test_stat_uses_content_hash_and_file_mtime(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- identity
 def test_urls_and_repr() -> None:
-    assert KVStoreAdapter(HDictStore()).url == "kv://HDictStore"
+    one, two = KVStoreAdapter(HDictStore()), KVStoreAdapter(HDictStore())
+    assert one.url.startswith("kv://HDictStore?instance=")
+    assert one.url != two.url  # two stores, never taken for one (backups, task keys)
     secret = KVStoreAdapter(HDictStore(), url="azure://account:s3cr3t%2Fkey@container")
     assert secret.url == "azure://account:s3cr3t%2Fkey@container"
     assert "s3cr3t" not in repr(secret)
