@@ -242,7 +242,7 @@ def build_inputs(args: argparse.Namespace, data_dir: Path, workloads: list[str])
         full_sum = pc.sum(w10["product_id"]).as_py()
         both = {"columns": sorted([*columns, "part"])}
         params.expected["W10-base"] = {"rows": w10.num_rows}
-        for key in ("W10-local", "W10-azure"):
+        for key in ("W10-local", "W10-azure", "W10-azure-azure"):
             params.expected[key] = both | {
                 "copied": parts,
                 "rows": w10.num_rows,

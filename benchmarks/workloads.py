@@ -122,6 +122,14 @@ WORKLOADS: dict[str, Workload] = {
             azurite=True,
         ),
         Workload(
+            "W10-azure-azure",
+            "backup of a {w10_partitions:,}-partition dataset, Azurite -> another container "
+            "of the same account",
+            base="W10-base",
+            entries=_BACKUP,
+            azurite=True,
+        ),
+        Workload(
             "W10-azure-incr",
             "incremental backup after appending 1 partition, local -> Azurite",
             base="W10-base",
@@ -133,7 +141,7 @@ WORKLOADS: dict[str, Workload] = {
 GROUPS: dict[str, list[str]] = {
     "W5": ["W5-write", "W5-open", "W5-read"],
     "W9": ["W9-local", "W9-azure"],
-    "W10": ["W10-local", "W10-local-incr", "W10-azure", "W10-azure-incr"],
+    "W10": ["W10-local", "W10-local-incr", "W10-azure", "W10-azure-azure", "W10-azure-incr"],
 }
 
 #: What the variants of an entry mean (used in the report).
@@ -181,6 +189,7 @@ TARGETS: tuple[Target, ...] = (
     Target("W9-azure", "dataset_kit", "plateau", 5.0, ">= 5x faster than plateau"),
     Target("W10-local", "dataset_kit", "naive:full", 5.0, ">= 5x faster than the naive copy"),
     Target("W10-azure", "dataset_kit", "naive:full", 5.0, ">= 5x faster than the naive copy"),
+    Target("W10-azure-azure", "dataset_kit", "naive:full", 5.0, ">= 5x faster than the naive copy"),
     Target("W10-local-incr", "dataset_kit", "naive:full", 5.0, ">= 5x faster than the naive copy"),
     Target("W10-local-incr", "dataset_kit", "naive:missing", None, "(no target)"),
     Target("W10-azure-incr", "dataset_kit", "naive:full", 5.0, ">= 5x faster than the naive copy"),

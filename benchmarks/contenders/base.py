@@ -123,7 +123,7 @@ class Contender(ABC):
         """Rows of the dataset at ``location`` (default: :meth:`count_rows`)."""
         return self.count_rows(location.local_path())
 
-    def backup(self, source: str, target: Location, *, variant: str) -> int:
+    def backup(self, source: Location, target: Location, *, variant: str) -> int:
         """W10: copy the dataset_kit dataset at ``source`` to ``target``; return the number
         of Parquet data blobs copied."""
         raise Unsupported(f"{self.name} has no backup")

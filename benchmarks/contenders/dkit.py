@@ -156,10 +156,10 @@ class DatasetKitContender(Contender):
         """Rows of a full ``read_table``."""
         return len(self._api("read_table")(store=self._store_at(location), dataset_uuid=UUID))
 
-    def backup(self, source: str, target: Location, *, variant: str) -> int:
+    def backup(self, source: Location, target: Location, *, variant: str) -> int:
         """``dk.pipelines.backup(...).compute(scheduler="threads")``; blobs it copied."""
         job = self._pipelines().backup(
-            UUID, source=self._store(source), target=self._store_at(target)
+            UUID, source=self._store_at(source), target=self._store_at(target)
         )
         copied: int = job.compute(scheduler="threads").copied
         return copied

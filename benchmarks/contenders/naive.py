@@ -56,11 +56,11 @@ class NaiveContender(Contender):
         """The Azure backend."""
         return ["dataset_kit.store.azure", "azure.storage.blob"]
 
-    def backup(self, source: str, target: Location, *, variant: str) -> int:
+    def backup(self, source: Location, target: Location, *, variant: str) -> int:
         """Sequential get/put; returns the Parquet blobs copied."""
         if variant not in ("full", "missing"):
             raise ValueError(f"unknown variant {variant!r}")
-        src, dst = self._dk.open_store(source), self._store_at(target)
+        src, dst = self._store_at(source), self._store_at(target)
         keys = sorted(k for k in src.iter_keys(UUID) if k == POINTER or k.startswith(UUID + "/"))
         data = [k for k in keys if k.endswith(".parquet")]
         meta = [k for k in keys if not k.endswith(".parquet") and k != POINTER]

@@ -39,7 +39,7 @@ from dataset_kit.exceptions import (
 from dataset_kit.io import commit as _commit
 from dataset_kit.io._concurrent import io_map
 from dataset_kit.io.gc import references
-from dataset_kit.store import Capability, Store
+from dataset_kit.store import BlobInfo, Capability, Store
 
 __all__ = [
     "BlobCopy",
@@ -63,11 +63,13 @@ Check = Literal["size", "checksum"]
 
 @dataclass(frozen=True)
 class BlobCopy:
-    """One blob to copy: source key, target key, expected size."""
+    """One blob to copy: source key, target key, expected size, and the source's etag
+    when a listing gave it (a copy inside the service is then conditional on it)."""
 
     src: str
     dst: str
     size: int
+    etag: str | None = None
 
 
 @dataclass
@@ -187,6 +189,10 @@ def _sizes(store: Store, prefix: str) -> dict[str, int]:
     return {info.key: info.size for info in store.iter_infos(prefix)}
 
 
+def _infos(store: Store, prefix: str) -> dict[str, BlobInfo]:
+    return {info.key: info for info in store.iter_infos(prefix)}
+
+
 def _get_or_none(store: Store, key: str) -> bytes | None:
     try:
         return store.get(key)
@@ -195,14 +201,15 @@ def _get_or_none(store: Store, key: str) -> bytes | None:
 
 
 def _listed_snapshots(
-    source: Store, uuid: str, latest: DatasetMetadata, listed: Mapping[str, int]
+    source: Store, uuid: str, latest: DatasetMetadata, listed: Mapping[str, BlobInfo]
 ) -> list[int]:
     """Versions of ``latest``'s history older than it that the listing shows unexpired."""
     assert latest.version is not None
     versions = []
-    for key, size in listed.items():
+    for key, info in listed.items():
         v = naming.parse_snapshot_key(uuid, key)
-        if v is not None and latest.history_start <= v < latest.version and size > STUB_MAX_BYTES:
+        stub = info.size <= STUB_MAX_BYTES
+        if v is not None and latest.history_start <= v < latest.version and not stub:
             versions.append(v)
     return sorted(versions)
 
@@ -261,7 +268,7 @@ def plan_copy(
     pointer, present, have, target_pointer = _run_all(
         [
             lambda: _get_or_none(source, naming.pointer_key(uuid)),
-            lambda: _sizes(source, naming.dataset_prefix(uuid)),
+            lambda: _infos(source, naming.dataset_prefix(uuid)),
             lambda: _sizes(target, naming.dataset_prefix(tuuid)),
             lambda: _commit.pointer_state(target, tuuid),
         ],
@@ -384,7 +391,7 @@ def plan_copy(
     plan.existing, plan.target_pointer = existing, target_pointer
     plan.versions = sorted(set(held) | {m.version for m in snapshots if m.version is not None})
     plan.blobs, plan.skipped, plan.skipped_bytes = plan_blobs(
-        source, target, uuid, snapshots, source_sizes=present, target_sizes=have
+        source, target, uuid, snapshots, source_infos=present, target_sizes=have
     )
     if plan.skipped:
         needed = {key for meta in snapshots for key in references(meta)}
@@ -416,14 +423,14 @@ def plan_blobs(
     source_uuid: str,
     metas: Sequence[DatasetMetadata],
     *,
-    source_sizes: Mapping[str, int] | None = None,
+    source_infos: Mapping[str, BlobInfo] | None = None,
     target_sizes: Mapping[str, int] | None = None,
 ) -> tuple[list[BlobCopy], int, int]:
     """Blobs that ``metas`` (relocated to the target) need and the target lacks.
 
     Returns the copies to make, and the count and bytes of blobs the target already holds
-    under the same key with the same size. ``source_sizes`` and ``target_sizes`` are
-    listings of the two datasets' blobs the caller already made (key -> size).
+    under the same key with the same size. ``source_infos`` and ``target_sizes`` are
+    listings of the two datasets' blobs the caller already made (key -> info or size).
 
     Raises
     ------
@@ -443,27 +450,26 @@ def plan_blobs(
     # One listing of the source instead of a stat per blob (a listing page holds up to
     # 5,000 blobs on Azure: 1,000 stats took seconds there); a key the listing lacks is
     # stat'ed before it is called missing.
-    sizes = source_sizes
-    if sizes is None:
-        prefix = naming.dataset_prefix(source_uuid)
-        sizes = {info.key: info.size for info in source.iter_infos(prefix)}
+    infos = source_infos
+    if infos is None:
+        infos = _infos(source, naming.dataset_prefix(source_uuid))
     blobs: list[BlobCopy] = []
     skipped = skipped_bytes = 0
     for dst, src in sorted(wanted.items()):
-        size = sizes.get(src)
-        if size is None:
+        info = infos.get(src)
+        if info is None:
             try:
-                size = source.stat(src).size
+                info = source.stat(src)
             except KeyNotFoundError:
                 raise DataBlobMissingError(
                     f"dataset {source_uuid!r}: blob {src!r} referenced by a copied version "
                     "is missing at the source; run verify, or copy only the latest version"
                 ) from None
-        if have.get(dst) == size:
+        if have.get(dst) == info.size:
             skipped += 1
-            skipped_bytes += size
+            skipped_bytes += info.size
         else:
-            blobs.append(BlobCopy(src, dst, size))
+            blobs.append(BlobCopy(src, dst, info.size, info.etag))
     return blobs, skipped, skipped_bytes
 
 
@@ -495,25 +501,22 @@ def copy_blobs(
 ) -> CopyResult:
     """Copy blobs and check each copy (size, or SHA-256 of the content); never raises per key.
 
-    Copies within one store are server-side (:meth:`Store.copy`); across stores the bytes
-    pass through this process.
+    Copies are made inside the storage service where the two stores allow it (see
+    :meth:`Store.copy_from`: within one store, or between Azure containers of one
+    account; conditional on the listed etag, so exactly the listed blob is copied);
+    otherwise the bytes pass through this process.
     """
     result = CopyResult()
-    same = source.url == target.url
 
     def copy_one(blob: BlobCopy) -> str | None:
         """Copy and check one blob; the error text, or None."""
         try:
-            if same:
-                info = target.copy(blob.src, blob.dst)
-                data = None
-            else:
-                data = source.get(blob.src)
-                info = target.put(blob.dst, data)
+            listed = None if blob.etag is None else BlobInfo(blob.src, blob.size, 0.0, blob.etag)
+            info = target.copy_from(source, blob.src, blob.dst, source_info=listed)
             if info.size != blob.size:
                 raise StoreError(f"copied {info.size} bytes, expected {blob.size}", key=blob.dst)
             if check == "checksum":
-                want = _digest(data if data is not None else source.get(blob.src))
+                want = _digest(source.get(blob.src))
                 if _digest(target.get(blob.dst)) != want:
                     raise StoreError("checksum of the copy differs from the source", key=blob.dst)
         except Exception as exc:  # reported per key; the caller decides

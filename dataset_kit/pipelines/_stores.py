@@ -37,6 +37,9 @@ class ThrottledStore(DelegatingStore):
         with self.throttle:
             return self.inner.get(key)
 
+    def _forwards_reads(self) -> bool:
+        return not self._reads_hooked_below(ThrottledStore)
+
     def _get_with_info(self, key: str) -> tuple[bytes, BlobInfo]:
         if self._reads_hooked_below(ThrottledStore):
             return Store._get_with_info(self, key)
@@ -60,6 +63,19 @@ class ThrottledStore(DelegatingStore):
     def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
         with self.throttle:
             return self.inner.copy(src, dst, if_absent=if_absent)
+
+    def _copy_from(
+        self, source: Store, src: str, dst: str, *, source_info: BlobInfo | None
+    ) -> BlobInfo:
+        if not self.inner._copies_inside(source):
+            # a read of the source (through its own throttle) and a put here, each
+            # holding a lease in turn: one lease around both could deadlock
+            return Store._copy_from(self, source, src, dst, source_info=source_info)
+        with self.throttle:
+            return self.inner.copy_from(source, src, dst, source_info=source_info)
+
+    def _copies_inside(self, source: Store) -> bool:
+        return self.inner._copies_inside(source)
 
     def delete_many(self, keys: Iterable[str]) -> DeleteReport:
         """One batch delete by the inner store, holding one lease."""

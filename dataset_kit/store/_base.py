@@ -319,6 +319,46 @@ class Store(abc.ABC):
             )
         return self._copy(src, dst, if_absent=if_absent)
 
+    def copy_from(
+        self, source: Store, src: str, dst: str, *, source_info: BlobInfo | None = None
+    ) -> BlobInfo:
+        """Copy blob ``src`` of ``source`` to ``dst`` in this store; return dst's info.
+
+        The copy is made inside the storage service where the two stores allow it: within
+        one store with ``SERVER_COPY``, and between two Azure containers (or prefixes) of
+        one storage account. Otherwise the bytes pass through this process.
+
+        Parameters
+        ----------
+        source
+            The store holding ``src``; may be this store.
+        src, dst
+            Source and target keys.
+        source_info
+            ``src``'s info from a listing, if the caller has it. A copy made inside the
+            service is then conditional on its etag, so it copies exactly the blob that
+            was listed, with the listed size, and needs no request to read the source's
+            properties first.
+
+        Raises
+        ------
+        KeyNotFoundError
+            If ``src`` does not exist.
+        PreconditionFailedError
+            If ``src`` no longer has the etag of ``source_info`` (service-side copies).
+
+        Examples
+        --------
+        >>> from dataset_kit.store import MemoryStore
+        >>> a, b = MemoryStore(), MemoryStore()
+        >>> _ = a.put("k", b"bytes")
+        >>> b.copy_from(a, "k", "copy/k").size, b.get("copy/k")
+        (5, b'bytes')
+        """
+        validate_key(src)
+        validate_key(dst)
+        return self._copy_from(source, src, dst, source_info=source_info)
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and connections (the store can be used again afterwards)."""
 
@@ -373,6 +413,22 @@ class Store(abc.ABC):
 
     def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
         return self.put(dst, self.get(src), if_absent=if_absent)
+
+    def _copy_from(
+        self, source: Store, src: str, dst: str, *, source_info: BlobInfo | None
+    ) -> BlobInfo:
+        # Backends that can copy from another store inside the service override this
+        # and _copies_inside.
+        if Store._copies_inside(self, source):
+            return self.copy(src, dst)
+        return self.put(dst, source.get(src))
+
+    def _copies_inside(self, source: Store) -> bool:
+        """True if :meth:`copy_from` ``source`` makes no call on ``source`` (the copy is
+        one operation of this store). Wrappers that hold a resource around a call (a
+        throttle's lease) ask it: around a copy that reads ``source`` through its own
+        wrappers, holding it could deadlock."""
+        return source is self or source.url == self.url  # wrappers keep their store's URL
 
 
 def _as_bytes_like(data: object) -> bytes | memoryview:

@@ -29,6 +29,7 @@ from dataset_kit.exceptions import (
     StoreUnavailableError,
 )
 from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store, validate_key
+from dataset_kit.store.delegate import read_origin
 
 if TYPE_CHECKING:
     import requests
@@ -308,6 +309,8 @@ class AzureBlobStore(Store):
         self._max_connections = int(max_connections)
         self._secrets = self._collect_secrets()
         self._lock = threading.Lock()
+        # accounts whose blobs this store's credential may not read inside the service
+        self._copy_refused: set[str] = set()
         self._pid: int | None = None
         self._service: BlobServiceClient | None = None
         self._client: ContainerClient | None = None
@@ -776,21 +779,79 @@ class AzureBlobStore(Store):
                 )
 
     def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
-        from azure.core import MatchConditions
-
         source = self._stat(src)  # KeyNotFoundError names the source
-        src_blob, dst_blob = self._blob(src), self._blob(dst)
-        kwargs: dict[str, Any] = {}
+        return self._service_copy(self, src, dst, source, if_absent=if_absent)
+
+    def _copy_from(
+        self, source: Store, src: str, dst: str, *, source_info: BlobInfo | None
+    ) -> BlobInfo:
+        # Within one storage account the service copies (one request, no bytes through
+        # this process): the target's credential authorizes reading the source there.
+        # Another account would need a SAS for the source: the bytes pass through here.
+        origin = self._copy_origin(source)
+        if origin is None:
+            return super()._copy_from(source, src, dst, source_info=source_info)
+        info = source_info if source_info is not None else source.stat(src)
+        try:
+            return self._service_copy(origin, src, dst, info, if_absent=False)
+        except _CopyRefusedError as exc:
+            # e.g. a SAS of the target container only: remember, and read the source
+            # here (from the store itself: a caller may hold a lease of the source's
+            # throttle around this call)
+            self._copy_refused.add(origin.account_url)
+            _log.info(
+                "azure: %r may not read %r inside the service (%s); copying through "
+                "this process instead",
+                self,
+                origin,
+                exc,
+            )
+            return super()._copy_from(origin, src, dst, source_info=source_info)
+
+    def _copies_inside(self, source: Store) -> bool:
+        return self._copy_origin(source) is not None or super()._copies_inside(source)
+
+    def _copy_origin(self, source: Store) -> AzureBlobStore | None:
+        """The Azure store behind ``source`` if the service can copy from it here."""
+        origin = read_origin(source)
+        if (
+            not isinstance(origin, AzureBlobStore)
+            or origin.account_url != self.account_url
+            or origin.account_url in self._copy_refused
+        ):
+            return None
+        return origin
+
+    def _service_copy(
+        self, origin: AzureBlobStore, src: str, dst: str, source: BlobInfo, *, if_absent: bool
+    ) -> BlobInfo:
+        """Copy ``src`` of ``origin`` (this account) to ``dst`` inside the service.
+
+        The copy is conditional on the source's etag, so it copies exactly ``source``
+        (size included); a blob replaced since raises PreconditionFailedError.
+        """
+        from azure.core import MatchConditions
+        from azure.core import exceptions as az
+
+        dst_blob = self._blob(dst)
+        kwargs: dict[str, Any] = {
+            "source_etag": source.etag,
+            "source_match_condition": MatchConditions.IfNotModified,
+        }
         if if_absent:
             kwargs["match_condition"] = MatchConditions.IfMissing
-        started = self._call(
-            "copy", dst, dst_blob.start_copy_from_url, src_blob.url, if_absent=if_absent, **kwargs
-        )
+        try:
+            started = dst_blob.start_copy_from_url(origin._blob(src).url, **kwargs)
+        except az.AzureError as exc:
+            raise self._copy_error(exc, origin, src, dst, source, if_absent=if_absent) from (
+                exc if self._mask(str(exc)) == str(exc) else None
+            )
         status = str(started.get("copy_status") or "pending")
-        props: Any = None
+        etag, modified = started.get("etag"), started.get("last_modified")
         deadline = time.monotonic() + _COPY_TIMEOUT
         delay = 0.05
-        while status == "pending":
+        props: Any = None
+        while status == "pending":  # another region, or a large blob
             if time.monotonic() > deadline:
                 try:
                     self._call("abort copy", dst, dst_blob.abort_copy, started.get("copy_id"))
@@ -804,6 +865,7 @@ class AzureBlobStore(Store):
             delay = min(1.0, delay * 2)
             props = self._call("copy status", dst, dst_blob.get_blob_properties)
             status = str(props.copy.status or "success")
+            etag, modified = props.etag, props.last_modified
             _log.debug("azure: copy %r -> %r is %s", src, dst, status)
         if status != "success":
             reason = getattr(getattr(props, "copy", None), "status_description", None)
@@ -812,16 +874,50 @@ class AzureBlobStore(Store):
                 f"{self._mask(str(reason or 'no reason given'))}",
                 key=dst,
             )
-        props = self._call("stat", dst, dst_blob.get_blob_properties)
-        info = self._info(dst, props)
-        if info.size != source.size and self._stat(src).etag == source.etag:
-            # (a source replaced during the copy legitimately has another size)
-            raise StoreError(
-                f"azure copy of {src!r} to {dst!r} in {self!r} is {info.size} bytes, the "
-                f"source {source.size}",
-                key=dst,
-            )
-        return info
+        stamp = getattr(modified, "timestamp", None)
+        mtime = float(stamp()) if callable(stamp) else time.time()
+        return BlobInfo(key=dst, size=source.size, mtime=mtime, etag=_etag(etag))
+
+    def _copy_error(
+        self,
+        exc: BaseException,
+        origin: AzureBlobStore,
+        src: str,
+        dst: str,
+        source: BlobInfo,
+        *,
+        if_absent: bool,
+    ) -> Exception:
+        """The error for a failed service-side copy request."""
+        status, code = _status(exc), str(getattr(exc, "error_code", None) or "")
+        if status in (401, 403) and origin is not self:
+            return _CopyRefusedError(f"{status} {code}".strip())
+        if status == 404 and "Container" not in code:
+            return KeyNotFoundError(f"key {src!r} not found in {origin!r}", key=src)
+        if status == 412:
+            # the source changed (SourceConditionNotMet; Azurite says ConditionNotMet),
+            # or with if_absent the target exists: only the source's etag tells which
+            if not if_absent or _changed(origin, src, source.etag):
+                return PreconditionFailedError(
+                    f"copy of {src!r} from {origin!r}: the source changed since it was "
+                    "listed (its etag differs)",
+                    key=src,
+                )
+            return KeyExistsError(f"key {dst!r} already exists in {self!r}", key=dst)
+        error = self._translate(exc, "copy", dst, if_absent=if_absent, if_match=None)
+        return error if error is not None else StoreError(str(exc), key=dst)
+
+
+class _CopyRefusedError(Exception):
+    """The target's credential may not read the source inside the service."""
+
+
+def _changed(store: AzureBlobStore, key: str, etag: str) -> bool:
+    """True if ``key`` no longer exists or has another etag."""
+    try:
+        return store.stat(key).etag != etag
+    except KeyNotFoundError:
+        return True
 
 
 def _etag(value: object) -> str:

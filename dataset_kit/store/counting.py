@@ -23,8 +23,9 @@ class CountingStore(DelegatingStore):
 
     Kinds: ``get``, ``get_range``, ``stat``, ``exists``, ``list`` (each listing started),
     ``put``, ``put_if_absent``, ``put_if_match``, ``delete``, ``delete_many`` (calls) and
-    ``delete_many_keys`` (keys in them), ``copy``; ``bytes_read`` and ``bytes_written``
-    count payload bytes.
+    ``delete_many_keys`` (keys in them), ``copy``, ``copy_from`` (a copy from another
+    store: one request to the service, or a read there and a put here); ``bytes_read``
+    and ``bytes_written`` count payload bytes.
 
     Parameters
     ----------
@@ -79,6 +80,9 @@ class CountingStore(DelegatingStore):
         self._count("get")
         self._count("bytes_read", len(data))
         return data
+
+    def _forwards_reads(self) -> bool:
+        return not self._reads_hooked_below(CountingStore)
 
     def _get_with_info(self, key: str) -> tuple[bytes, BlobInfo]:
         if self._reads_hooked_below(CountingStore):
@@ -136,6 +140,15 @@ class CountingStore(DelegatingStore):
     def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
         self._count("copy")
         return super()._copy(src, dst, if_absent=if_absent)
+
+    def _copy_from(
+        self, source: Store, src: str, dst: str, *, source_info: BlobInfo | None
+    ) -> BlobInfo:
+        self._count("copy_from")
+        return self.inner.copy_from(source, src, dst, source_info=source_info)
+
+    def _copies_inside(self, source: Store) -> bool:
+        return self.inner._copies_inside(source)
 
 
 def _is_request(kind: str) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store
 
-__all__ = ["DelegatingStore"]
+__all__ = ["DelegatingStore", "read_origin"]
 
 
 class DelegatingStore(Store):
@@ -77,6 +77,12 @@ class DelegatingStore(Store):
         cls = type(self)
         return cls._get is not owner._get or cls._stat is not owner._stat
 
+    def _forwards_reads(self) -> bool:
+        """True if reads reach ``inner`` unchanged (a wrapper that counts, throttles or
+        retries them still forwards them; one that injects faults does not). Wrappers
+        that forward reads with extra work override this with their own class."""
+        return not self._reads_hooked_below(DelegatingStore)
+
     def _get_with_info(self, key: str) -> tuple[bytes, BlobInfo]:
         if self._reads_hooked_below(DelegatingStore):
             return super()._get_with_info(key)
@@ -111,6 +117,25 @@ class DelegatingStore(Store):
     def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
         return self.inner.copy(src, dst, if_absent=if_absent)
 
+    def _writes_hooked_below(self, owner: type[DelegatingStore]) -> bool:
+        """True if a subclass of ``owner`` changes ``_put`` or ``_copy`` (faults, hooks)."""
+        cls = type(self)
+        return cls._put is not owner._put or cls._copy is not owner._copy
+
+    def _copy_from(
+        self, source: Store, src: str, dst: str, *, source_info: BlobInfo | None
+    ) -> BlobInfo:
+        # the wrapped store's copy (inside the service where it can), unless a subclass
+        # changes writes: then through this wrapper's own put or copy
+        if self._writes_hooked_below(DelegatingStore):
+            return super()._copy_from(source, src, dst, source_info=source_info)
+        return self.inner.copy_from(source, src, dst, source_info=source_info)
+
+    def _copies_inside(self, source: Store) -> bool:
+        if self._writes_hooked_below(DelegatingStore):
+            return super()._copies_inside(source)
+        return self.inner._copies_inside(source)
+
     def delete_many(self, keys: Iterable[str]) -> DeleteReport:
         """Delete many blobs: the wrapped store's batch delete, unless ``_delete`` is wrapped.
 
@@ -120,3 +145,16 @@ class DelegatingStore(Store):
         if type(self)._delete is DelegatingStore._delete:
             return self.inner.delete_many(keys)
         return super().delete_many(keys)
+
+
+def read_origin(store: Store) -> Store:
+    """The innermost store that ``store``'s reads reach unchanged.
+
+    A backend that can copy from another store inside its service (Azure, within one
+    account) asks this of the source: through wrappers that only count, throttle or retry
+    reads it finds the backend; a wrapper that hooks reads (fault injection, test hooks)
+    stops it, so the copy goes through that wrapper's reads instead.
+    """
+    while isinstance(store, DelegatingStore) and store._forwards_reads():
+        store = store.inner
+    return store

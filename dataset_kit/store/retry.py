@@ -91,6 +91,9 @@ class RetryingStore(DelegatingStore):
     def _get(self, key: str) -> bytes:
         return self._retry("get", lambda: self.inner.get(key))
 
+    def _forwards_reads(self) -> bool:
+        return not self._reads_hooked_below(RetryingStore)
+
     def _get_with_info(self, key: str) -> tuple[bytes, BlobInfo]:
         if self._reads_hooked_below(RetryingStore):
             return Store._get_with_info(self, key)
@@ -131,6 +134,16 @@ class RetryingStore(DelegatingStore):
         if if_absent:
             return self.inner.copy(src, dst, if_absent=True)
         return self._retry("copy", lambda: self.inner.copy(src, dst))
+
+    def _copy_from(
+        self, source: Store, src: str, dst: str, *, source_info: BlobInfo | None
+    ) -> BlobInfo:
+        return self._retry(
+            "copy", lambda: self.inner.copy_from(source, src, dst, source_info=source_info)
+        )
+
+    def _copies_inside(self, source: Store) -> bool:
+        return self.inner._copies_inside(source)
 
     def delete_many(self, keys: Iterable[str]) -> DeleteReport:
         """The wrapped store's batch delete; keys that failed are retried one by one."""

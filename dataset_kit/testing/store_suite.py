@@ -657,6 +657,35 @@ class StoreConformanceSuite:
         assert not store.exists("dst")
         assert list(store.iter_keys()) == []
 
+    def test_copy_from(self, store: Store) -> None:
+        """``copy_from`` copies from another store and from this one, listed or not."""
+        from dataset_kit.store import MemoryStore
+
+        other = MemoryStore()
+        data = bytes(range(256)) * 10
+        listed = other.put("o/blob", data)
+        info = store.copy_from(other, "o/blob", "in/copy", source_info=listed)
+        assert (info.key, info.size) == ("in/copy", len(data))
+        assert store.get("in/copy") == data
+        assert store.stat("in/copy").etag == info.etag
+        assert other.get("o/blob") == data  # the source is left alone
+        store.put("in/src", b"from this store")
+        info = store.copy_from(store, "in/src", "in/dst")
+        assert store.get("in/dst") == b"from this store"
+        assert info.size == len(b"from this store")
+        info = store.copy_from(store, "in/src", "in/dst2", source_info=store.stat("in/src"))
+        assert store.get("in/dst2") == b"from this store"
+
+    def test_copy_from_missing_source(self, store: Store) -> None:
+        """A missing source is KeyNotFoundError naming it, and nothing is written."""
+        from dataset_kit.store import MemoryStore
+
+        for source in (MemoryStore(), store):
+            with pytest.raises(KeyNotFoundError) as info:
+                store.copy_from(source, "no/such/src", "dst")
+            assert info.value.key == "no/such/src"
+        assert not store.exists("dst")
+
     # ------------------------------------------------------------------ delete_many
     def test_delete_many(self, store: Store) -> None:
         """``delete_many`` deletes present and missing keys, reports bad ones."""

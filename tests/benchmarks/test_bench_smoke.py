@@ -160,15 +160,17 @@ def test_runner_repartition_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_runner_azure_round_trip_entries(tmp_path: Path) -> None:
-    """W9-azure and W10-azure through the latency proxy (2 ms): same entries and checks as
-    without it, the round trip stated in the report, the curve and the targets listed."""
+    """W9-azure, W10-azure and W10-azure-azure through the latency proxy (2 ms): same
+    entries and checks as without it, the round trip stated in the report, the curve and
+    the targets listed."""
     contenders = ["dataset_kit", "plateau", "naive"]
-    keys = ["W9-azure-rtt2", "W10-azure-rtt2"]
+    keys = ["W9-azure-rtt2", "W10-azure-rtt2", "W10-azure-azure-rtt2"]
     results, markdown = run_bench(tmp_path, contenders, keys, ("--azurite-rtt-ms", "2"))
     assert list(results["summary"]) == keys  # the direct ones were not selected
     expected = {
         "W9-azure-rtt2": ["dataset_kit", "plateau"],
         "W10-azure-rtt2": ["dataset_kit", "naive:full"],
+        "W10-azure-azure-rtt2": ["dataset_kit", "naive:full"],
     }
     for key in keys:
         rows = results["summary"][key]
@@ -183,4 +185,7 @@ def test_runner_azure_round_trip_entries(tmp_path: Path) -> None:
     targets = markdown.split("### Issue targets")[1]
     assert "| W9-azure-rtt2 | dataset_kit | plateau |" in targets
     assert "| W10-azure-rtt2 | dataset_kit |" in targets
+    assert "| W10-azure-azure-rtt2 | dataset_kit |" in targets
+    azure_to_azure = results["summary"]["W10-azure-azure-rtt2"]["dataset_kit"]["notes"]
+    assert azure_to_azure["uploaded"] > 6  # the source dataset was put into Azurite first
     assert "latency_proxy.py" in markdown.split("## Method")[1]

@@ -8,13 +8,19 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import azure.storage.blob  # a test dependency (fail loudly if missing); used below
 import pandas as pd
 import pytest
 
 import dataset_kit as dk
-from dataset_kit.exceptions import ConfigError, KeyNotFoundError, StoreError
+from dataset_kit.exceptions import (
+    ConfigError,
+    KeyNotFoundError,
+    PreconditionFailedError,
+    StoreError,
+)
 from dataset_kit.store import Capability, Store, open_store
 from dataset_kit.store.azure import AzureBlobStore
 from dataset_kit.testing.azurite import ACCOUNT_KEY
@@ -205,6 +211,154 @@ def test_server_side_copy(store: AzureBlobStore) -> None:
     assert info.size == len(data)
     assert store.get("dst/copy") == data
     assert info.etag == store.stat("dst/copy").etag
+
+
+# --------------------------------------------------------------------------- copies between stores
+@pytest.fixture
+def other(azurite: str) -> Iterator[AzureBlobStore]:
+    """A second container of the same storage account."""
+    from azure.storage.blob import BlobServiceClient
+
+    name = f"dk-{uuid.uuid4().hex[:20]}"
+    second = AzureBlobStore(name, connection_string=azurite)
+    yield second
+    second.close()
+    with BlobServiceClient.from_connection_string(azurite) as service:
+        service.delete_container(name)
+
+
+def _record_transfers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the names of the blobs whose bytes pass through this process (uploaded or
+    downloaded by the SDK)."""
+    names: list[str] = []
+    client = azure.storage.blob.BlobClient
+    upload, download = client.upload_blob, client.download_blob
+
+    def recording_upload(self: Any, *args: Any, **kwargs: Any) -> Any:
+        names.append(self.blob_name)
+        return upload(self, *args, **kwargs)
+
+    def recording_download(self: Any, *args: Any, **kwargs: Any) -> Any:
+        names.append(self.blob_name)
+        return download(self, *args, **kwargs)
+
+    monkeypatch.setattr(client, "upload_blob", recording_upload)
+    monkeypatch.setattr(client, "download_blob", recording_download)
+    return names
+
+
+def test_copy_from_another_container_is_made_inside_the_service(
+    store: AzureBlobStore, other: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One account: the service copies (no bytes through this process), through the
+    wrappers that only count, retry or throttle the source's reads, listed or not."""
+    from dataset_kit.pipelines._stores import ThrottledStore
+    from dataset_kit.store import CountingStore, RetryingStore
+    from dataset_kit.throttle import Throttle
+
+    data = bytes(range(256)) * 4096
+    listed = other.put("src/k", data)
+    source = CountingStore(RetryingStore(ThrottledStore(other, Throttle("copy-test", 2))))
+    transfers = _record_transfers(monkeypatch)
+    info = store.copy_from(source, "src/k", "dst/k", source_info=listed)
+    again = store.copy_from(source, "src/k", "dst/unlisted")  # the source is stat'ed first
+    assert transfers == []
+    assert source.counts["get"] == 0 and source.counts["copy_from"] == 0
+    monkeypatch.undo()
+    assert (info.key, info.size) == ("dst/k", len(data))
+    assert info.etag == store.stat("dst/k").etag
+    assert store.get("dst/k") == data and store.get("dst/unlisted") == data
+    assert again.size == len(data)
+    # between two prefixes of one container too
+    connection = store.options["connection_string"]
+    left = AzureBlobStore(store.container, connection_string=connection, prefix="left")
+    right = AzureBlobStore(store.container, connection_string=connection, prefix="right")
+    listed = left.put("k", b"prefixed")
+    transfers = _record_transfers(monkeypatch)
+    right.copy_from(left, "k", "k", source_info=listed)
+    assert transfers == []
+    monkeypatch.undo()
+    assert right.get("k") == b"prefixed" and store.get("right/k") == b"prefixed"
+
+
+def test_copy_from_copies_exactly_the_listed_blob(
+    store: AzureBlobStore, other: AzureBlobStore
+) -> None:
+    """The service copy is conditional on the listed etag: a blob replaced since is not
+    copied under the listed size; a missing source is named."""
+    listed = other.put("k", b"old")
+    other.put("k", b"replaced, and longer")
+    with pytest.raises(PreconditionFailedError) as err:
+        store.copy_from(other, "k", "dst", source_info=listed)
+    assert err.value.key == "k"
+    assert not store.exists("dst")
+    with pytest.raises(KeyNotFoundError) as missing:
+        store.copy_from(other, "nope", "dst")
+    assert missing.value.key == "nope"
+    with pytest.raises(KeyNotFoundError) as missing:
+        store.copy_from(other, "nope", "dst", source_info=listed)
+    assert missing.value.key == "nope"
+    assert not store.exists("dst")
+
+
+def test_copy_from_reads_through_a_wrapper_that_hooks_reads(
+    store: AzureBlobStore, other: AzureBlobStore
+) -> None:
+    """A source whose reads are hooked (faults here) is read through the hook."""
+    from dataset_kit.exceptions import StoreUnavailableError
+    from dataset_kit.store import FaultInjectingStore
+
+    listed = other.put("k", b"bytes")
+    faulty = FaultInjectingStore(other, fail_rate=1.0, operations=frozenset({"get"}))
+    with pytest.raises(StoreUnavailableError):
+        store.copy_from(faulty, "k", "dst", source_info=listed)
+    assert not store.exists("dst")
+
+
+def test_copy_from_falls_back_when_the_service_may_not_read_the_source(
+    store: AzureBlobStore, other: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real Azure refuses a copy whose source the target's credential cannot read (a
+    SAS of the target container only; Azurite does not check): the bytes then pass
+    through this process, and later copies do not ask the service again."""
+    from azure.core.exceptions import HttpResponseError
+
+    refusals = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        refusals.append(args)
+        error = HttpResponseError(message="CannotVerifyCopySource")
+        error.status_code = 403
+        error.error_code = "CannotVerifyCopySource"
+        raise error
+
+    monkeypatch.setattr(azure.storage.blob.BlobClient, "start_copy_from_url", refuse)
+    listed = other.put("k", b"through the client")
+    for dst in ("one", "two"):
+        info = store.copy_from(other, "k", dst, source_info=listed)
+        assert info.size == len(b"through the client")
+        assert store.get(dst) == b"through the client"
+    assert len(refusals) == 1
+    assert not store._copies_inside(other)
+
+
+def test_backup_between_containers_copies_inside_the_service(
+    store: AzureBlobStore, other: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup to another container of the account moves no data blob through the
+    client, throttled or not."""
+    df = pd.DataFrame({"p": [1, 1, 2, 3], "x": [1.0, 2.0, 3.0, 4.0]})
+    dk.write_dataset(df, store=other, dataset_uuid="ds", partition_on="p")
+    transfers = _record_transfers(monkeypatch)
+    report = dk.pipelines.backup("ds", source=other, target=store, storage_concurrency=2).compute()
+    assert report.copied == 3
+    assert [name for name in transfers if name.endswith(".parquet")] == []
+    assert transfers  # the metadata is read and written by this process
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(
+        dk.read_table(store=store, dataset_uuid="ds"), dk.read_table(store=other, dataset_uuid="ds")
+    )
+    assert dk.pipelines.verify("ds", store=store).compute().ok
 
 
 # --------------------------------------------------------------------------- datasets
