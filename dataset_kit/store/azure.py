@@ -10,6 +10,7 @@ it raises :class:`~dataset_kit.exceptions.ConfigError` with the install hint.
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import os
 import re
@@ -628,6 +629,43 @@ class AzureBlobStore(Store):
         return bool(self._call("exists", key, blob.exists))
 
     def _iter_infos(self, prefix: str) -> Iterator[BlobInfo]:
+        # The SDK's list_blobs turns each listed blob into a BlobProperties model through
+        # its generic deserializer: about 0.45 ms of CPU per blob (0.9 s for a GC's
+        # listing of 2,000 blobs; Azure/azure-sdk-for-python#27144). The listing's XML
+        # already holds name, size, time and etag: they are read from it directly (the
+        # pager of list_blob_names keeps each page's parsed XML), and list_blobs is only
+        # the fallback for an SDK whose pager no longer does.
+        client = self._container_client()
+        n = len(self._root)
+        pages = self._call(
+            "list",
+            None,
+            lambda: client.list_blob_names(
+                name_starts_with=self._name(prefix), results_per_page=self._list_page_size
+            ).by_page(),
+        )
+        first = True
+        while True:
+            try:
+                names: list[str] | None = self._call("list", None, _next_page, pages)
+            except KeyNotFoundError:  # the container does not exist: nothing to list
+                return
+            if names is None:
+                return
+            infos = _listed_infos(getattr(pages, "_response", None), names, n)
+            if infos is None:
+                if not first:
+                    raise StoreError(f"azure list in {self!r}: unreadable listing page")
+                _log.debug("azure: listing XML not available; listing blob models instead")
+                yield from self._iter_infos_slowly(prefix)
+                return
+            first = False
+            yield from infos
+
+    #: Blobs per listing page (None: the service's maximum, 5,000); tests make it small.
+    _list_page_size: int | None = None
+
+    def _iter_infos_slowly(self, prefix: str) -> Iterator[BlobInfo]:
         client = self._container_client()
         n = len(self._root)
         for page in self._pages(
@@ -924,6 +962,47 @@ def _etag(value: object) -> str:
     """The etag in its HTTP header form (listings return it without the quotes)."""
     text = str(value)
     return text if text.startswith(('"', 'W/"')) else f'"{text}"'
+
+
+def _listed_infos(page: Any, names: list[str], cut: int) -> list[BlobInfo] | None:
+    """The infos of one List Blobs page from its parsed XML (``EnumerationResults``), or
+    None if ``page`` is not that XML or disagrees with the names the SDK read from it."""
+    from xml.etree.ElementTree import Element
+
+    if not isinstance(page, Element):
+        return None
+    blobs = page.find("Blobs")
+    items = [] if blobs is None else blobs.findall("Blob")
+    infos: list[BlobInfo] = []
+    raw: list[str] = []  # the names as the SDK read them
+    times: dict[str, float] = {}  # many blobs share a second
+    try:
+        for item in items:
+            name_node = item.find("Name")
+            props = item.find("Properties")
+            if name_node is None or props is None:
+                return None
+            name = name_node.text or ""
+            raw.append(name)
+            if name_node.get("Encoded") == "true":
+                name = urllib.parse.unquote(name)
+            stamp = props.findtext("Last-Modified") or ""
+            mtime = times.get(stamp)
+            if mtime is None:
+                mtime = times[stamp] = email.utils.parsedate_to_datetime(stamp).timestamp()
+            infos.append(
+                BlobInfo(
+                    key=name[cut:],
+                    size=int(props.findtext("Content-Length") or ""),
+                    mtime=mtime,
+                    etag=_etag(props.findtext("Etag") or ""),
+                )
+            )
+    except (TypeError, ValueError):
+        return None
+    if raw != names:
+        return None
+    return infos
 
 
 def _next_page(pages: Iterator[Iterable[Any]]) -> list[Any] | None:

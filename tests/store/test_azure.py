@@ -181,6 +181,41 @@ def test_get_with_info_is_one_request(
     assert (data, info.size, info.etag) == (b"payload", 7, written.etag)
 
 
+def test_listing_reads_the_page_xml_not_blob_models(
+    store: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """iter_infos reads name, size, time and etag from each page's XML (the SDK's blob
+    models cost 0.45 ms of CPU per blob), across pages, with what the models say."""
+    keys = [f"p/{i:02d} é %2F x" for i in range(7)] + ["q/other"]
+    for i, key in enumerate(keys):
+        store.put(key, b"x" * i)
+    expected = sorted(store._iter_infos_slowly("p/"), key=lambda info: info.key)
+    assert len(expected) == 7
+    monkeypatch.setattr(store, "_list_page_size", 3)  # three pages
+
+    def no_models(*args: object, **kwargs: object) -> None:
+        raise AssertionError("iter_infos must not list blob models")
+
+    monkeypatch.setattr(azure.storage.blob.ContainerClient, "list_blobs", no_models)
+    listed = list(store.iter_infos("p/"))
+    assert sorted(listed, key=lambda info: info.key) == expected
+    for info in listed:
+        assert store.stat(info.key) == info
+
+
+def test_listing_falls_back_to_blob_models_if_the_page_xml_is_missing(
+    store: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SDK whose pager no longer keeps the page XML: the blob models are listed."""
+    import dataset_kit.store.azure as azure_module
+
+    for i in range(4):
+        store.put(f"k{i}", b"y" * i)
+    expected = list(store.iter_infos(""))
+    monkeypatch.setattr(azure_module, "_listed_infos", lambda *args: None)
+    assert list(store.iter_infos("")) == expected
+
+
 def test_missing_container_without_create(azurite: str) -> None:
     name = f"dk-{uuid.uuid4().hex[:20]}"
     store = AzureBlobStore(name, connection_string=azurite, create_container=False)
