@@ -78,9 +78,30 @@ class ThrottledStore(DelegatingStore):
         return self.inner._copies_inside(source)
 
     def delete_many(self, keys: Iterable[str]) -> DeleteReport:
-        """One batch delete by the inner store, holding one lease."""
-        with throttled(self.throttle):
-            return self.inner.delete_many(keys)
+        """The inner store's batch delete, 256 keys (one Azure batch request) at a time,
+        each holding one lease: never more requests in flight than leases (the inner
+        store alone would send several batches at once)."""
+        report = DeleteReport()
+        chunk: list[str] = []
+
+        def flush() -> None:
+            with throttled(self.throttle):
+                part = self.inner.delete_many(chunk)
+            report.deleted.extend(part.deleted)
+            report.failed.update(part.failed)
+            chunk.clear()
+
+        for key in keys:
+            chunk.append(key)
+            if len(chunk) == DELETE_CHUNK:
+                flush()
+        if chunk:
+            flush()
+        return report
+
+
+#: Keys per throttled ``delete_many`` call: one request of the Azure Blob Batch API.
+DELETE_CHUNK = 256
 
 
 def with_throttle(store: Store, throttle: Throttle | None) -> Store:

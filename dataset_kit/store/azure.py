@@ -10,6 +10,7 @@ it raises :class:`~dataset_kit.exceptions.ConfigError` with the install hint.
 
 from __future__ import annotations
 
+import collections
 import email.utils
 import logging
 import os
@@ -18,6 +19,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dataset_kit.exceptions import (
@@ -55,6 +57,8 @@ _SECRET_PATTERNS = (
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 #: The Blob Batch API deletes at most this many blobs per request.
 _BATCH_SIZE = 256
+#: Batch delete requests in flight at once in one ``delete_many``.
+_DELETE_THREADS = 8
 #: How long a pending server-side copy may take before it is aborted.
 _COPY_TIMEOUT = 600.0
 #: Options of :func:`from_url` besides the URL's own ``account_url``/``prefix``.
@@ -748,24 +752,55 @@ class AzureBlobStore(Store):
             pass  # deleting a missing key is a no-op
 
     def delete_many(self, keys: Iterable[str]) -> DeleteReport:
-        """Delete many blobs with the Blob Batch API (256 per request).
+        """Delete many blobs with the Blob Batch API (256 per request), up to
+        ``_DELETE_THREADS`` batches at once (bounded by ``max_connections``).
 
-        Missing blobs count as deleted; invalid keys and per-blob failures are reported
-        in :attr:`DeleteReport.failed`, never raised.
+        ``keys`` is consumed lazily, a few batches ahead of the requests. Missing blobs
+        count as deleted; invalid keys and per-blob failures are reported in
+        :attr:`DeleteReport.failed`, never raised.
         """
         report = DeleteReport()
-        batch: list[str] = []
-        for key in keys:
-            try:
-                batch.append(validate_key(key))
-            except InvalidKeyError as exc:
-                report.failed[key] = exc
-                continue
-            if len(batch) == _BATCH_SIZE:
-                self._delete_batch(batch, report)
-                batch = []
-        if batch:
-            self._delete_batch(batch, report)
+
+        def batches() -> Iterator[list[str]]:
+            batch: list[str] = []
+            for key in keys:
+                try:
+                    batch.append(validate_key(key))
+                except InvalidKeyError as exc:
+                    report.failed[key] = exc
+                    continue
+                if len(batch) == _BATCH_SIZE:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+
+        def delete(batch: list[str]) -> DeleteReport:
+            part = DeleteReport()
+            self._delete_batch(batch, part)
+            return part
+
+        def merge(part: DeleteReport) -> None:
+            report.deleted.extend(part.deleted)
+            report.failed.update(part.failed)
+
+        todo = batches()
+        first = next(todo, None)
+        if first is None:
+            return report
+        second = next(todo, None)
+        if second is None:  # one request: no threads
+            merge(delete(first))
+            return report
+        threads = max(1, min(_DELETE_THREADS, self._max_connections))
+        with ThreadPoolExecutor(threads, thread_name_prefix="dk-azure-delete") as pool:
+            pending = collections.deque([pool.submit(delete, first), pool.submit(delete, second)])
+            for batch in todo:
+                pending.append(pool.submit(delete, batch))
+                while len(pending) >= 2 * threads:
+                    merge(pending.popleft().result())
+            while pending:
+                merge(pending.popleft().result())
         return report
 
     def _delete_each(self, keys: list[str], report: DeleteReport) -> None:
