@@ -238,33 +238,41 @@ def test_delete_many_in_several_batches(store: AzureBlobStore) -> None:
     assert list(store.iter_keys()) == ["keep"]
 
 
+class _BatchTracker:
+    """Wraps a store's batch request: counts the requests in flight (and the peak) and
+    records each batch's size; each request first sleeps ``delay`` seconds."""
+
+    def __init__(self, store: AzureBlobStore, monkeypatch: pytest.MonkeyPatch, delay: float):
+        import threading
+
+        self.lock, self.in_flight, self.peak, self.sizes = threading.Lock(), 0, 0, []
+        self.send, self.delay = store._delete_batch, delay
+        monkeypatch.setattr(store, "_delete_batch", self)
+
+    def __call__(self, keys: list[str], report: Any) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            self.sizes.append(len(keys))
+        time.sleep(self.delay)
+        try:
+            self.send(keys, report)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
 def test_delete_many_sends_several_batches_at_once(
     store: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """1,000 keys are 4 batch requests, in flight together; the keys are consumed as
     the batches go out, and every key is accounted for once."""
-    import threading
-
-    lock, in_flight, peak = threading.Lock(), [0], [0]
-    send = store._delete_batch
-
-    def slow_batch(keys: list[str], report: Any) -> None:
-        with lock:
-            in_flight[0] += 1
-            peak[0] = max(peak[0], in_flight[0])
-        time.sleep(0.2)
-        try:
-            send(keys, report)
-        finally:
-            with lock:
-                in_flight[0] -= 1
-
-    monkeypatch.setattr(store, "_delete_batch", slow_batch)
+    batches = _BatchTracker(store, monkeypatch, delay=0.2)
     for i in range(0, 1000, 100):
         store.put(f"many/{i:04d}", b"x")
     keys = (f"many/{i:04d}" for i in range(1000))  # mostly missing: deleted all the same
     report = store.delete_many(keys)
-    assert peak[0] >= 2
+    assert batches.peak >= 2 and sorted(batches.sizes) == [232, 256, 256, 256]
     assert sorted(report.deleted) == [f"many/{i:04d}" for i in range(1000)]
     assert not report.failed and list(store.iter_keys("many/")) == []
 
@@ -274,31 +282,14 @@ def test_a_throttled_delete_many_holds_one_lease_per_batch_request(
 ) -> None:
     """Through a throttle of one lease, the batches go one at a time (the store alone
     would send them together), each at most 256 keys."""
-    import threading
-
     from dataset_kit.pipelines._stores import ThrottledStore
     from dataset_kit.throttle import Throttle
 
-    lock, in_flight, peak, sizes = threading.Lock(), [0], [0], []
-    send = store._delete_batch
-
-    def counting_batch(keys: list[str], report: Any) -> None:
-        with lock:
-            in_flight[0] += 1
-            peak[0] = max(peak[0], in_flight[0])
-            sizes.append(len(keys))
-        time.sleep(0.05)
-        try:
-            send(keys, report)
-        finally:
-            with lock:
-                in_flight[0] -= 1
-
-    monkeypatch.setattr(store, "_delete_batch", counting_batch)
+    batches = _BatchTracker(store, monkeypatch, delay=0.05)
     throttled = ThrottledStore(store, Throttle("azure-delete-test", 1))
     report = throttled.delete_many(f"t/{i:04d}" for i in range(600))
     assert len(report.deleted) == 600 and not report.failed
-    assert peak[0] == 1 and sorted(sizes) == [88, 256, 256]
+    assert batches.peak == 1 and sorted(batches.sizes) == [88, 256, 256]
 
 
 def test_server_side_copy(store: AzureBlobStore) -> None:
