@@ -17,6 +17,7 @@ capability in the stack, so data reads go through the faults too.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -133,6 +134,14 @@ def orders_db() -> str:
         con.close()
         _DB.append(str(path))
     return _DB[0]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _drop_orders_db() -> Iterator[None]:
+    """The SQLite file of the download phase is made once; it goes with the module."""
+    yield
+    while _DB:
+        shutil.rmtree(Path(_DB.pop()).parent, ignore_errors=True)
 
 
 def scenario(store: Store, vault: Store, on_phase: Callable[[str], None]) -> Outcome:
