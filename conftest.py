@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -19,10 +19,18 @@ def _doctest_namespace(doctest_namespace: dict[str, object]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _doctest_temp_files(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _doctest_temp_files(request: pytest.FixtureRequest) -> Iterator[None]:
     """Examples make their scratch space with ``tempfile.mkdtemp()`` as a user would; in
-    the suite it lands in the test's own directory, which pytest removes."""
-    if isinstance(request.node, pytest.DoctestItem):
-        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    the suite it lands in the test's own directory, which pytest removes. (Only doctests
+    ask for ``tmp_path``: an autouse ``monkeypatch`` would be set up before every other
+    fixture and so undone after them, while their teardown may need the environment
+    restored.)"""
+    if not isinstance(request.node, pytest.DoctestItem):
+        yield
+        return
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(request.getfixturevalue("tmp_path"))
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
