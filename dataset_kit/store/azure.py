@@ -573,7 +573,12 @@ class AzureBlobStore(Store):
 
     def _pages(self, op: str, prefix: str, pager: Callable[[], Any]) -> Iterator[list[Any]]:
         """Yield the listing pages of ``pager()``, each fetched with translated errors."""
-        pages = self._call(op, None, lambda: iter(pager().by_page()))
+        return self._page_lists(op, self._call(op, None, lambda: iter(pager().by_page())))
+
+    def _page_lists(self, op: str, pages: Iterator[Iterable[Any]]) -> Iterator[list[Any]]:
+        """Yield the non-empty pages of the page iterator ``pages`` as lists (with translated
+        errors; none for a missing container). Each is yielded before the next is fetched,
+        so the iterator's state describes the page just yielded."""
         while True:
             try:
                 page: list[Any] | None = self._call(op, None, _next_page, pages)
@@ -649,13 +654,7 @@ class AzureBlobStore(Store):
             ).by_page(),
         )
         first = True
-        while True:
-            try:
-                names: list[str] | None = self._call("list", None, _next_page, pages)
-            except KeyNotFoundError:  # the container does not exist: nothing to list
-                return
-            if names is None:
-                return
+        for names in self._page_lists("list", pages):
             infos = _listed_infos(getattr(pages, "_response", None), names, n)
             if infos is None:
                 if not first:
