@@ -605,6 +605,8 @@ def garbage_collect(
     grace_period: Duration = _gc.DEFAULT_GRACE_PERIOD,
     keep_versions: int | None = None,
     retention: Duration | None = None,
+    scan: bool = True,
+    expire: bool = False,
     dry_run: bool = False,
 ) -> _gc.GarbageReport:
     """Delete the blobs of a dataset that no retained version references.
@@ -625,21 +627,36 @@ def garbage_collect(
         Which versions' blobs to keep: the newest ``keep_versions`` and/or those
         committed less than ``retention`` seconds ago (the newest always). Neither: every
         version (the default). Blobs of other versions are deleted; expire those versions
-        with :func:`expire_versions` (readers of them would miss blobs).
+        (``expire=True``, or :func:`expire_versions`): readers of them would miss blobs.
+    scan
+        List the dataset's blobs (the default): also finds the orphans of writers that
+        died before committing and the blobs of versions expired earlier. ``False``: the
+        candidates come from the metadata alone, the blobs that versions outside the
+        rules reference and no retained version does (deltalake's "lite" vacuum); no
+        listing, so the cost follows the versions leaving the window, not the dataset's
+        size. Needs ``keep_versions`` and/or ``retention``; ``grace_period`` does not
+        apply (these blobs were committed).
+    expire
+        Once every deletion succeeded, expire the versions outside the rules (as
+        :func:`expire_versions`), so that a later ``scan=False`` run skips them.
     dry_run
         Report what would be deleted without deleting anything.
 
     Returns
     -------
     GarbageReport
-        Keys, count and bytes deleted (or to delete), blobs kept for being too young.
+        Keys, count and bytes deleted (or to delete), blobs kept for being too young,
+        the versions expired.
 
     Raises
     ------
     DatasetNotFoundError
-        If the dataset does not exist.
+        If the dataset does not exist (a scanning run collects a deleted dataset's
+        leftover blobs instead).
+    InvalidInputError
+        ``scan=False`` or ``expire=True`` without ``keep_versions``/``retention``.
     MetadataFormatError
-        If a retained snapshot is unreadable (then nothing is deleted).
+        If a snapshot is unreadable (then nothing is deleted).
 
     Examples
     --------
@@ -650,6 +667,11 @@ def garbage_collect(
     >>> _ = dk.update_dataset(store=store, dataset_uuid="g", delete_scope=[{"p": 1}])
     >>> dk.garbage_collect(store=store, dataset_uuid="g", grace_period=0).count
     0
+    >>> report = dk.garbage_collect(store=store, dataset_uuid="g", keep_versions=1,
+    ...                             scan=False, expire=True)
+    >>> history = dk.open_dataset(store=store, dataset_uuid="g").versions()
+    >>> report.count, report.expired, [v["version"] for v in history]
+    (1, [0], [1])
     """
     grace = parse_duration(grace_period, name="grace_period")
     assert grace is not None
@@ -659,6 +681,8 @@ def garbage_collect(
         grace_period=grace,
         keep_versions=keep_versions,
         retention=parse_duration(retention, name="retention"),
+        scan=scan,
+        expire=expire,
         dry_run=dry_run,
     )
 
@@ -671,7 +695,11 @@ def expire_versions(
     retention: Duration | None = None,
     dry_run: bool = False,
 ) -> list[int]:
-    """Forget old versions: delete their snapshots (the newest version always stays).
+    """Forget old versions: replace their snapshots by stubs (the newest always stays).
+
+    Their blobs stay until a scanning :func:`garbage_collect`. To delete them from the
+    metadata alone, collect with ``scan=False, expire=True`` instead: once expired, a
+    version's references are gone.
 
     Parameters
     ----------

@@ -137,6 +137,18 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument("--grace-period", default="1h", help="duration, e.g. 90s, 30min, 1h (1h)")
     gc.add_argument("--keep-versions", type=int, default=None)
     gc.add_argument("--retention", default=None, help="duration: keep versions this young")
+    gc.add_argument(
+        "--no-scan",
+        dest="scan",
+        action="store_false",
+        help="no listing: only the blobs that versions outside --keep-versions/--retention "
+        "release (cheap on huge datasets; orphans of failed writers need a scanning run)",
+    )
+    gc.add_argument(
+        "--expire",
+        action="store_true",
+        help="then expire the versions outside the rules (if every delete succeeded)",
+    )
     gc.add_argument("--storage-concurrency", type=int, default=None)
     gc.add_argument("--yes", action="store_true", help="really delete")
     ex = sub.add_parser("expire-versions", help="forget old versions (dry run unless --yes)")
@@ -554,6 +566,8 @@ def _run(args: argparse.Namespace) -> int:
                 grace_period=args.grace_period,
                 keep_versions=args.keep_versions,
                 retention=args.retention,
+                scan=args.scan,
+                expire=args.expire,
                 dry_run=not args.yes,
                 storage_concurrency=args.storage_concurrency,
             ),
@@ -561,19 +575,21 @@ def _run(args: argparse.Namespace) -> int:
         verb = "deleted" if args.yes else "would delete (dry run; pass --yes)"
         data = {
             "dry_run": report.dry_run,
+            "scanned": report.scanned,
             "count": report.count,
             "bytes": report.nbytes,
             "too_young": report.too_young,
             "spared": report.spared,
             "failed": report.failed,
+            "expired": report.expired,
             "keys": report.keys,
         }
-        _emit(
-            args,
-            data,
-            f"{verb} {report.count} blobs, {report.nbytes} bytes; "
-            f"{report.too_young} younger than the grace period kept",
-        )
+        text = f"{verb} {report.count} blobs, {report.nbytes} bytes"
+        if report.scanned:
+            text += f"; {report.too_young} younger than the grace period kept"
+        if args.expire:
+            text += f"; {'expired' if args.yes else 'would expire'} versions {report.expired}"
+        _emit(args, data, text)
         return 6 if report.failed else 0
     elif args.command in ("backup", "restore"):
         if args.command == "backup":

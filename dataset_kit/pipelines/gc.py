@@ -2,10 +2,13 @@
 
 Planning (on the client, when the job is built) lists the dataset once and reads its
 retained snapshots: candidates are blobs no retained version references that are older
-than the grace period. Each delete node takes one batch (at most 256 keys: the Azure
+than the grace period. Without a scan (``scan=False``) planning lists nothing: the
+candidates are the blobs that versions outside the retention rules release (see
+:mod:`dataset_kit.io.gc`). Each delete node takes one batch (at most 256 keys: the Azure
 batch limit), first checks whether the dataset gained versions since planning and, if it
 did, spares every key those versions reference; then deletes. The final node merges the
-batches into one :class:`~dataset_kit.io.gc.GarbageReport`.
+batches into one :class:`~dataset_kit.io.gc.GarbageReport` and, with ``expire=True``
+and no failed deletion, expires the versions outside the rules.
 
 Why it never deletes a live blob: a writer's blobs are younger than the grace period
 until it commits (a writer must commit within the grace period); a commit made after
@@ -16,12 +19,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 
 from dataset_kit.core import naming
 from dataset_kit.core.duration import Duration, parse_duration
-from dataset_kit.exceptions import DatasetNotFoundError, InvalidInputError, VersionNotFoundError
-from dataset_kit.io import commit as _commit
+from dataset_kit.exceptions import InvalidInputError
 from dataset_kit.io import gc as _gc
 from dataset_kit.pipelines._job import Bundle, Job, final_node, job_token, task_key
 from dataset_kit.pipelines._stores import with_throttle
@@ -36,66 +37,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 256
 
 
-@dataclass
-class _BatchResult:
-    deleted: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    spared: list[str] = field(default_factory=list)
-
-
-def _referenced_since(store: Store, uuid: str, planned: int | None) -> set[str] | None:
-    """Keys referenced by versions committed after ``planned`` (None: nothing new)."""
-    try:
-        latest = _commit.resolve(store, uuid).meta
-    except DatasetNotFoundError:
-        return None  # deleted meanwhile: nothing references its blobs any more
-    if latest.version is not None and latest.version == planned:
-        return None
-    refs = set(_gc.references(latest))
-    newest = latest.version if latest.version is not None else (latest.parent or -1)
-    start = latest.history_start - 1 if planned is None else planned
-    for version in range(max(start, latest.history_start - 1) + 1, newest + 1):
-        try:
-            refs.update(_gc.references(_commit.load_version(store, uuid, version)))
-        except (DatasetNotFoundError, VersionNotFoundError):
-            continue
-    return refs
-
-
 def _delete_batch(
     store: Store, uuid: str, keys: Sequence[str], planned: int | None
-) -> _BatchResult:
-    result = _BatchResult()
-    referenced = _referenced_since(store, uuid, planned)
-    if referenced:
-        result.spared = [k for k in keys if k in referenced]
-        keys = [k for k in keys if k not in referenced]
-        if result.spared:
-            logger.info(
-                "dataset %s: %d blobs became referenced after planning; kept",
-                uuid,
-                len(result.spared),
-            )
-    report = store.delete_many(keys)
-    result.failed = {key: repr(err) for key, err in report.failed.items()}
-    result.deleted = [k for k in keys if k not in result.failed]
-    return result
+) -> _gc.DeleteOutcome:
+    return _gc.delete_planned(store, uuid, list(keys), planned=planned)
 
 
-def _merge(batches: list[_BatchResult], *, plan: _gc.GarbageReport) -> _gc.GarbageReport:
-    spared = {k for b in batches for k in b.spared}
-    failed = {k: v for b in batches for k, v in b.failed.items()}
-    plan = replace(
-        plan, keys=[k for k in plan.keys if k not in spared], failed=failed, spared=len(spared)
-    )
-    logger.info(
-        "dataset %s: deleted %d garbage blobs, %d failed, %d spared",
-        plan.dataset_uuid,
-        plan.count,
-        len(failed),
-        len(spared),
-    )
-    return plan
+def _merge(
+    batches: list[_gc.DeleteOutcome], *, store: Store, plan: _gc.GarbageReport
+) -> _gc.GarbageReport:
+    return _gc.finish(store, plan, batches)
 
 
 def garbage_collect(
@@ -105,6 +56,8 @@ def garbage_collect(
     grace_period: Duration = _gc.DEFAULT_GRACE_PERIOD,
     keep_versions: int | None = None,
     retention: Duration | None = None,
+    scan: bool = True,
+    expire: bool = False,
     dry_run: bool = False,
     batch_size: int | None = None,
     storage_concurrency: int | Throttle | None = None,
@@ -123,6 +76,16 @@ def garbage_collect(
     keep_versions, retention
         Which versions' blobs to keep: the newest ``keep_versions`` and/or those committed
         within ``retention``; neither: every version. The newest is always kept.
+    scan
+        List the dataset's blobs (the default), which also finds the orphans of writers
+        that died before committing. ``False``: take the candidates from the metadata
+        alone, the blobs that versions outside ``keep_versions``/``retention`` reference
+        and no retained version does (deltalake's "lite" vacuum): no listing, so the
+        cost follows the versions leaving the window, not the dataset's size.
+    expire
+        After the deletes succeeded, expire the versions outside the rules (as
+        :func:`dataset_kit.expire_versions`), so a later ``scan=False`` run does not
+        read them again. Nothing is expired if a deletion failed.
     dry_run
         Plan and report only; the job deletes nothing.
     batch_size
@@ -140,7 +103,9 @@ def garbage_collect(
     Raises
     ------
     DatasetNotFoundError
-        The dataset does not exist.
+        The dataset does not exist (a scanning run collects a deleted dataset's blobs).
+    InvalidInputError
+        ``scan=False`` or ``expire=True`` without ``keep_versions``/``retention``.
     MetadataFormatError
         A retained snapshot is unreadable (nothing is deleted).
 
@@ -164,17 +129,19 @@ def garbage_collect(
     assert grace is not None
     keep = parse_duration(retention, name="retention")
     throttle = as_throttle(storage_concurrency, name="storage")
-    try:
-        planned: int | None = _commit.resolve(kv, uuid).meta.version
-    except DatasetNotFoundError:
-        planned = None  # deleted or never committed: collect_garbage decides
-    plan = _gc.collect_garbage(
-        kv, uuid, grace_period=grace, keep_versions=keep_versions, retention=keep, dry_run=True
+    plan = _gc.plan_garbage(
+        kv,
+        uuid,
+        grace_period=grace,
+        keep_versions=keep_versions,
+        retention=keep,
+        scan=scan,
+        expire=expire,
     )
     plan.dry_run = dry_run
     import dask
 
-    token = (job_token("gc", kv.url, uuid, planned, plan.keys, dry_run),)
+    token = (job_token("gc", kv.url, uuid, plan.planned, plan.keys, plan.expired, dry_run),)
     if batch_size is None:
         concurrent = Capability.CONCURRENT_IO in kv.capabilities
         batch_size = DEFAULT_BATCH_SIZE if concurrent else max(1, len(plan.keys))
@@ -186,9 +153,9 @@ def garbage_collect(
     deleter = with_throttle(kv, throttle)
     nodes = [
         dask.delayed(_delete_batch, pure=False)(
-            deleter, uuid, batch, planned, dask_key_name=task_key("gc", f"delete{i}", *token)
+            deleter, uuid, batch, plan.planned, dask_key_name=task_key("gc", f"delete{i}", *token)
         )
         for i, batch in enumerate(batches)
     ]
-    final = final_node(_merge, nodes, key=task_key("gc", "report", *token), plan=plan)
+    final = final_node(_merge, nodes, key=task_key("gc", "report", *token), store=kv, plan=plan)
     return Job(final, name=f"garbage_collect {uuid}", tasks=len(nodes))

@@ -3,7 +3,8 @@
 :func:`race` starts writer, reader and collector processes on one dataset (spawned, so
 each has its own interpreter; they meet only through the store) and returns what each
 did. Writers append (and, with ``overwrite_share``, overwrite); the collector runs
-``pipelines.garbage_collect`` in a loop, after ``expire_versions`` if ``expire``. The
+``pipelines.garbage_collect`` in a loop, after ``expire_versions`` if ``expire`` (without
+a scan, ``scan=False``, it collects from the metadata and expires in the same run). The
 contract under test: GC deletes only blobs no *retained* version references and that are
 older than the grace period, so
 
@@ -45,7 +46,8 @@ class RaceConfig:
     """What to race: how many of each role, for how long, and the GC settings.
 
     ``expire``: the collector also runs ``expire_versions(keep_versions)`` before each GC;
-    ``collect``: it runs the GC at all (off: only expiry, for diagnosis).
+    ``collect``: it runs the GC at all (off: only expiry, for diagnosis); ``scan``: off,
+    the GC collects without listing, ``garbage_collect(scan=False, expire=expire)``.
     """
 
     dataset_uuid: str = "race"
@@ -58,6 +60,7 @@ class RaceConfig:
     seed: int = 0
     expire: bool = False
     collect: bool = True
+    scan: bool = True
 
 
 def race_frame(tag: str, rows: int = 3) -> pd.DataFrame:
@@ -187,7 +190,7 @@ def _collector(store: Store, config: RaceConfig, ident: int, report: _Report) ->
     while time.monotonic() < deadline:
         started = time.monotonic()
         expired = []
-        if config.expire:
+        if config.expire and (config.scan or not config.collect):
             expired = dk.expire_versions(
                 store=store, dataset_uuid=config.dataset_uuid, keep_versions=config.keep_versions
             )
@@ -201,8 +204,11 @@ def _collector(store: Store, config: RaceConfig, ident: int, report: _Report) ->
             store=store,
             grace_period=config.grace_period,
             keep_versions=config.keep_versions,
+            scan=config.scan,
+            expire=config.expire and not config.scan,
             batch_size=16,
         ).compute(scheduler="sync")
+        expired += gc.expired
         report.ops += 1
         report.max_seconds = max(report.max_seconds, time.monotonic() - started)
         report.count("versions expired", len(expired))

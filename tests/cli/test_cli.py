@@ -65,6 +65,24 @@ def test_gc_is_a_dry_run_unless_yes(store: Path) -> None:
     assert json.loads(out.stdout)["expired"] == [0]
 
 
+def test_gc_without_a_scan_then_expire(store: Path) -> None:
+    """Released blobs go without any grace period or listing; the versions they belonged
+    to are expired after."""
+    args = ("--store", str(store), "gc", "sales", "--keep-versions", "1", "--no-scan", "--expire")
+    dry = json.loads(cli("--json", *args).stdout)
+    assert dry["dry_run"] and not dry["scanned"] and dry["count"] == 1 and dry["expired"] == [0]
+    assert len(list(store.rglob("*.parquet"))) == 2
+    done = cli(*args, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "deleted 1 blobs" in done.stdout and "expired versions [0]" in done.stdout
+    assert len(list(store.rglob("*.parquet"))) == 1
+    history = json.loads(cli("--store", str(store), "--json", "history", "sales").stdout)
+    assert [h["version"] for h in history] == [1]
+    refused = cli("--store", str(store), "gc", "sales", "--no-scan")
+    assert refused.returncode != 0 and "keep_versions" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_delete_needs_yes(store: Path) -> None:
     refused = cli("--store", str(store), "delete", "sales")
     assert refused.returncode == 7

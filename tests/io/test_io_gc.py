@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +23,7 @@ from dataset_kit.exceptions import (
     VersionNotFoundError,
 )
 from dataset_kit.io import commit as _commit
-from dataset_kit.store import KVStoreAdapter, LocalStore, Store
+from dataset_kit.store import BlobInfo, FaultInjectingStore, KVStoreAdapter, LocalStore, Store
 
 UUID = "gc"
 
@@ -213,3 +214,191 @@ def test_every_real_snapshot_is_larger_than_a_stub(store: LocalStore) -> None:
     real = [found[naming.snapshot_key("e", 0)], found[naming.snapshot_key("t", 1)]]
     assert min(real) > STUB_MAX_BYTES  # the smallest kinds: empty dataset, tombstone
     assert found[naming.snapshot_key("t", 0)] <= STUB_MAX_BYTES  # deleted: a stub
+
+
+# --------------------------------------------------------------- without a scan (lite)
+
+
+class ListingSpy(LocalStore):
+    """A local store that records the prefix of every listing."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.listed: list[str] = []
+
+    def _iter_infos(self, prefix: str) -> Iterator[BlobInfo]:
+        self.listed.append(prefix)
+        return super()._iter_infos(prefix)
+
+
+def history(store: Store) -> None:
+    """v0: p=1,2 (indexed); v1: append p=3; v2: replace p=1; v3: overwrite with p=4."""
+    dk.write_dataset(
+        frame(1, 2), store=store, dataset_uuid=UUID, partition_on="p", secondary_indices="s"
+    )
+    dk.update_dataset(frame(3), store=store, dataset_uuid=UUID)
+    dk.update_dataset(frame(1), store=store, dataset_uuid=UUID, delete_scope=[{"p": 1}])
+    dk.write_dataset(
+        frame(4),
+        store=store,
+        dataset_uuid=UUID,
+        partition_on="p",
+        secondary_indices="s",
+        mode="overwrite",
+    )
+
+
+@pytest.mark.parametrize("keep", [1, 2, 3])
+def test_collecting_without_a_scan_finds_what_a_scan_finds(tmp_path: Path, keep: int) -> None:
+    """With no orphans, the blobs released by the versions outside the rules are exactly
+    the unreferenced ones a listing finds, sizes included; only snapshots are listed."""
+    store = ListingSpy(tmp_path)
+    history(store)
+    age(store, 7200)
+    scanned = dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=keep, dry_run=True)
+    assert naming.dataset_prefix(UUID) in store.listed  # the spy sees the scan's listing
+    store.listed.clear()
+    lite = dk.garbage_collect(
+        store=store, dataset_uuid=UUID, keep_versions=keep, scan=False, dry_run=True
+    )
+    assert store.listed == [naming.snapshot_prefix(UUID)]
+    assert lite.keys == scanned.keys and lite.nbytes == scanned.nbytes
+    assert lite.versions == scanned.versions == list(range(4 - keep, 4))
+    assert not lite.scanned and scanned.scanned and lite.too_young == 0
+    assert any("/indices/" in k for k in lite.keys)  # replaced index files too
+    report = dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=keep, scan=False)
+    assert report.count == len(scanned.keys) and not report.failed
+    for version in range(4 - keep, 4):  # every retained version reads completely
+        dk.read_table(store=store, dataset_uuid=UUID, version=version)
+    after = dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=keep, dry_run=True)
+    assert after.count == 0
+
+
+def test_collecting_without_a_scan_ignores_orphans_and_needs_no_grace(store: LocalStore) -> None:
+    """Uncommitted or abandoned writers' blobs are only found by a scan (and only once
+    older than the grace period); released blobs of committed versions need no grace."""
+    history(store)
+    orphan = naming.data_key(UUID, "table", naming.make_label([("p", "9")], "abandoned"))
+    store.put(orphan, b"a writer died before its commit")
+    lite = dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=1, scan=False)
+    assert lite.count > 0 and orphan not in lite.keys and store.exists(orphan)
+    assert sorted(dk.read_table(store=store, dataset_uuid=UUID)["p"]) == [4]
+    age(store, 7200)
+    scanned = dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=1)
+    assert scanned.keys == [orphan]
+
+
+def test_expire_after_collecting_without_a_scan(store: LocalStore) -> None:
+    history(store)
+    report = dk.garbage_collect(
+        store=store, dataset_uuid=UUID, keep_versions=2, scan=False, expire=True, dry_run=True
+    )
+    assert report.expired == [0, 1] and report.count > 0
+    assert _commit.snapshot_versions(store, UUID, expired=False) == [0, 1, 2, 3]
+    report = dk.garbage_collect(
+        store=store, dataset_uuid=UUID, keep_versions=2, scan=False, expire=True
+    )
+    assert report.expired == [0, 1]
+    assert _commit.snapshot_versions(store, UUID, expired=False) == [2, 3]
+    with pytest.raises(VersionNotFoundError):
+        dk.read_table(store=store, dataset_uuid=UUID, version=1)
+    # the expired versions are not read again: the next run has nothing to do
+    again = dk.garbage_collect(
+        store=store, dataset_uuid=UUID, keep_versions=2, scan=False, expire=True
+    )
+    assert again.count == 0 and again.expired == []
+    assert sorted(dk.read_table(store=store, dataset_uuid=UUID, version=2)["p"]) == [1, 2, 3]
+    # the scanning GC agrees that nothing unreferenced is left
+    age(store, 7200)
+    assert dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=2).count == 0
+
+
+def test_a_failed_delete_expires_nothing_and_a_rerun_finishes(store: LocalStore) -> None:
+    """Blobs first, stubs after: a version stays readable as a list of references until
+    every blob it released is gone, so an interrupted run is simply repeated."""
+    history(store)
+    flaky = FaultInjectingStore(store, fail_rate=1.0, operations=frozenset({"delete"}))
+    report = dk.garbage_collect(
+        store=flaky, dataset_uuid=UUID, keep_versions=1, scan=False, expire=True
+    )
+    assert report.failed and report.count == 0 and report.expired == []
+    assert _commit.snapshot_versions(store, UUID, expired=False) == [0, 1, 2, 3]
+    report = dk.garbage_collect(
+        store=store, dataset_uuid=UUID, keep_versions=1, scan=False, expire=True
+    )
+    assert not report.failed and report.count > 0 and report.expired == [0, 1, 2]
+    age(store, 7200)
+    assert dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=1).count == 0
+
+
+def test_scanning_collection_can_expire_too(store: LocalStore) -> None:
+    history(store)
+    age(store, 7200)
+    report = dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=1, expire=True)
+    assert report.scanned and report.expired == [0, 1, 2] and report.count > 0
+    assert [v["version"] for v in dk.open_dataset(store=store, dataset_uuid=UUID).versions()] == [3]
+
+
+def test_collecting_without_a_scan_rejects_bad_input(store: LocalStore) -> None:
+    with pytest.raises(DatasetNotFoundError):
+        dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=1, scan=False)
+    history(store)
+    with pytest.raises(InvalidInputError, match="keep_versions and/or retention"):
+        dk.garbage_collect(store=store, dataset_uuid=UUID, scan=False)
+    with pytest.raises(InvalidInputError, match="keep_versions and/or retention"):
+        dk.garbage_collect(store=store, dataset_uuid=UUID, expire=True)
+    store.put(naming.snapshot_key(UUID, 0), b'{"truncated')
+    before = data_keys(store)
+    with pytest.raises(MetadataFormatError):
+        dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=1, scan=False)
+    assert data_keys(store) == before
+
+
+def test_retention_by_age_without_a_scan(store: LocalStore) -> None:
+    history(store)
+    assert (
+        dk.garbage_collect(
+            store=store, dataset_uuid=UUID, retention="1h", scan=False, dry_run=True
+        ).keys
+        == []
+    )
+    report = dk.garbage_collect(store=store, dataset_uuid=UUID, retention=0, scan=False)
+    assert report.versions == [3] and report.count > 0
+
+
+def test_blobs_without_statistics_are_looked_up(store: LocalStore) -> None:
+    """Index files carry no size in the snapshot: they are stat-ed, and left out of the
+    report once gone (a second run without expiring does not count them again)."""
+    history(store)
+    first = dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=1, scan=False)
+    index_keys = [k for k in first.keys if "/indices/" in k]
+    assert index_keys and all(first.sizes[k] > 0 for k in index_keys)
+    second = dk.garbage_collect(
+        store=store, dataset_uuid=UUID, keep_versions=1, scan=False, dry_run=True
+    )
+    assert not any("/indices/" in k for k in second.keys)
+
+
+def test_a_commit_after_planning_spares_what_it_references(store: LocalStore) -> None:
+    """The eager collector checks for versions committed since planning, like the
+    pipeline's delete nodes (here: a rollback that references the old blobs again)."""
+    from dataset_kit.io import gc as _gc
+
+    history(store)
+    v0 = _commit.load_version(store, UUID, 0)
+    plan = _gc.plan_garbage(store, UUID, keep_versions=1, scan=False)
+    assert set(v0.partitions.values()) <= set(plan.keys)
+    _commit.commit(
+        store,
+        UUID,
+        base=_commit.resolve(store, UUID),
+        build=lambda cur: cur.evolve(partitions=v0.partitions, stats=v0.stats) if cur else v0,
+        on_conflict=lambda old, new: None,
+        operation="rollback",
+    )
+    plan.dry_run = False
+    outcome = _gc.delete_planned(store, UUID, plan.keys, planned=plan.planned)
+    report = _gc.finish(store, plan, [outcome])
+    assert report.spared == len(v0.partitions)
+    assert report.nbytes == plan.nbytes - sum(plan.sizes[k] for k in v0.partitions.values())
+    assert sorted(dk.read_table(store=store, dataset_uuid=UUID)["p"]) == [1, 2]

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 import dataset_kit as dk
-from dataset_kit.store import LocalStore
+from dataset_kit.io import commit as _commit
+from dataset_kit.store import CountingStore, LocalStore
 from dataset_kit.store.azure import AzureBlobStore
 from dataset_kit.testing.dask_cluster import local_cluster
 
@@ -167,3 +168,18 @@ def test_cli_backup_to_azure(live: LocalStore, azurite: str, container: str) -> 
     )
     assert verify.returncode == 0, verify.stderr
     assert "0 missing, 0 corrupt" in verify.stdout
+
+
+def test_gc_without_a_scan_lists_only_the_snapshots(azure: AzureBlobStore) -> None:
+    dk.write_dataset(frame(50), store=azure, dataset_uuid=UUID, partition_on="p")
+    dk.write_dataset(frame(3), store=azure, dataset_uuid=UUID, mode="overwrite")
+    counted = CountingStore(azure)
+    job = dk.pipelines.garbage_collect(
+        UUID, store=counted, keep_versions=1, scan=False, expire=True, batch_size=4
+    )
+    assert counted.counts["list"] == 1
+    report = job.compute()
+    assert report.count == 10 and report.expired == [0] and not report.failed
+    assert len(dk.read_table(store=azure, dataset_uuid=UUID)) == 3
+    live = set(_commit.resolve(azure, UUID).meta.partitions.values())
+    assert {k for k in azure.iter_keys(f"{UUID}/") if k.endswith(".parquet")} == live

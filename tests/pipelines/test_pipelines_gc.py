@@ -15,7 +15,14 @@ import dataset_kit as dk
 from dataset_kit.core import naming
 from dataset_kit.exceptions import DataBlobMissingError, DatasetNotFoundError, InvalidInputError
 from dataset_kit.io import commit as _commit
-from dataset_kit.store import Capability, DelegatingStore, FaultInjectingStore, LocalStore, Store
+from dataset_kit.store import (
+    Capability,
+    CountingStore,
+    DelegatingStore,
+    FaultInjectingStore,
+    LocalStore,
+    Store,
+)
 
 UUID = "gcp"
 
@@ -203,3 +210,40 @@ def test_storage_concurrency_is_accepted(store: LocalStore) -> None:
         UUID, store=store, keep_versions=1, batch_size=8, storage_concurrency=1
     ).compute()
     assert report.count == 40
+
+
+def test_without_a_scan_deletes_released_blobs_in_batches_then_expires(store: LocalStore) -> None:
+    old = make_orphans(store, 300)
+    counted = CountingStore(store)
+    job = dk.pipelines.garbage_collect(
+        UUID, store=counted, keep_versions=1, scan=False, expire=True, batch_size=64
+    )
+    assert counted.counts["list"] == 1  # planning listed the snapshots, not the blobs
+    assert job.tasks == 5
+    report = job.compute()
+    assert set(report.keys) == old and report.count == 300 and report.expired == [0]
+    assert not report.scanned and report.nbytes == sum(report.sizes.values()) > 0
+    assert _commit.snapshot_versions(store, UUID, expired=False) == [1]
+    assert dk.read_table(store=store, dataset_uuid=UUID)["p"].tolist() == [0]
+    again = dk.pipelines.garbage_collect(UUID, store=store, keep_versions=1, scan=False).compute()
+    assert again.count == 0
+
+
+def test_without_a_scan_a_failed_batch_expires_nothing(store: LocalStore) -> None:
+    old = make_orphans(store, 20)
+    flaky = FaultInjectingStore(store, fail_rate=1.0, operations=frozenset({"delete"}))
+    report = dk.pipelines.garbage_collect(
+        UUID, store=flaky, keep_versions=1, scan=False, expire=True, batch_size=8
+    ).compute()
+    assert set(report.failed) == old and report.expired == []
+    assert _commit.snapshot_versions(store, UUID, expired=False) == [0, 1]
+    report = dk.pipelines.garbage_collect(
+        UUID, store=store, keep_versions=1, scan=False, expire=True
+    ).compute()
+    assert report.count == 20 and report.expired == [0]
+
+
+def test_without_a_scan_needs_a_retention_rule(store: LocalStore) -> None:
+    make_orphans(store, 2)
+    with pytest.raises(InvalidInputError, match="keep_versions and/or retention"):
+        dk.pipelines.garbage_collect(UUID, store=store, scan=False)

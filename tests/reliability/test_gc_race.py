@@ -97,14 +97,16 @@ def unreferenced(store: Store, uuid: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "expire",
-    [False, True],
-    ids=["gc", "gc+expire"],
+    ("expire", "scan"),
+    [(False, True), (True, True), (True, False)],
+    ids=["gc", "gc+expire", "lite+expire"],
 )
-def test_gc_racing_writers_and_readers(tmp_path: Path, expire: bool) -> None:
+def test_gc_racing_writers_and_readers(tmp_path: Path, expire: bool, scan: bool) -> None:
     """``gc``: the collector runs ``garbage_collect(grace 2 s, keep_versions=3)`` in a loop.
     ``gc+expire``: before each GC it also runs ``expire_versions(keep_versions=3)``, the
-    other half of routine maintenance (see test_commit_races.py for what it finds)."""
+    other half of routine maintenance (see test_commit_races.py for what it finds).
+    ``lite+expire``: ``garbage_collect(keep_versions=3, scan=False, expire=True)``, which
+    lists nothing and ignores the grace period (its candidates are committed blobs)."""
     config = RaceConfig(
         writers=WRITERS,
         readers=READERS,
@@ -112,6 +114,7 @@ def test_gc_racing_writers_and_readers(tmp_path: Path, expire: bool) -> None:
         grace_period=GRACE,
         keep_versions=3,
         expire=expire,
+        scan=scan,
     )
     store = LocalStore(tmp_path)
     uuid = config.dataset_uuid
@@ -163,7 +166,8 @@ def test_gc_racing_writers_and_readers(tmp_path: Path, expire: bool) -> None:
         else ""
     )
     print(
-        f"gc race LocalStore ({'gc+expire' if expire else 'gc'} loop): {config.writers} "
+        f"gc race LocalStore ({'lite+expire' if not scan else 'gc+expire' if expire else 'gc'} "
+        f"loop): {config.writers} "
         f"writers, {config.readers} readers, 1 collector, "
         f"{config.seconds:g} s: {totals['appends']} appends, {totals['overwrites']} overwrites, "
         f"{totals['conflicts']} conflicts; {totals['reads ok']} reads of retained versions "
