@@ -634,11 +634,12 @@ def garbage_collect(
         candidates come from the metadata alone, the blobs that versions outside the
         rules reference and no retained version does (deltalake's "lite" vacuum); no
         listing, so the cost follows the versions leaving the window, not the dataset's
-        size. Needs ``keep_versions`` and/or ``retention``; ``grace_period`` does not
-        apply (these blobs were committed).
+        size. Needs ``keep_versions`` and/or ``retention``. Either way the store checks
+        ``grace_period`` again as it deletes each blob.
     expire
-        Once every deletion succeeded, expire the versions outside the rules (as
-        :func:`expire_versions`), so that a later ``scan=False`` run skips them.
+        Once every planned blob is deleted, expire the versions outside the rules (as
+        :func:`expire_versions`), so that a later ``scan=False`` run skips them; if any
+        was left (failed, or too young), nothing is expired and the next run retries.
     dry_run
         Report what would be deleted without deleting anything.
 
@@ -668,7 +669,7 @@ def garbage_collect(
     >>> dk.garbage_collect(store=store, dataset_uuid="g", grace_period=0).count
     0
     >>> report = dk.garbage_collect(store=store, dataset_uuid="g", keep_versions=1,
-    ...                             scan=False, expire=True)
+    ...                             grace_period=0, scan=False, expire=True)
     >>> history = dk.open_dataset(store=store, dataset_uuid="g").versions()
     >>> report.count, report.expired, [v["version"] for v in history]
     (1, [0], [1])

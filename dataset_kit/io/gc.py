@@ -19,8 +19,13 @@ Two ways to find them:
   versions outside the retention rules reference and no retained version (nor the
   pointer) does. No listing, so its cost follows the versions that leave the window, not
   the size of the dataset: the cheap routine run for datasets of millions of blobs, with
-  an occasional scanning run for the orphans. These blobs were committed, so the grace
-  period (which protects uncommitted writers) does not apply to them.
+  an occasional scanning run for the orphans.
+
+Either way the store checks the grace period again as it deletes
+(``delete_many(unmodified_since=...)``; on Azure the service checks it, per blob): a blob
+modified within it is kept, whatever the plan saw. That matters where a key comes back:
+a backup or restore may write a planned blob again, and a plan made without a scan knows
+no ages at all.
 
 Snapshots themselves are never deleted here. Versions outside the retention rules are
 expired (replaced by stubs) only when asked (``expire=True``), after their blobs were
@@ -52,7 +57,7 @@ from dataset_kit.exceptions import (
 )
 from dataset_kit.io import commit as _commit
 from dataset_kit.io._concurrent import io_map
-from dataset_kit.store import BlobInfo, Store
+from dataset_kit.store import BlobInfo, Store, delete_many_on
 
 __all__ = [
     "GarbageReport",
@@ -92,7 +97,7 @@ class GarbageReport:
         Their total size.
     too_young
         Unreferenced blobs kept because they are younger than the grace period (or of
-        unknown age).
+        unknown age), when planned or when deleted.
     failed
         Keys whose deletion failed, with the error text.
     versions
@@ -492,12 +497,20 @@ class DeleteOutcome:
     deleted: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     spared: list[str] = field(default_factory=list)
+    young: list[str] = field(default_factory=list)
 
 
 def delete_planned(
-    store: Store, dataset_uuid: str, keys: list[str], *, planned: int | None
+    store: Store,
+    dataset_uuid: str,
+    keys: list[str],
+    *,
+    planned: int | None,
+    grace_period: float = DEFAULT_GRACE_PERIOD,
 ) -> DeleteOutcome:
-    """Delete planned keys, except those a version committed after ``planned`` needs."""
+    """Delete planned keys, except those a version committed after ``planned`` needs and
+    those modified within ``grace_period`` seconds (checked by the store as it deletes:
+    a backup or restore may have written a planned key again meanwhile)."""
     outcome = DeleteOutcome()
     if not keys:
         return outcome
@@ -511,24 +524,36 @@ def delete_planned(
                 dataset_uuid,
                 len(outcome.spared),
             )
-    result = store.delete_many(keys)
+    since = time.time() - grace_period if grace_period > 0 else None
+    result = delete_many_on(store, keys, since)
     outcome.failed = {key: repr(err) for key, err in result.failed.items()}
-    outcome.deleted = [k for k in keys if k not in outcome.failed]
+    outcome.young = list(result.kept)
+    if outcome.young:
+        logger.info(
+            "dataset %s: %d blobs were modified within the grace period; kept",
+            dataset_uuid,
+            len(outcome.young),
+        )
+    gone = set(outcome.failed).union(outcome.young)
+    outcome.deleted = [k for k in keys if k not in gone]
     return outcome
 
 
 def finish(store: Store, plan: GarbageReport, outcomes: list[DeleteOutcome]) -> GarbageReport:
     """The final report from the plan and the delete batches; expires the versions the
-    plan names if every deletion succeeded (else none: the next run retries them)."""
+    plan names if every planned blob was deleted (else none: the next run retries)."""
     spared = {k for o in outcomes for k in o.spared}
+    young = {k for o in outcomes for k in o.young}
     failed = {k: v for o in outcomes for k, v in o.failed.items()}
+    left = spared | young
     report = replace(
         plan,
-        keys=[k for k in plan.keys if k not in spared],
-        nbytes=plan.nbytes - sum(plan.sizes.get(k, 0) for k in spared),
+        keys=[k for k in plan.keys if k not in left],
+        nbytes=plan.nbytes - sum(plan.sizes.get(k, 0) for k in left),
+        too_young=plan.too_young + len(young),
         failed=failed,
         spared=len(spared),
-        expired=[] if failed else list(plan.expired),
+        expired=[] if failed or young else list(plan.expired),
     )
     if report.expired and not report.dry_run:
         _commit.expire(store, plan.dataset_uuid, report.expired)
@@ -570,7 +595,15 @@ def collect_garbage(
     plan.dry_run = dry_run
     outcomes = []
     if not dry_run:
-        outcomes.append(delete_planned(store, plan.dataset_uuid, plan.keys, planned=plan.planned))
+        outcomes.append(
+            delete_planned(
+                store,
+                plan.dataset_uuid,
+                plan.keys,
+                planned=plan.planned,
+                grace_period=grace_period,
+            )
+        )
     return finish(store, plan, outcomes)
 
 

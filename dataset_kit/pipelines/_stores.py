@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from dataset_kit.store import BlobInfo, DelegatingStore, DeleteReport, Store
+from dataset_kit.store import BlobInfo, DelegatingStore, DeleteReport, Store, delete_many_on
 from dataset_kit.throttle import Throttle, throttled
 
 __all__ = ["ThrottledStore", "with_throttle"]
@@ -77,7 +77,9 @@ class ThrottledStore(DelegatingStore):
     def _copies_inside(self, source: Store) -> bool:
         return self.inner._copies_inside(source)
 
-    def delete_many(self, keys: Iterable[str]) -> DeleteReport:
+    def delete_many(
+        self, keys: Iterable[str], *, unmodified_since: float | None = None
+    ) -> DeleteReport:
         """The inner store's batch delete, 256 keys (one Azure batch request) at a time,
         each holding one lease: never more requests in flight than leases (the inner
         store alone would send several batches at once)."""
@@ -86,9 +88,10 @@ class ThrottledStore(DelegatingStore):
 
         def flush() -> None:
             with throttled(self.throttle):
-                part = self.inner.delete_many(chunk)
+                part = delete_many_on(self.inner, chunk, unmodified_since)
             report.deleted.extend(part.deleted)
             report.failed.update(part.failed)
+            report.kept.extend(part.kept)
             chunk.clear()
 
         for key in keys:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from dataset_kit.api._ops import conflict_on_any_change, resolve_or_none
 from dataset_kit.core import naming
 from dataset_kit.core.metadata import DatasetMetadata
-from dataset_kit.exceptions import CopyIncompleteError, DataBlobMissingError, InvalidInputError
+from dataset_kit.exceptions import CopyIncompleteError, InvalidInputError
 from dataset_kit.io import backup as _backup
 from dataset_kit.io import commit as _commit
 from dataset_kit.pipelines._job import Bundle, Job, final_node, job_token, task_key
@@ -305,12 +305,12 @@ def _finish_restore(
 ) -> CopyReport:
     copied, nbytes = _gather(results, plan.source_uuid)
     wanted = plan.snapshots[-1]
-    missing = _backup.verify_blobs(target, _backup.blobs_to_verify([wanted])).missing
-    if missing:  # vanished after planning (a GC of the target): never commit a broken version
-        raise DataBlobMissingError(
-            f"dataset {wanted.uuid!r}: {len(missing)} blobs vanished at the target during the "
-            f"restore (first: {missing[0]}); nothing was committed, run the restore again"
-        )
+    # Skipped blobs may be garbage at the target (an older version's, the dataset's
+    # before an overwrite): a GC there may delete them at any time until the commit
+    # references them. So they are looked for before the commit (never commit a version
+    # whose blobs are gone) and again after it (a GC that planned before the commit),
+    # and copied again if gone.
+    repaired = _repair(source, target, plan, wanted)
 
     def build(current: DatasetMetadata | None) -> DatasetMetadata:
         if current is None:  # a new dataset (perhaps after a deleted one): fresh history
@@ -335,7 +335,8 @@ def _finish_restore(
         operation="restore",
         commit_info={"restored_version": wanted.version, "from": source.url},
     )
-    return CopyReport(
+    repaired += _repair(source, target, plan, meta)
+    report = CopyReport(
         plan.source_uuid,
         plan.target_uuid,
         version=meta.version,
@@ -345,6 +346,8 @@ def _finish_restore(
         skipped=plan.skipped,
         skipped_bytes=plan.skipped_bytes,
     )
+    report.repaired = repaired
+    return report
 
 
 def restore(

@@ -11,8 +11,10 @@ batches into one :class:`~dataset_kit.io.gc.GarbageReport` and, with ``expire=Tr
 and no failed deletion, expires the versions outside the rules.
 
 Why it never deletes a live blob: a writer's blobs are younger than the grace period
-until it commits (a writer must commit within the grace period); a commit made after
-planning is seen by the delete nodes; retained versions' blobs are never candidates.
+until it commits (a writer must commit within the grace period), and the store checks
+every blob's age again as it deletes it (a blob written again under a planned key, by a
+backup or restore, is kept); a commit made after planning is seen by the delete nodes;
+retained versions' blobs are never candidates.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ DEFAULT_BATCH_SIZE = 256
 
 
 def _delete_batch(
-    store: Store, uuid: str, keys: Sequence[str], planned: int | None
+    store: Store, uuid: str, keys: Sequence[str], planned: int | None, grace: float
 ) -> _gc.DeleteOutcome:
-    return _gc.delete_planned(store, uuid, list(keys), planned=planned)
+    return _gc.delete_planned(store, uuid, list(keys), planned=planned, grace_period=grace)
 
 
 def _merge(
@@ -81,11 +83,13 @@ def garbage_collect(
         that died before committing. ``False``: take the candidates from the metadata
         alone, the blobs that versions outside ``keep_versions``/``retention`` reference
         and no retained version does (deltalake's "lite" vacuum): no listing, so the
-        cost follows the versions leaving the window, not the dataset's size.
+        cost follows the versions leaving the window, not the dataset's size. The grace
+        period still holds: the store checks each blob's age as it deletes it.
     expire
         After the deletes succeeded, expire the versions outside the rules (as
         :func:`dataset_kit.expire_versions`), so a later ``scan=False`` run does not
-        read them again. Nothing is expired if a deletion failed.
+        read them again. Nothing is expired if a planned blob was left (a failed
+        deletion, or one too young): the next run retries.
     dry_run
         Plan and report only; the job deletes nothing.
     batch_size
@@ -153,7 +157,12 @@ def garbage_collect(
     deleter = with_throttle(kv, throttle)
     nodes = [
         dask.delayed(_delete_batch, pure=False)(
-            deleter, uuid, batch, plan.planned, dask_key_name=task_key("gc", f"delete{i}", *token)
+            deleter,
+            uuid,
+            batch,
+            plan.planned,
+            grace,
+            dask_key_name=task_key("gc", f"delete{i}", *token),
         )
         for i, batch in enumerate(batches)
     ]

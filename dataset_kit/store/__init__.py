@@ -8,7 +8,14 @@ Backends: :class:`LocalStore` (a directory tree, the default), :class:`MemorySto
 transient failures of idempotent operations.
 """
 
-from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store, validate_key
+from dataset_kit.store._base import (
+    BlobInfo,
+    Capability,
+    DeleteReport,
+    Store,
+    delete_many_on,
+    validate_key,
+)
 from dataset_kit.store._factory import open_store
 from dataset_kit.store.counting import CountingStore
 from dataset_kit.store.delegate import DelegatingStore
@@ -30,6 +37,7 @@ __all__ = [
     "MemoryStore",
     "RetryingStore",
     "Store",
+    "delete_many_on",
     "open_store",
     "validate_key",
 ]

@@ -14,7 +14,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from dataset_kit.exceptions import InvalidKeyError, KeyNotFoundError, UnsupportedOperationError
+from dataset_kit.exceptions import (
+    InvalidKeyError,
+    KeyNotFoundError,
+    PreconditionFailedError,
+    UnsupportedOperationError,
+)
 
 __all__ = ["BlobInfo", "Capability", "DeleteReport", "Store", "validate_key"]
 
@@ -110,10 +115,25 @@ class DeleteReport:
         Keys that were deleted (or were already absent).
     failed
         Keys that could not be deleted, with the error for each.
+    kept
+        With ``unmodified_since``: keys left because they were modified at or after that
+        time, or because their age is unknown.
     """
 
     deleted: list[str] = field(default_factory=list)
     failed: dict[str, BaseException] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)
+
+
+def delete_many_on(
+    store: Store, keys: Iterable[str], unmodified_since: float | None
+) -> DeleteReport:
+    """``store.delete_many(keys, unmodified_since=...)``, passing the condition only when
+    there is one: a store subclass written before the option existed still works for
+    unconditional deletes."""
+    if unmodified_since is None:
+        return store.delete_many(keys)
+    return store.delete_many(keys, unmodified_since=unmodified_since)
 
 
 class Store(abc.ABC):
@@ -287,17 +307,59 @@ class Store(abc.ABC):
             raise UnsupportedOperationError(f"{self!r} cannot do compare-and-swap", key=key)
         self._delete(key, if_match=if_match)
 
-    def delete_many(self, keys: Iterable[str]) -> DeleteReport:
-        """Delete many blobs (missing ones count as deleted); never raises per key."""
+    def delete_many(
+        self, keys: Iterable[str], *, unmodified_since: float | None = None
+    ) -> DeleteReport:
+        """Delete many blobs (missing ones count as deleted); never raises per key.
+
+        Parameters
+        ----------
+        keys
+            The blobs to delete.
+        unmodified_since
+            Delete only blobs last modified before this time (seconds since the epoch);
+            newer ones, and those of unknown age (a modification time of 0), are left
+            and listed in :attr:`DeleteReport.kept`. Garbage collection passes "now
+            minus the grace period", so a blob written again under an old key after
+            planning is never deleted. Where the backend can, the condition and the
+            delete are one request (Azure: ``If-Unmodified-Since``); otherwise the blob
+            is deleted only if its etag is still the one whose age was checked
+            (compare-and-swap stores), or right after the check.
+        """
         report = DeleteReport()
         for key in keys:
             try:
-                self.delete(key)
+                if unmodified_since is None:
+                    self.delete(key)
+                elif not self._delete_if_old(key, unmodified_since):
+                    report.kept.append(key)
+                    continue
             except Exception as exc:  # reported per key, never raised
                 report.failed[key] = exc
             else:
                 report.deleted.append(key)
         return report
+
+    def _delete_if_old(self, key: str, unmodified_since: float) -> bool:
+        """Delete ``key`` if it was last modified before ``unmodified_since``.
+
+        Returns False if it was kept (newer, or of unknown age); True if it was deleted
+        or is absent.
+        """
+        try:
+            info = self.stat(key)
+        except KeyNotFoundError:
+            return True
+        if info.mtime <= 0 or info.mtime >= unmodified_since:
+            return False
+        if Capability.COMPARE_AND_SWAP not in self.capabilities:
+            self.delete(key)
+            return True
+        try:
+            self.delete(key, if_match=info.etag)
+        except PreconditionFailedError:  # replaced since the stat (or deleted meanwhile)
+            return not self.exists(key)
+        return True
 
     def copy(self, src: str, dst: str, *, if_absent: bool = False) -> BlobInfo:
         """Copy ``src`` to ``dst`` (server-side with ``SERVER_COPY``) and return dst's info.

@@ -11,6 +11,7 @@ it raises :class:`~dataset_kit.exceptions.ConfigError` with the install hint.
 from __future__ import annotations
 
 import collections
+import datetime
 import email.utils
 import logging
 import os
@@ -118,6 +119,19 @@ def _strip_query(url: str) -> tuple[str, str]:
 
 #: ``credential=DEFAULT_CREDENTIAL``: ``azure.identity.DefaultAzureCredential`` per process.
 DEFAULT_CREDENTIAL = "default"
+
+
+def _http_date_floor(seconds: float) -> datetime.datetime:
+    """The latest whole-second time ``t`` with every blob whose Last-Modified is at most
+    ``t`` certainly modified before ``seconds``: HTTP dates and Last-Modified both have
+    whole seconds, so a blob modified at 10:00:00.9 shows 10:00:00.
+
+    Examples
+    --------
+    >>> _http_date_floor(1_700_000_000.5).isoformat()
+    '2023-11-14T22:13:19+00:00'
+    """
+    return datetime.datetime.fromtimestamp(int(seconds) - 1, tz=datetime.UTC)
 
 
 class _MaskSecrets(logging.Filter):
@@ -750,14 +764,19 @@ class AzureBlobStore(Store):
         except KeyNotFoundError:
             pass  # deleting a missing key is a no-op
 
-    def delete_many(self, keys: Iterable[str]) -> DeleteReport:
+    def delete_many(
+        self, keys: Iterable[str], *, unmodified_since: float | None = None
+    ) -> DeleteReport:
         """Delete many blobs with the Blob Batch API (256 per request), up to
         ``_DELETE_THREADS`` batches at once (bounded by ``max_connections``).
 
         ``keys`` is consumed lazily, a few batches ahead of the requests. Missing blobs
         count as deleted; invalid keys and per-blob failures are reported in
-        :attr:`DeleteReport.failed`, never raised.
+        :attr:`DeleteReport.failed`, never raised. ``unmodified_since`` goes into each
+        sub-request as ``If-Unmodified-Since`` (whole seconds, as HTTP dates are), so the
+        service itself keeps newer blobs (412: :attr:`DeleteReport.kept`).
         """
+        since = None if unmodified_since is None else _http_date_floor(unmodified_since)
         report = DeleteReport()
 
         def batches() -> Iterator[list[str]]:
@@ -776,12 +795,13 @@ class AzureBlobStore(Store):
 
         def delete(batch: list[str]) -> DeleteReport:
             part = DeleteReport()
-            self._delete_batch(batch, part)
+            self._delete_batch(batch, part, since)
             return part
 
         def merge(part: DeleteReport) -> None:
             report.deleted.extend(part.deleted)
             report.failed.update(part.failed)
+            report.kept.extend(part.kept)
 
         todo = batches()
         first = next(todo, None)
@@ -802,21 +822,42 @@ class AzureBlobStore(Store):
                 merge(pending.popleft().result())
         return report
 
-    def _delete_each(self, keys: list[str], report: DeleteReport) -> None:
+    def _delete_each(
+        self, keys: list[str], report: DeleteReport, since: datetime.datetime | None
+    ) -> None:
         """Delete ``keys`` one request each, accounting every key in ``report``."""
         for key in keys:
             try:
-                self._delete(key, if_match=None)
+                if since is None:
+                    self._delete(key, if_match=None)
+                elif not self._delete_unmodified_since(key, since):
+                    report.kept.append(key)
+                    continue
             except Exception as per_key:
                 report.failed[key] = per_key
             else:
                 report.deleted.append(key)
 
-    def _delete_batch(self, keys: list[str], report: DeleteReport) -> None:
+    def _delete_unmodified_since(self, key: str, since: datetime.datetime) -> bool:
+        """One conditional delete; False if the service kept a newer blob (412)."""
+        blob = self._blob(key)
+        try:
+            self._call("delete", key, blob.delete_blob, if_unmodified_since=since)
+        except KeyNotFoundError:
+            return True
+        except PreconditionFailedError:
+            return False
+        return True
+
+    def _delete_batch(
+        self, keys: list[str], report: DeleteReport, since: datetime.datetime | None = None
+    ) -> None:
         from azure.core import exceptions as az
 
         client = self._container_client()
-        names = [self._name(k) for k in keys]
+        names: list[Any] = [self._name(k) for k in keys]
+        if since is not None:
+            names = [{"name": n, "if_unmodified_since": since} for n in names]
         try:
             responses = list(client.delete_blobs(*names, raise_on_any_failure=False))
         except Exception as exc:
@@ -833,15 +874,17 @@ class AzureBlobStore(Store):
             # one delete per blob. Azurite 3.35 accepts batches, so this is for other
             # emulators and proxies that do not pass multipart requests through.
             _log.debug("azure: batch delete rejected (%s); deleting one by one", error)
-            self._delete_each(keys, report)
+            self._delete_each(keys, report, since)
             return
         if len(responses) != len(keys):  # cannot attribute the answers: check each key
-            self._delete_each(keys, report)
+            self._delete_each(keys, report, since)
             return
         for key, response in zip(keys, responses, strict=True):
             status = int(response.status_code)
             if status in (200, 202, 404):  # 404: already absent
                 report.deleted.append(key)
+            elif status == 412 and since is not None:  # modified since: the service kept it
+                report.kept.append(key)
             else:
                 cls = StoreUnavailableError if status in _TRANSIENT_STATUS else StoreError
                 report.failed[key] = cls(

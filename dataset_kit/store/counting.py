@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from dataset_kit.store._base import BlobInfo, DeleteReport, Store
+from dataset_kit.store._base import BlobInfo, DeleteReport, Store, delete_many_on
 from dataset_kit.store.delegate import DelegatingStore
 
 __all__ = ["CountingStore"]
@@ -130,12 +130,14 @@ class CountingStore(DelegatingStore):
         self._count("delete")
         super()._delete(key, if_match=if_match)
 
-    def delete_many(self, keys: Iterable[str]) -> DeleteReport:
+    def delete_many(
+        self, keys: Iterable[str], *, unmodified_since: float | None = None
+    ) -> DeleteReport:
         """Count the call and its keys, then use the wrapped store's batch delete."""
         keys = list(keys)
         self._count("delete_many")
         self._count("delete_many_keys", len(keys))
-        return self.inner.delete_many(keys)
+        return delete_many_on(self.inner, keys, unmodified_since)
 
     def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
         self._count("copy")

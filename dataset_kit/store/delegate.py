@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store
+from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store, delete_many_on
 
 __all__ = ["DelegatingStore", "read_origin"]
 
@@ -136,15 +136,19 @@ class DelegatingStore(Store):
             return super()._copies_inside(source)
         return self.inner._copies_inside(source)
 
-    def delete_many(self, keys: Iterable[str]) -> DeleteReport:
+    def delete_many(
+        self, keys: Iterable[str], *, unmodified_since: float | None = None
+    ) -> DeleteReport:
         """Delete many blobs: the wrapped store's batch delete, unless ``_delete`` is wrapped.
 
         A wrapper that only changes other calls keeps the backend's batching (256 blobs
         per request on Azure); one that wraps ``_delete`` (faults, hooks) sees each key.
         """
-        if type(self)._delete is DelegatingStore._delete:
-            return self.inner.delete_many(keys)
-        return super().delete_many(keys)
+        if type(self)._delete is DelegatingStore._delete and (
+            unmodified_since is None or type(self)._stat is DelegatingStore._stat
+        ):
+            return delete_many_on(self.inner, keys, unmodified_since)
+        return super().delete_many(keys, unmodified_since=unmodified_since)
 
 
 def read_origin(store: Store) -> Store:

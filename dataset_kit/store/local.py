@@ -709,7 +709,9 @@ class LocalStore(Store):
             self._fsync_dir(directory)
         self._prune(directory)
 
-    def delete_many(self, keys: Iterable[str]) -> DeleteReport:
+    def delete_many(
+        self, keys: Iterable[str], *, unmodified_since: float | None = None
+    ) -> DeleteReport:
         """Delete many blobs (unlinks on a few threads), then prune the emptied directories.
 
         ``unlink`` in different directories runs in parallel in the kernel: 2,000 blobs in
@@ -718,6 +720,11 @@ class LocalStore(Store):
         of siblings serializes on their parent's lock (about 60 us each here), so threads
         do not help there. (Pruning after each key would also try the shared parents once
         per key.)
+
+        With ``unmodified_since`` each file's modification time is checked (``lstat``)
+        right before its unlink: a file renamed into place between the two (microseconds)
+        would still go. Writers here never reuse a key, only backups and restores write
+        one again, and garbage collection checks for their commits just before deleting.
         """
         report = DeleteReport()
         paths: list[tuple[str, str]] = []
@@ -727,6 +734,8 @@ class LocalStore(Store):
             except Exception as exc:  # reported per key, like Store.delete_many
                 report.failed[key] = exc
 
+        kept: list[str] = []
+
         def unlink(chunk: list[tuple[str, str]]) -> list[tuple[str, str | None, Exception | None]]:
             """Per key: (key, its directory if a file was removed, error)."""
             done: list[tuple[str, str | None, Exception | None]] = []
@@ -734,6 +743,12 @@ class LocalStore(Store):
                 try:
                     with _oserrors("delete", key):
                         try:
+                            if (
+                                unmodified_since is not None
+                                and os.lstat(path).st_mtime >= unmodified_since
+                            ):
+                                kept.append(key)  # list.append is atomic
+                                continue
                             os.unlink(path)
                         except _MISSING:
                             done.append((key, None, None))  # already gone: deleted
@@ -750,6 +765,7 @@ class LocalStore(Store):
             chunks = [paths[i::_UNLINK_THREADS] for i in range(_UNLINK_THREADS)]
             with ThreadPoolExecutor(_UNLINK_THREADS, thread_name_prefix="dk-unlink") as pool:
                 results = [r for part in pool.map(unlink, chunks) for r in part]
+        report.kept = kept
         dirs: set[str] = set()
         for key, directory, error in results:
             if error is not None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from dataset_kit.exceptions import StoreUnavailableError
-from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store
+from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store, delete_many_on
 from dataset_kit.store.delegate import DelegatingStore
 
 __all__ = ["RetryingStore"]
@@ -145,15 +145,21 @@ class RetryingStore(DelegatingStore):
     def _copies_inside(self, source: Store) -> bool:
         return self.inner._copies_inside(source)
 
-    def delete_many(self, keys: Iterable[str]) -> DeleteReport:
+    def delete_many(
+        self, keys: Iterable[str], *, unmodified_since: float | None = None
+    ) -> DeleteReport:
         """The wrapped store's batch delete; keys that failed are retried one by one."""
-        first = self.inner.delete_many(keys)
+        first = delete_many_on(self.inner, keys, unmodified_since)
         if not first.failed:
             return first
-        report = DeleteReport(deleted=list(first.deleted))
+        report = DeleteReport(deleted=list(first.deleted), kept=list(first.kept))
         for key in first.failed:
             try:
-                self.delete(key)
+                if unmodified_since is None:
+                    self.delete(key)
+                elif not self._delete_if_old(key, unmodified_since):
+                    report.kept.append(key)
+                    continue
             except Exception as exc:  # reported per key, never raised
                 report.failed[key] = exc
             else:

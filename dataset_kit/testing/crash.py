@@ -54,11 +54,15 @@ class CrashingStore(DelegatingStore):
         self._step()
         return info
 
-    def delete_many(self, keys: Any) -> DeleteReport:
+    def delete_many(self, keys: Any, *, unmodified_since: float | None = None) -> DeleteReport:
         """Delete one key at a time, so that a crash can fall between any two."""
         report = DeleteReport()
         for key in keys:
-            self.delete(key)
+            if unmodified_since is None:
+                self.delete(key)
+            elif not self._delete_if_old(key, unmodified_since):
+                report.kept.append(key)
+                continue
             report.deleted.append(key)
         return report
 

@@ -699,6 +699,26 @@ class StoreConformanceSuite:
         assert isinstance(report.failed["../bad"], InvalidKeyError)
         assert sorted(store.iter_keys()) == ["m/2"]
 
+    def test_delete_many_unmodified_since(self, store: Store) -> None:
+        """With ``unmodified_since`` only blobs modified before it go; newer ones, and
+        those of unknown age, are kept and reported (garbage collection's grace period
+        enforced at delete time)."""
+        for key in ("u/a", "u/b"):
+            store.put(key, b"x")
+        unknown_age = store.stat("u/a").mtime <= 0
+        before = time.time() - 120  # both blobs are newer
+        report = store.delete_many(["u/b", "u/missing", "../bad"], unmodified_since=before)
+        assert report.kept == ["u/b"] and report.deleted == ["u/missing"]
+        assert list(report.failed) == ["../bad"]
+        assert store.exists("u/b")
+        after = time.time() + 120  # both blobs are older
+        report = store.delete_many(["u/a", "u/b"], unmodified_since=after)
+        if unknown_age:
+            assert sorted(report.kept) == ["u/a", "u/b"] and not report.deleted
+        else:
+            assert sorted(report.deleted) == ["u/a", "u/b"] and not report.kept
+            assert list(store.iter_keys("u/")) == []
+
     # ------------------------------------------------------------------ pickling
     def test_pickle_round_trip(self, store: Store) -> None:
         """A pickled store reopens the same data (shared, if the backend is)."""

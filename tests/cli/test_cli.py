@@ -66,9 +66,12 @@ def test_gc_is_a_dry_run_unless_yes(store: Path) -> None:
 
 
 def test_gc_without_a_scan_then_expire(store: Path) -> None:
-    """Released blobs go without any grace period or listing; the versions they belonged
-    to are expired after."""
+    """Released blobs go without a listing (once older than the grace period); the
+    versions they belonged to are expired after."""
     args = ("--store", str(store), "gc", "sales", "--keep-versions", "1", "--no-scan", "--expire")
+    young = json.loads(cli("--json", *args, "--yes").stdout)  # the default grace period: 1h
+    assert young["count"] == 0 and young["too_young"] == 1 and young["expired"] == []
+    args = (*args, "--grace-period", "0s")
     dry = json.loads(cli("--json", *args).stdout)
     assert dry["dry_run"] and not dry["scanned"] and dry["count"] == 1 and dry["expired"] == [0]
     assert len(list(store.rglob("*.parquet"))) == 2

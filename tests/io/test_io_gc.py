@@ -274,14 +274,26 @@ def test_collecting_without_a_scan_finds_what_a_scan_finds(tmp_path: Path, keep:
     assert after.count == 0
 
 
-def test_collecting_without_a_scan_ignores_orphans_and_needs_no_grace(store: LocalStore) -> None:
-    """Uncommitted or abandoned writers' blobs are only found by a scan (and only once
-    older than the grace period); released blobs of committed versions need no grace."""
+def test_collecting_without_a_scan_ignores_orphans_and_keeps_young_blobs(
+    store: LocalStore,
+) -> None:
+    """Uncommitted or abandoned writers' blobs are only found by a scan; released blobs
+    younger than the grace period are kept by the store as it deletes (the plan, made
+    without a listing, knows no ages), and their versions are not expired."""
     history(store)
+    planned = dk.garbage_collect(
+        store=store, dataset_uuid=UUID, keep_versions=1, scan=False, dry_run=True
+    ).keys
+    young = dk.garbage_collect(
+        store=store, dataset_uuid=UUID, keep_versions=1, scan=False, expire=True
+    )
+    assert young.count == 0 and young.too_young == len(planned) > 0 and young.expired == []
+    assert young.nbytes == 0 and set(planned) <= set(store.iter_keys(naming.dataset_prefix(UUID)))
+    age(store, 7200)
     orphan = naming.data_key(UUID, "table", naming.make_label([("p", "9")], "abandoned"))
     store.put(orphan, b"a writer died before its commit")
     lite = dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=1, scan=False)
-    assert lite.count > 0 and orphan not in lite.keys and store.exists(orphan)
+    assert lite.keys == planned and store.exists(orphan)
     assert sorted(dk.read_table(store=store, dataset_uuid=UUID)["p"]) == [4]
     age(store, 7200)
     scanned = dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=1)
@@ -290,6 +302,7 @@ def test_collecting_without_a_scan_ignores_orphans_and_needs_no_grace(store: Loc
 
 def test_expire_after_collecting_without_a_scan(store: LocalStore) -> None:
     history(store)
+    age(store, 7200)
     report = dk.garbage_collect(
         store=store, dataset_uuid=UUID, keep_versions=2, scan=False, expire=True, dry_run=True
     )
@@ -317,6 +330,7 @@ def test_a_failed_delete_expires_nothing_and_a_rerun_finishes(store: LocalStore)
     """Blobs first, stubs after: a version stays readable as a list of references until
     every blob it released is gone, so an interrupted run is simply repeated."""
     history(store)
+    age(store, 7200)
     flaky = FaultInjectingStore(store, fail_rate=1.0, operations=frozenset({"delete"}))
     report = dk.garbage_collect(
         store=flaky, dataset_uuid=UUID, keep_versions=1, scan=False, expire=True
@@ -362,7 +376,9 @@ def test_retention_by_age_without_a_scan(store: LocalStore) -> None:
         ).keys
         == []
     )
-    report = dk.garbage_collect(store=store, dataset_uuid=UUID, retention=0, scan=False)
+    report = dk.garbage_collect(
+        store=store, dataset_uuid=UUID, retention=0, grace_period=0, scan=False
+    )
     assert report.versions == [3] and report.count > 0
 
 
@@ -370,7 +386,9 @@ def test_blobs_without_statistics_are_looked_up(store: LocalStore) -> None:
     """Index files carry no size in the snapshot: they are stat-ed, and left out of the
     report once gone (a second run without expiring does not count them again)."""
     history(store)
-    first = dk.garbage_collect(store=store, dataset_uuid=UUID, keep_versions=1, scan=False)
+    first = dk.garbage_collect(
+        store=store, dataset_uuid=UUID, keep_versions=1, grace_period=0, scan=False
+    )
     index_keys = [k for k in first.keys if "/indices/" in k]
     assert index_keys and all(first.sizes[k] > 0 for k in index_keys)
     second = dk.garbage_collect(
@@ -397,8 +415,28 @@ def test_a_commit_after_planning_spares_what_it_references(store: LocalStore) ->
         operation="rollback",
     )
     plan.dry_run = False
-    outcome = _gc.delete_planned(store, UUID, plan.keys, planned=plan.planned)
+    outcome = _gc.delete_planned(store, UUID, plan.keys, planned=plan.planned, grace_period=0)
     report = _gc.finish(store, plan, [outcome])
     assert report.spared == len(v0.partitions)
     assert report.nbytes == plan.nbytes - sum(plan.sizes[k] for k in v0.partitions.values())
     assert sorted(dk.read_table(store=store, dataset_uuid=UUID)["p"]) == [1, 2]
+
+
+@pytest.mark.parametrize("scan", [True, False], ids=["scan", "no-scan"])
+def test_a_planned_key_written_again_is_kept(store: LocalStore, scan: bool) -> None:
+    """A backup or restore may write a planned blob again (same key, fresh content)
+    between planning and deleting: the store checks the grace period as it deletes."""
+    from dataset_kit.io import gc as _gc
+
+    history(store)
+    age(store, 7200)
+    plan = _gc.plan_garbage(store, UUID, keep_versions=1, scan=scan, expire=True)
+    again = plan.keys[0]
+    store.put(again, store.get(again))  # e.g. a restore copying it back, not yet committed
+    plan.dry_run = False
+    outcome = _gc.delete_planned(store, UUID, plan.keys, planned=plan.planned, grace_period=60)
+    report = _gc.finish(store, plan, [outcome])
+    assert outcome.young == [again] and store.exists(again)
+    assert report.keys == plan.keys[1:] and report.too_young == 1 and not report.failed
+    assert report.expired == []  # a planned blob is left: the versions stay for a rerun
+    assert _commit.snapshot_versions(store, UUID, expired=False) == [0, 1, 2, 3]

@@ -175,7 +175,7 @@ def test_gc_without_a_scan_lists_only_the_snapshots(azure: AzureBlobStore) -> No
     dk.write_dataset(frame(3), store=azure, dataset_uuid=UUID, mode="overwrite")
     counted = CountingStore(azure)
     job = dk.pipelines.garbage_collect(
-        UUID, store=counted, keep_versions=1, scan=False, expire=True, batch_size=4
+        UUID, store=counted, keep_versions=1, grace_period=0, scan=False, expire=True, batch_size=4
     )
     assert counted.counts["list"] == 1
     report = job.compute()

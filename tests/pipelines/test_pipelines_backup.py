@@ -542,6 +542,89 @@ def test_restore_into_a_live_dataset_is_a_new_version(live: LocalStore, vault: L
     pd.testing.assert_frame_equal(table(live), good)
 
 
+class _GcAtCommit(DelegatingStore):
+    """Runs ``collect`` once, when the restore creates its snapshot (``after=False``) or
+    right after it moved the pointer (``after=True``)."""
+
+    def __init__(self, inner: Store, collect: Any, *, after: bool) -> None:
+        super().__init__(inner)
+        self.collect, self.after, self.collected = collect, after, -1
+
+    def _put(self, key: str, data: Any, *, if_absent: bool, if_match: str | None) -> Any:
+        snapshot = "/_versions/" in key and if_absent
+        if self.collected < 0 and snapshot and not self.after:
+            self.collected = self.collect()
+        info = super()._put(key, data, if_absent=if_absent, if_match=if_match)
+        if self.collected < 0 and key == naming.pointer_key(UUID) and self.after:
+            self.collected = self.collect()
+        return info
+
+
+def _accident_after_backup(live: LocalStore, vault: LocalStore) -> pd.DataFrame:
+    """Back up, overwrite by accident, let an hour pass: the backed-up blobs are old
+    garbage at ``live`` now, and a restore skips them (the target holds them)."""
+    good = table(live)
+    dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    dk.write_dataset(frame(0), store=live, dataset_uuid=UUID, mode="overwrite")
+    past = time.time() - 7200
+    for key in live.iter_keys(UUID + "/"):
+        path = live.local_path(key)
+        assert path is not None
+        os.utime(path, (past, past))
+    return good
+
+
+def _restored(live: LocalStore, vault: LocalStore, target: Store, good: pd.DataFrame) -> None:
+    report = dk.pipelines.restore(UUID, source=vault, target=target).compute(scheduler="sync")
+    assert report.skipped == 22 and report.repaired == 22
+    pd.testing.assert_frame_equal(table(live), good)
+    assert dk.pipelines.verify(UUID, store=live).compute().ok
+
+
+def test_restore_copies_again_what_a_gc_deleted_before_its_commit(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    good = _accident_after_backup(live, vault)
+    job = dk.pipelines.restore(UUID, source=vault, target=live)  # planned: all 22 present
+    assert dk.garbage_collect(store=live, dataset_uuid=UUID, keep_versions=1).count == 22
+    report = job.compute(scheduler="sync")
+    assert report.skipped == 22 and report.repaired == 22
+    pd.testing.assert_frame_equal(table(live), good)
+
+
+def test_restore_copies_again_what_a_gc_deletes_at_its_commit(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    """A whole GC (another process's, default grace period) between the restore's check
+    and its snapshot: the restore looks again after its commit."""
+    good = _accident_after_backup(live, vault)
+    target = _GcAtCommit(
+        live,
+        lambda: dk.garbage_collect(store=live, dataset_uuid=UUID, keep_versions=1).count,
+        after=False,
+    )
+    _restored(live, vault, target, good)
+    assert target.collected == 22
+
+
+def test_restore_copies_again_what_a_gc_planned_earlier_deletes_after_its_commit(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    """A GC whose check for new versions came before the restore's commit, and whose
+    deletes land after it."""
+    from dataset_kit.io import gc as _gc
+
+    good = _accident_after_backup(live, vault)
+    plan = _gc.plan_garbage(live, UUID, keep_versions=1)
+
+    def deletes_after_its_check() -> int:
+        return len(live.delete_many(plan.keys).deleted)
+
+    target = _GcAtCommit(live, deletes_after_its_check, after=True)
+    _restored(live, vault, target, good)
+    assert target.collected == 22
+
+
 def test_restore_conflicts_with_a_concurrent_commit(live: LocalStore, vault: LocalStore) -> None:
     dk.pipelines.backup(UUID, source=live, target=vault).compute()
     job = dk.pipelines.restore(UUID, source=vault, target=live, version=0)

@@ -227,6 +227,34 @@ def test_missing_container_without_create(azurite: str) -> None:
 
 
 # --------------------------------------------------------------------------- bulk operations
+def test_conditional_delete_many_in_batches_and_one_by_one(
+    store: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``unmodified_since`` is the service's If-Unmodified-Since, per blob, in batches of
+    256 and in the one-request-per-blob fallback for services that reject batches."""
+    from azure.core.exceptions import HttpResponseError
+    from azure.storage.blob import ContainerClient
+
+    keys = [f"c/{i:03d}" for i in range(300)]
+    for key in keys:
+        store.put(key, b"x")
+    report = store.delete_many(keys, unmodified_since=time.time() - 60)
+    assert sorted(report.kept) == keys and not report.deleted and not report.failed
+
+    def rejected(self: Any, *blobs: Any, **kwargs: Any) -> Any:
+        raise HttpResponseError(message="batch not supported here")
+
+    monkeypatch.setattr(ContainerClient, "delete_blobs", rejected)
+    report = store.delete_many(keys[:3], unmodified_since=time.time() - 60)
+    assert report.kept == keys[:3] and not report.failed
+    report = store.delete_many(keys[:3], unmodified_since=time.time() + 60)
+    assert report.deleted == keys[:3] and not report.kept
+    monkeypatch.undo()
+    report = store.delete_many(keys, unmodified_since=time.time() + 60)
+    assert len(report.deleted) == 300 and not report.kept
+    assert list(store.iter_keys("c/")) == []
+
+
 def test_delete_many_in_several_batches(store: AzureBlobStore) -> None:
     keys = [f"bulk/{i:04d}" for i in range(600)]
     for key in keys:
@@ -249,14 +277,14 @@ class _BatchTracker:
         self.send, self.delay = store._delete_batch, delay
         monkeypatch.setattr(store, "_delete_batch", self)
 
-    def __call__(self, keys: list[str], report: Any) -> None:
+    def __call__(self, keys: list[str], report: Any, since: Any = None) -> None:
         with self.lock:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
             self.sizes.append(len(keys))
         time.sleep(self.delay)
         try:
-            self.send(keys, report)
+            self.send(keys, report, since)
         finally:
             with self.lock:
                 self.in_flight -= 1
