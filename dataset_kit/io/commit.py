@@ -23,7 +23,7 @@ import time
 import uuid as _uuid
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from dataset_kit.core import naming
 from dataset_kit.core.metadata import (
@@ -76,6 +76,9 @@ logger = logging.getLogger(__name__)
 #: 20 attempts were not enough for the unluckiest writer; a rebase costs nothing but time.
 DEFAULT_MAX_ATTEMPTS = 1000
 DEFAULT_COMMIT_DEADLINE = 300.0
+#: Snapshot writes that failed in a row (the store itself, not a lost race) before a
+#: commit gives up with the store's error: the store layer has retried each already.
+MAX_STORE_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -453,6 +456,7 @@ def commit(
     commit_id = _uuid.uuid4().hex
     give_up = time.monotonic() + deadline
     tried = 0
+    store_failures: list[BaseException] = []  # in a row
     for attempt in range(max_attempts):
         if attempt and time.monotonic() > give_up:
             break
@@ -506,9 +510,13 @@ def commit(
         )
         try:
             created = _create_snapshot(store, snapshot)
-        except _Retry:
+        except _Retry as retry:
+            store_failures.append(retry.__cause__ or retry)
+            if len(store_failures) >= MAX_STORE_FAILURES:
+                _give_up_on_store(dataset_uuid, base_meta, store_failures)
             _backoff(attempt)
             continue
+        store_failures.clear()
         if not created:
             logger.info("dataset %s: version %d taken by another writer", dataset_uuid, version)
             if base_meta is None:
@@ -525,10 +533,27 @@ def commit(
         )
         _publish(store, snapshot, base, schema_changed=bool(schema_changed))
         return snapshot
+    if store_failures:  # the deadline passed while the store was failing
+        _give_up_on_store(dataset_uuid, base.meta if base is not None else None, store_failures)
     raise CommitConflictError(
         f"dataset {dataset_uuid!r}: gave up after {tried} commit attempts "
         "(too many concurrent writers)"
     )
+
+
+def _give_up_on_store(
+    uuid: str, base: DatasetMetadata | None, failures: list[BaseException]
+) -> NoReturn:
+    """Raise the store's own error: the snapshot write kept failing (not a lost race)."""
+    last = failures[-1]
+    state = f"still at version {base.version}" if base is not None else "not created"
+    message = (
+        f"dataset {uuid!r}: the commit failed: writing the snapshot failed {len(failures)} "
+        f"times in a row ({last}); the dataset is {state}, the written blobs are kept "
+        "(garbage for a later GC)"
+    )
+    key = last.key if isinstance(last, StoreError) else None
+    raise StoreUnavailableError(message, key=key) from last
 
 
 #: A snapshot without a pointer younger than this is a creation in progress; an older

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from dataset_kit.exceptions import KeyNotFoundError
 from dataset_kit.store import BlobInfo, DelegatingStore, DeleteReport, Store, delete_many_on
 from dataset_kit.throttle import Throttle, throttled
 
-__all__ = ["ThrottledStore", "with_throttle"]
+__all__ = ["ThrottledStore", "renew_reused", "with_throttle"]
 
 
 class ThrottledStore(DelegatingStore):
@@ -60,6 +61,10 @@ class ThrottledStore(DelegatingStore):
         with self.throttle:
             self.inner.delete(key, if_match=if_match)
 
+    def _touch(self, key: str) -> None:
+        with self.throttle:
+            self.inner.touch(key)
+
     def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
         with self.throttle:
             return self.inner.copy(src, dst, if_absent=if_absent)
@@ -110,3 +115,20 @@ DELETE_CHUNK = 256
 def with_throttle(store: Store, throttle: Throttle | None) -> Store:
     """``store`` throttled by ``throttle`` (unchanged when None)."""
     return store if throttle is None else ThrottledStore(store, throttle)
+
+
+def renew_reused(store: Store, keys: Sequence[str]) -> list[str]:
+    """Touch the blobs a resumed job reuses; return those that are gone.
+
+    Written by an earlier run, perhaps hours ago, and unreferenced until this run
+    commits, they are garbage to a GC by then; touched (:meth:`Store.touch`), they are
+    young again, and a GC checks the age as it deletes. So the grace period protects
+    them until the commit, as it protects a writer's fresh blobs.
+    """
+    missing = []
+    for key in keys:
+        try:
+            store.touch(key)
+        except KeyNotFoundError:
+            missing.append(key)
+    return missing

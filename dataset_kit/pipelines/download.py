@@ -58,6 +58,7 @@ from dataset_kit.io import commit as _commit
 from dataset_kit.io import sources as _src
 from dataset_kit.io.write import WriteOptions, WrittenPartition, validate_write_columns
 from dataset_kit.pipelines._job import Job, final_node, task_key
+from dataset_kit.pipelines._stores import renew_reused
 from dataset_kit.pipelines.compute import (
     NodeResult,
     WriteTarget,
@@ -392,7 +393,7 @@ def _reusable(run: _Run, index: int) -> NodeResult | None:
     except (MetadataFormatError, ValueError, KeyError, TypeError) as exc:
         logger.warning("chunk %d: unreadable staging record, downloading again: %s", index, exc)
         return None
-    missing = [p.key for p in result.parts if not store.exists(p.key)]
+    missing = renew_reused(store, [p.key for p in result.parts])
     if missing:
         logger.info("chunk %d: %d recorded blobs are gone, downloading again", index, len(missing))
         return None

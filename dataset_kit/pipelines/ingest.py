@@ -47,6 +47,7 @@ from dataset_kit.io import commit as _commit
 from dataset_kit.io import textfiles as _tf
 from dataset_kit.io.write import WriteOptions, validate_write_columns
 from dataset_kit.pipelines._job import Job, final_node, job_token, task_key
+from dataset_kit.pipelines._stores import renew_reused
 from dataset_kit.pipelines.compute import (
     NodeResult,
     WriteTarget,
@@ -331,7 +332,7 @@ def _reusable(run: _Run, index: int) -> _NodeOut | None:
     keys = [p.key for p in out.result.parts]
     if out.bad_lines:
         keys.append(_quarantine_key(run, index))
-    missing = [k for k in keys if not store.exists(k)]
+    missing = renew_reused(store, keys)
     if missing:
         logger.info(
             "ingest node %d: %d recorded blobs are gone, reading again", index, len(missing)

@@ -23,7 +23,7 @@ class CountingStore(DelegatingStore):
 
     Kinds: ``get``, ``get_range``, ``stat``, ``exists``, ``list`` (each listing started),
     ``put``, ``put_if_absent``, ``put_if_match``, ``delete``, ``delete_many`` (calls) and
-    ``delete_many_keys`` (keys in them), ``copy``, ``copy_from`` (a copy from another
+    ``delete_many_keys`` (keys in them), ``touch``, ``copy``, ``copy_from`` (a copy from another
     store: one request to the service, or a read there and a put here); ``bytes_read``
     and ``bytes_written`` count payload bytes.
 
@@ -138,6 +138,10 @@ class CountingStore(DelegatingStore):
         self._count("delete_many")
         self._count("delete_many_keys", len(keys))
         return delete_many_on(self.inner, keys, unmodified_since)
+
+    def _touch(self, key: str) -> None:
+        self._count("touch")
+        self.inner.touch(key)
 
     def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
         self._count("copy")

@@ -117,6 +117,12 @@ class DelegatingStore(Store):
     def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
         return self.inner.copy(src, dst, if_absent=if_absent)
 
+    def _touch(self, key: str) -> None:
+        if self._writes_hooked_below(DelegatingStore):
+            super()._touch(key)  # through this wrapper's own get and put
+        else:
+            self.inner.touch(key)
+
     def _writes_hooked_below(self, owner: type[DelegatingStore]) -> bool:
         """True if a subclass of ``owner`` changes ``_put`` or ``_copy`` (faults, hooks)."""
         cls = type(self)

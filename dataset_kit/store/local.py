@@ -344,6 +344,16 @@ class LocalStore(Store):
     def _not_found(self, key: str) -> KeyNotFoundError:
         return KeyNotFoundError(f"key {key!r} not found in {self!r}", key=key)
 
+    def _touch(self, key: str) -> None:
+        path = self._path(key)
+        with _oserrors("touch", key):
+            try:
+                if not stat_mod.S_ISREG(os.stat(path).st_mode):
+                    raise self._not_found(key)
+                os.utime(path)
+            except _MISSING:
+                raise self._not_found(key) from None
+
     # ------------------------------------------------------------------ listing
     def _walk(
         self, prefix: str, *, recursive: bool = True

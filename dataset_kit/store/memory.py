@@ -227,6 +227,14 @@ class MemoryStore(Store):
             self._check(bucket, key, if_absent=False, if_match=if_match)
             bucket.blobs.pop(key, None)
 
+    def _touch(self, key: str) -> None:
+        bucket = self._bucket()
+        with bucket.lock:
+            blob = bucket.blobs.get(key)
+            if blob is None:
+                raise self._not_found(key)
+            bucket.blobs[key] = _new_blob(blob.data)  # a new mtime and etag
+
     def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
         bucket = self._bucket()
         with bucket.lock:

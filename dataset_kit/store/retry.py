@@ -130,6 +130,9 @@ class RetryingStore(DelegatingStore):
             return
         self._retry("delete", lambda: self.inner.delete(key))
 
+    def _touch(self, key: str) -> None:
+        self._retry("touch", lambda: self.inner.touch(key))
+
     def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
         if if_absent:
             return self.inner.copy(src, dst, if_absent=True)

@@ -719,6 +719,22 @@ class StoreConformanceSuite:
             assert sorted(report.deleted) == ["u/a", "u/b"] and not report.kept
             assert list(store.iter_keys("u/")) == []
 
+    def test_touch(self, store: Store) -> None:
+        """``touch`` renews the modification time and keeps the content; a missing key
+        is KeyNotFoundError."""
+        first = store.stat(store.put("t/k", b"payload").key)
+        # whole seconds (Azure's Last-Modified) need a second to show a change
+        time.sleep(1.05 if first.mtime == int(first.mtime) else 0.02)
+        store.touch("t/k")
+        after = store.stat("t/k")
+        assert store.get("t/k") == b"payload" and after.size == first.size
+        if first.mtime > 0:  # stores that keep modification times
+            assert after.mtime > first.mtime
+        with pytest.raises(KeyNotFoundError):
+            store.touch("t/missing")
+        with pytest.raises(InvalidKeyError):
+            store.touch("../bad")
+
     # ------------------------------------------------------------------ pickling
     def test_pickle_round_trip(self, store: Store) -> None:
         """A pickled store reopens the same data (shared, if the backend is)."""

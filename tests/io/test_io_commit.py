@@ -26,6 +26,7 @@ from dataset_kit.store import (
     DelegatingStore,
     FaultInjectingStore,
     LocalStore,
+    MemoryStore,
     Store,
 )
 
@@ -832,3 +833,34 @@ def test_resolve_reads_the_pointer_in_one_request() -> None:
     assert resolved.pointer_etag == store.stat(pointer).etag
     dk.update_dataset(pd.DataFrame({"p": [3]}), store=store, dataset_uuid="d")
     assert C.resolve(store, "d").meta.version == 1
+
+
+class _SnapshotWritesFail(DelegatingStore):
+    """Every snapshot write fails before it reaches the store (``times`` of them)."""
+
+    def __init__(self, inner: Store, times: int) -> None:
+        super().__init__(inner)
+        self.times, self.failed = times, 0
+
+    def _put(self, key: str, data: Any, *, if_absent: bool, if_match: str | None) -> Any:
+        if "/_versions/" in key and self.failed < self.times:
+            self.failed += 1
+            raise exc.StoreUnavailableError("503 ServerBusy", key=key)
+        return super()._put(key, data, if_absent=if_absent, if_match=if_match)
+
+
+def test_a_store_that_keeps_failing_fails_the_commit_with_its_error() -> None:
+    """Not a lost race: after a few failed snapshot writes in a row the commit gives up
+    with the store's error (it used to retry for the whole commit deadline, then blame
+    "too many concurrent writers"), and the dataset stays at its version."""
+    store = MemoryStore()
+    dk.write_dataset(pd.DataFrame({"x": [1]}), store=store, dataset_uuid="d")
+    failing = _SnapshotWritesFail(store, times=1000)
+    with pytest.raises(exc.StoreUnavailableError, match="the commit failed") as info:
+        dk.update_dataset(pd.DataFrame({"x": [2]}), store=failing, dataset_uuid="d")
+    assert "still at version 0" in str(info.value)
+    assert failing.failed == C.MAX_STORE_FAILURES
+    assert dk.read_table(store=store, dataset_uuid="d")["x"].tolist() == [1]
+    # fewer failures than that in a row: the commit goes through
+    flaky = _SnapshotWritesFail(store, times=C.MAX_STORE_FAILURES - 1)
+    assert dk.update_dataset(pd.DataFrame({"x": [3]}), store=flaky, dataset_uuid="d").version == 1

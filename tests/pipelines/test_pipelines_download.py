@@ -35,9 +35,10 @@ from dataset_kit.exceptions import (
     SourceConnectionError,
     SourceError,
     SourceQueryError,
+    StoreUnavailableError,
 )
 from dataset_kit.pipelines.download import STATE_KEY, download_table, staging_prefix
-from dataset_kit.store import LocalStore, MemoryStore, Store
+from dataset_kit.store import DelegatingStore, LocalStore, MemoryStore, Store
 
 LOGGER = "dataset_kit.pipelines.download"
 
@@ -482,6 +483,61 @@ def test_killed_download_resumes_with_the_same_job_id(
     )
     assert again.tasks == 0 and again.compute().version == resumed.version
     assert count_logs(caplog, ": downloading") == 0
+
+
+class _FailAtCommit(DelegatingStore):
+    def _put(self, key: str, data: Any, *, if_absent: bool, if_match: str | None) -> Any:
+        if "/_versions/" in key:
+            raise StoreUnavailableError("the network went down at the commit", key=key)
+        return super()._put(key, data, if_absent=if_absent, if_match=if_match)
+
+
+class _GcAtCommit(DelegatingStore):
+    """Another process's GC, with the default grace period, when the snapshot is written."""
+
+    collected = -1
+
+    def _put(self, key: str, data: Any, *, if_absent: bool, if_match: str | None) -> Any:
+        if "/_versions/" in key and self.collected < 0:
+            self.collected = dk.garbage_collect(store=self.inner, dataset_uuid="r").count
+        return super()._put(key, data, if_absent=if_absent, if_match=if_match)
+
+
+def test_a_resume_hours_later_keeps_its_reused_chunks_through_a_gc(tmp_path: Path) -> None:
+    """The chunks a failed run finished are unreferenced, and hours old by the time the
+    job is resumed: garbage to a GC. The resume touches each blob it reuses, so the GC's
+    grace period (checked as it deletes) protects them until the commit."""
+    rows = [(i, f"row-{i}", i * 0.25) for i in range(400)]
+    url = sqlite_db(tmp_path / "r.db", "CREATE TABLE t (id INTEGER, s TEXT, x REAL)", rows)
+    store = LocalStore(tmp_path / "lake")
+    dk.write_dataset(
+        pa.table({"id": [-1], "s": ["old"], "x": [0.0]}), store=store, dataset_uuid="r"
+    )
+
+    def job(target: Store) -> Any:
+        return download_table(
+            url,
+            table="t",
+            store=target,
+            dataset_uuid="r",
+            chunk_by="id",
+            n_chunks=4,
+            mode="append",
+            job_id="nightly-1",
+        )
+
+    with pytest.raises(StoreUnavailableError):
+        job(_FailAtCommit(store)).compute(scheduler="sync")
+    past = time.time() - 8 * 3600  # the next morning
+    for key in store.iter_keys("r/"):
+        path = store.local_path(key)
+        assert path is not None
+        os.utime(path, (past, past))
+    gc = _GcAtCommit(store)
+    meta = job(gc).compute(scheduler="sync")
+    assert gc.collected >= 0  # it ran, and deleted only what nothing reuses
+    assert len(read_rows(store, "r")) == 401 and meta.version == 1
+    assert dk.pipelines.verify("r", store=store).compute().ok
 
 
 def test_job_id_of_another_download_is_refused(tmp_path: Path, store: Store) -> None:

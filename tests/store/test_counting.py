@@ -124,3 +124,26 @@ def test_retrying_store_retries_the_keys_a_batch_failed() -> None:
     assert isinstance(report, DeleteReport)
     assert sorted(report.deleted) == ["k0", "k1", "k2"] and not report.failed
     assert list(backend.iter_keys("")) == []
+
+
+def test_wrappers_pass_touch_on_as_one_call() -> None:
+    """Retrying, throttled and counting wrappers forward ``touch`` (one metadata request
+    on Azure); only a wrapper that hooks writes rewrites the blob through its own put."""
+    from dataset_kit.pipelines._stores import ThrottledStore
+    from dataset_kit.throttle import Throttle
+
+    counted = CountingStore(MemoryStore())
+    counted.put("k", b"x")
+    wrapped = ThrottledStore(RetryingStore(counted), Throttle("storage", 1))
+    wrapped.touch("k")
+    assert counted.counts["touch"] == 1 and counted.counts["put"] == 1  # only the first put
+
+    class HookedPut(DelegatingStore):
+        puts = 0
+
+        def _put(self, key, data, *, if_absent, if_match):  # type: ignore[no-untyped-def]
+            HookedPut.puts += 1
+            return super()._put(key, data, if_absent=if_absent, if_match=if_match)
+
+    HookedPut(counted).touch("k")
+    assert HookedPut.puts == 1 and counted.get("k") == b"x"
