@@ -148,8 +148,9 @@ def _source_snapshots(store: Store, uuid: str, versions: Versions) -> list[Datas
     latest = _commit.resolve(store, uuid).meta
     if latest.version is None:  # written by plateau after us: copy it as the next version
         nxt = latest.parent + 1 if latest.parent is not None else 0
-        ident = "adopt-" + _digest(latest.to_json())[:32]  # the same in every run
-        commit = {"id": ident, "operation": "adopt", "timestamp": _now()}
+        ident = _commit.adoption_id(latest)  # as the store's own adoption names it
+        lineage = _commit.history_id(latest) or ident
+        commit = {"id": ident, "operation": "adopt", "timestamp": _now(), "history": lineage}
         latest = latest.evolve(version=nxt, parent=latest.parent, commit=commit, foreign=False)
         if versions == "latest":
             return [latest]
@@ -178,6 +179,26 @@ def _existing_snapshot(store: Store, meta: DatasetMetadata) -> str | None:
     block = doc.get("dataset_kit") if isinstance(doc, dict) else None
     commit = block.get("commit") if isinstance(block, dict) else None
     return str(commit.get("id")) if isinstance(commit, dict) else ""
+
+
+def _check_same_history(
+    tuuid: str, target_newest: DatasetMetadata | None, source_newest: DatasetMetadata | None
+) -> None:
+    """Refuse a target whose live dataset is another history than the source's.
+
+    The newest version both sides hold is compared by commit id further on; this also
+    catches a target whose versions do not overlap the source's at all (the source
+    expired the old ones), where there is no common version to compare.
+    """
+    if target_newest is None or target_newest.tombstone or source_newest is None:
+        return
+    theirs, ours = _commit.history_id(target_newest), _commit.history_id(source_newest)
+    if theirs and ours and theirs != ours:
+        raise DatasetExistsError(
+            f"the target already holds another dataset {tuuid!r} (its version "
+            f"{target_newest.version} belongs to another history); choose another target "
+            "uuid or delete it first"
+        )
 
 
 def _run_all(calls: Sequence[Callable[[], Any]], *stores: Store) -> list[Any]:
@@ -341,6 +362,7 @@ def plan_copy(
         if meta is not None:
             known[v] = meta
     cm_data, target_cm = rest[len(to_read) :] if table is not None else (None, None)
+    _check_same_history(tuuid, newest_at_target, known.get(newest))
     if common is not None and common == target_newest and newest_key in have:
         # the commit id of the target's newest snapshot, read whole above (None: a stub
         # or unreadable: ask again, which tells the two apart)

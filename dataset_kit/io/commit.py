@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import hashlib
 import logging
 import random
 import time
@@ -77,8 +78,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_ATTEMPTS = 1000
 DEFAULT_COMMIT_DEADLINE = 300.0
 #: Snapshot writes that failed in a row (the store itself, not a lost race) before a
-#: commit gives up with the store's error: the store layer has retried each already.
-MAX_STORE_FAILURES = 3
+#: commit gives up with the store's error. Create-only writes are not retried by the
+#: store layer (their outcome is checked here), so this is their retry budget: at a 30%
+#: failure rate, 10 in a row happen once in 170,000 commits; a store that is down fails
+#: the commit within a few seconds of backoff.
+MAX_STORE_FAILURES = 10
 
 
 @dataclass(frozen=True)
@@ -230,8 +234,15 @@ def _adopt_foreign(store: Store, meta: DatasetMetadata) -> DatasetMetadata:
     if not versions:
         return meta.evolve(version=None, history_start=0)
     newest = _read_snapshot(store, meta.uuid, versions[-1])
-    start = versions[-1] + 1 if newest.tombstone else newest.history_start
-    return meta.evolve(version=None, parent=versions[-1], history_start=start)
+    if newest.tombstone:
+        return meta.evolve(version=None, parent=versions[-1], history_start=versions[-1] + 1)
+    history = history_id(newest)
+    return meta.evolve(
+        version=None,
+        parent=versions[-1],
+        history_start=newest.history_start,
+        commit={"history": history} if history else {},
+    )
 
 
 def resolve(store: Store, dataset_uuid: str) -> Resolved:
@@ -499,6 +510,7 @@ def commit(
             "timestamp": _dt.datetime.now(_dt.UTC).isoformat(),
             "operation": operation,
             **(commit_info or {}),
+            "history": commit_id if base_meta is None else history_id(base_meta) or commit_id,
         }
         snapshot = new.with_creation_time().evolve(
             uuid=dataset_uuid,
@@ -649,18 +661,43 @@ def _reload(
     return new
 
 
+def history_id(meta: DatasetMetadata) -> str | None:
+    """The id of the history a snapshot belongs to (None: written before it was recorded).
+
+    Every commit records it: a new dataset's first commit (or the first after a delete)
+    starts a history with its own commit id, and every later commit inherits its base's.
+    Two snapshots of one uuid with different history ids are different datasets, even
+    where their version numbers do not overlap (a backup target that holds another
+    dataset under the same name).
+    """
+    value = meta.commit.get("history") if meta.commit else None
+    return value if isinstance(value, str) and value else None
+
+
+def adoption_id(foreign: DatasetMetadata) -> str:
+    """The commit id of the version that adopts a pointer another tool wrote.
+
+    The same for the same state wherever it is computed (the store's own adoption, or a
+    backup copying that state), so a backup recognises the version later.
+    """
+    digest = hashlib.sha256(foreign.to_json()).hexdigest()
+    return "adopt-" + digest[:32]
+
+
 def _persist_adoption(store: Store, foreign: DatasetMetadata) -> DatasetMetadata | None:
     """Write a foreign pointer's state as a snapshot; None if another writer got there."""
     version = _next_free_version(store, foreign.uuid)
     start = foreign.history_start
+    ident = adoption_id(foreign)
     adopted = foreign.with_creation_time().evolve(
         version=version,
         parent=version - 1 if version > start else None,
         history_start=start,
         commit={
-            "id": _uuid.uuid4().hex,
+            "id": ident,
             "timestamp": _dt.datetime.now(_dt.UTC).isoformat(),
             "operation": "adopt",
+            "history": foreign.commit.get("history") or ident,
         },
         foreign=False,
     )

@@ -247,3 +247,22 @@ def test_plateau_write_racing_our_commit_is_kept_not_overwritten(root: Path) -> 
         4,
         60,
     ]
+
+
+def test_backups_continue_after_plateau_updated_the_dataset(root: Path, tmp_path: Path) -> None:
+    """A backup copies plateau's newest state as the adopting version; the source's own
+    adoption of that state later gets the same commit id, so later incremental backups
+    recognise it (they were refused as "another dataset" for good)."""
+
+    def frame(v: int) -> pd.DataFrame:
+        return pd.DataFrame({"p": [v % 2], "x": [v]})
+
+    lake, vault = str(root), str(tmp_path / "vault")
+    dk.write_dataset(frame(1), store=lake, dataset_uuid="t", partition_on="p")
+    update_dataset_from_dataframes([frame(2)], store=f"hfs://{lake}", dataset_uuid="t")
+    assert dk.pipelines.backup("t", source=lake, target=vault).compute().versions == [0, 1]
+    dk.update_dataset(frame(3), store=lake, dataset_uuid="t")  # adopts plateau's state as v1
+    report = dk.pipelines.backup("t", source=lake, target=vault).compute()
+    assert report.versions == [0, 1, 2] and report.copied == 1
+    got = dk.read_table(store=vault, dataset_uuid="t").sort_values("x")["x"].tolist()
+    assert got == [1, 2, 3]

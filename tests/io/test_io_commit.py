@@ -864,3 +864,21 @@ def test_a_store_that_keeps_failing_fails_the_commit_with_its_error() -> None:
     # fewer failures than that in a row: the commit goes through
     flaky = _SnapshotWritesFail(store, times=C.MAX_STORE_FAILURES - 1)
     assert dk.update_dataset(pd.DataFrame({"x": [3]}), store=flaky, dataset_uuid="d").version == 1
+
+
+def test_every_commit_records_its_history() -> None:
+    """A history starts with the first commit's id and is inherited by every later
+    commit; a dataset deleted and created again starts another."""
+    store = MemoryStore()
+    first = dk.write_dataset(pd.DataFrame({"x": [1]}), store=store, dataset_uuid="h")
+    assert C.history_id(first) == first.commit["id"]
+    second = dk.update_dataset(pd.DataFrame({"x": [2]}), store=store, dataset_uuid="h")
+    third = dk.write_dataset(
+        pd.DataFrame({"x": [3]}), store=store, dataset_uuid="h", mode="overwrite"
+    )
+    assert C.history_id(second) == C.history_id(third) == C.history_id(first)
+    dk.delete_dataset(store=store, dataset_uuid="h")
+    again = dk.write_dataset(pd.DataFrame({"x": [4]}), store=store, dataset_uuid="h")
+    assert C.history_id(again) not in (None, C.history_id(first))
+    legacy = DatasetMetadata(uuid="h", version=0, commit={"id": "abc"})
+    assert C.history_id(legacy) is None  # written before histories were recorded

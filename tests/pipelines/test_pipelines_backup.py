@@ -659,3 +659,37 @@ def test_versions_broken_by_gc_are_left_out_and_reported(
     live.delete(key)
     with pytest.raises(DataBlobMissingError):
         dk.pipelines.backup(UUID, source=live, target=LocalStore(tmp_path / "v2"))
+
+
+def test_backup_refuses_another_dataset_whose_versions_do_not_overlap() -> None:
+    """The source expired its first versions; the target holds an unrelated dataset of
+    the same name at exactly those version numbers. No version is common to compare,
+    but the histories differ: refused, and the target is unchanged."""
+    from dataset_kit.store import MemoryStore
+
+    source, target = MemoryStore(), MemoryStore()
+    for i in range(4):
+        dk.update_dataset(frame(i), store=source, dataset_uuid=UUID)
+    dk.expire_versions(store=source, dataset_uuid=UUID, keep_versions=2)
+    dk.write_dataset(frame(1000, 1001), store=target, dataset_uuid=UUID)
+    dk.update_dataset(frame(1002), store=target, dataset_uuid=UUID)
+    with pytest.raises(DatasetExistsError, match="another history"):
+        dk.pipelines.backup(UUID, source=source, target=target).compute()
+    assert table(target)["p"].tolist() == [1000, 1001, 1002]
+    # the same dataset continues: its backup holds 0-1, the source moved on to 2-3
+    vault = MemoryStore()
+    fresh = MemoryStore()
+    for i in range(2):
+        dk.update_dataset(frame(i), store=fresh, dataset_uuid=UUID)
+    dk.pipelines.backup(UUID, source=fresh, target=vault).compute()
+    for i in range(2, 4):
+        dk.update_dataset(frame(i), store=fresh, dataset_uuid=UUID)
+    dk.expire_versions(store=fresh, dataset_uuid=UUID, keep_versions=2)
+    report = dk.pipelines.backup(UUID, source=fresh, target=vault).compute()
+    assert report.versions == [2, 3] and table(vault)["p"].tolist() == [0, 1, 2, 3]
+    assert [v["version"] for v in dk.open_dataset(store=vault, dataset_uuid=UUID).versions()] == [
+        0,
+        1,
+        2,
+        3,
+    ]
