@@ -846,12 +846,26 @@ def _cas_pointer(store: Store, snapshot: DatasetMetadata, etag: str | None) -> N
             if current is None and store.exists(naming.snapshot_key(uuid, version + 1)):
                 return  # deleted or superseded meanwhile: never resurrect an older state
             if current is not None and current >= version:
-                if snapshot.schema is not None and current > version:
+                if current > version:
                     newest = _read_snapshot(store, uuid, current)
-                    if newest.schema is not None and not newest.tombstone:
-                        write_common_metadata_file(store, newest)
+                    if newest.history_start > version:
+                        raise _superseded(uuid, version, newest)
+                    if snapshot.schema is not None and newest.schema is not None:
+                        if not newest.tombstone:
+                            write_common_metadata_file(store, newest)
                 return
     logger.warning("dataset %s: pointer update kept losing races", uuid)
+
+
+def _superseded(uuid: str, version: int, newest: DatasetMetadata) -> CommitConflictError:
+    """A new dataset's first version whose pointer came too late: another writer took
+    the pointer-less snapshot for a deleted dataset's leftover (it was older than
+    :data:`PENDING_CREATION_SECONDS`) and started a new history over it."""
+    return CommitConflictError(
+        f"dataset {uuid!r}: version {version} was written, but its pointer came so late "
+        f"that another writer created the dataset anew (version {newest.history_start}); "
+        "this write is not part of the dataset: write it again (or append)"
+    )
 
 
 def pointer_state(store: Store, uuid: str) -> tuple[int | None, str | None]:

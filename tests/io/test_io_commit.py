@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -882,3 +883,45 @@ def test_every_commit_records_its_history() -> None:
     assert C.history_id(again) not in (None, C.history_id(first))
     legacy = DatasetMetadata(uuid="h", version=0, commit={"id": "abc"})
     assert C.history_id(legacy) is None  # written before histories were recorded
+
+
+def test_a_creation_whose_pointer_came_too_late_is_a_conflict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writer A creates version 0 of a new dataset and stalls before its pointer for
+    longer than PENDING_CREATION_SECONDS; writer B then takes the pointer-less snapshot
+    for a deleted dataset's leftover and creates the dataset anew. A must not be told
+    it succeeded (both were, and A's rows were in no version of the dataset)."""
+    monkeypatch.setattr(C, "PENDING_CREATION_SECONDS", 0.3)
+    store = MemoryStore()
+    b_done = threading.Event()
+
+    class SlowPointer(DelegatingStore):
+        def _put(self, key: str, data: Any, *, if_absent: bool, if_match: str | None) -> Any:
+            if key == naming.pointer_key("late"):
+                b_done.wait(30)
+            return super()._put(key, data, if_absent=if_absent, if_match=if_match)
+
+    errors: list[BaseException] = []
+
+    def writer_a() -> None:
+        try:
+            dk.write_dataset(
+                pd.DataFrame({"x": [1]}), store=SlowPointer(store), dataset_uuid="late"
+            )
+        except BaseException as error:
+            errors.append(error)
+
+    a = threading.Thread(target=writer_a)
+    a.start()
+    deadline = time.monotonic() + 10
+    while not store.exists(naming.snapshot_key("late", 0)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # A's snapshot is older than PENDING_CREATION_SECONDS now
+    b = dk.write_dataset(pd.DataFrame({"x": [100]}), store=store, dataset_uuid="late")
+    b_done.set()
+    a.join(30)
+    assert b.version == 1 and b.history_start == 1
+    assert len(errors) == 1 and isinstance(errors[0], exc.CommitConflictError)
+    assert "created the dataset anew" in str(errors[0])
+    assert dk.read_table(store=store, dataset_uuid="late")["x"].tolist() == [100]
