@@ -234,7 +234,7 @@ def _adopt_foreign(store: Store, meta: DatasetMetadata) -> DatasetMetadata:
     if not versions:
         return meta.evolve(version=None, history_start=0)
     newest = _read_snapshot(store, meta.uuid, versions[-1])
-    if newest.tombstone:
+    if newest.tombstone or _recreated_elsewhere(store, meta, newest):
         return meta.evolve(version=None, parent=versions[-1], history_start=versions[-1] + 1)
     history = history_id(newest)
     return meta.evolve(
@@ -243,6 +243,26 @@ def _adopt_foreign(store: Store, meta: DatasetMetadata) -> DatasetMetadata:
         history_start=newest.history_start,
         commit={"history": history} if history else {},
     )
+
+
+def _recreated_elsewhere(store: Store, foreign: DatasetMetadata, newest: DatasetMetadata) -> bool:
+    """True if another tool deleted the dataset and created it anew after our newest
+    version: a new history then, not a continuation of ours.
+
+    plateau's delete leaves no tombstone (it removes the files it knows, not our
+    snapshots). Its updates keep the dataset's ``creation_time``; creating the dataset
+    (anew, or with ``overwrite``) sets a new one. An overwrite keeps our files, so our
+    versions stay readable: only a new creation time *and* a file of our newest version
+    gone (one request, and only in that case) mean a delete.
+    """
+    ours = newest.metadata.get("creation_time")
+    theirs = foreign.metadata.get("creation_time")
+    if ours is None or theirs is None or ours == theirs:
+        return False
+    probe = next(iter(newest.partitions.values()), None)
+    if probe is None or probe in set(foreign.partitions.values()):
+        return False
+    return not store.exists(probe)
 
 
 def resolve(store: Store, dataset_uuid: str) -> Resolved:

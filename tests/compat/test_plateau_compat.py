@@ -266,3 +266,35 @@ def test_backups_continue_after_plateau_updated_the_dataset(root: Path, tmp_path
     assert report.versions == [0, 1, 2] and report.copied == 1
     got = dk.read_table(store=vault, dataset_uuid="t").sort_values("x")["x"].tolist()
     assert got == [1, 2, 3]
+
+
+def test_a_dataset_plateau_deleted_and_created_again_starts_a_new_history(root: Path) -> None:
+    """plateau's delete leaves our snapshots behind (no tombstone); the dataset it then
+    creates is a new one, not a continuation of the deleted one's versions. A plateau
+    overwrite, which keeps our files, continues the history."""
+    from plateau.api.dataset import delete_dataset as p_delete
+
+    def frame(v: int) -> pd.DataFrame:
+        return pd.DataFrame({"p": [v % 2], "x": [v]})
+
+    lake = str(root)
+    dk.write_dataset(frame(1), store=lake, dataset_uuid="t", partition_on="p")
+    dk.update_dataset(frame(2), store=lake, dataset_uuid="t")
+    store_dataframes_as_dataset(
+        dfs=[frame(3)], store=f"hfs://{lake}", dataset_uuid="t", partition_on=["p"], overwrite=True
+    )
+    dk.update_dataset(frame(4), store=lake, dataset_uuid="t")  # adopts the overwrite as v2
+    assert dk.read_table(store=lake, dataset_uuid="t", version=0)["x"].tolist() == [1]
+    p_delete(dataset_uuid="t", store=f"hfs://{lake}")
+    store_dataframes_as_dataset(
+        dfs=[frame(5)], store=f"hfs://{lake}", dataset_uuid="t", partition_on=["p"]
+    )
+    assert dk.read_table(store=lake, dataset_uuid="t")["x"].tolist() == [5]
+    for version in range(4):
+        with pytest.raises(dk.exceptions.VersionNotFoundError):
+            dk.read_table(store=lake, dataset_uuid="t", version=version)
+    meta = dk.update_dataset(frame(6), store=lake, dataset_uuid="t")
+    assert meta.history_start == 4
+    versions = dk.open_dataset(store=lake, dataset_uuid="t").versions()
+    assert [v["version"] for v in versions] == [4, 5]
+    assert dk.pipelines.verify("t", store=lake, versions="all").compute().ok
