@@ -8,6 +8,10 @@ repartitions the sales by store (balanced files, sorted by day), reads with pred
 travels back to the first version, backs the dataset up and
 verifies the copy, expires old versions and collects their garbage, and checks every
 figure on the way, so a broken install fails loudly.
+
+The demo never deletes data it did not create: it marks the directory it creates with a
+``.dataset-kit-demo`` file, and clears an existing directory only if it carries that file
+(an earlier demo's) or is empty; any other existing path is refused.
 """
 
 from __future__ import annotations
@@ -24,8 +28,12 @@ import numpy as np
 import pandas as pd
 
 import dataset_kit as dk
+from dataset_kit.exceptions import DatasetKitError, InvalidInputError
 
 logger = logging.getLogger("dataset_kit.demo")
+
+#: The file that marks a directory as the demo's own (and so safe for it to clear).
+MARKER = ".dataset-kit-demo"
 
 
 def make_sales(days: list[str], rows_per_day: int, seed: int) -> pd.DataFrame:
@@ -71,13 +79,65 @@ def with_revenue(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(revenue=frame["sales"] * frame["price"])
 
 
+def prepare_directory(store_dir: Path) -> None:
+    """Make ``store_dir`` an empty directory that carries the demo's :data:`MARKER`.
+
+    A missing directory is created; an existing one is cleared only if it carries the
+    marker (an earlier demo made it) or is empty.
+
+    Raises
+    ------
+    InvalidInputError
+        ``store_dir`` exists and is not a directory, or is a directory with contents and
+        without the marker: nothing is deleted.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> (tmp / "notes.txt").write_text("mine")
+    4
+    >>> prepare_directory(tmp)
+    Traceback (most recent call last):
+    ...
+    dataset_kit.exceptions.InvalidInputError: refusing to use ...
+    >>> prepare_directory(tmp / "demo")
+    >>> sorted(p.name for p in (tmp / "demo").iterdir())
+    ['.dataset-kit-demo']
+    >>> shutil.rmtree(tmp)
+    """
+    if store_dir.is_symlink() or store_dir.exists():
+        if not store_dir.is_dir():
+            raise InvalidInputError(
+                f"refusing to use {str(store_dir)!r} for the demo: it exists and is not a "
+                "directory; pass a new, empty or earlier demo directory"
+            )
+        marker = store_dir / MARKER
+        entries = [e for e in store_dir.iterdir() if not (e.name == MARKER and e.is_file())]
+        if entries and not marker.is_file():
+            raise InvalidInputError(
+                f"refusing to use {str(store_dir)!r} for the demo: it is not empty and was "
+                f"not created by the demo (no {MARKER} file), so the demo would delete data "
+                "it does not own; pass a new, empty or earlier demo directory, or remove it "
+                "yourself"
+            )
+        for entry in entries:  # the marker goes last: an interrupted clear stays the demo's
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    else:
+        store_dir.mkdir(parents=True)
+    (store_dir / MARKER).write_text(
+        "Created by the dataset_kit demo, which clears this directory when it runs again.\n"
+    )
+
+
 def run(store_dir: Path) -> None:
-    """Run the demo against a fresh directory store."""
+    """Run the demo in ``store_dir`` (see :func:`prepare_directory`)."""
     from dataset_kit.pipelines.download import download_table
 
-    if store_dir.exists():
-        shutil.rmtree(store_dir)
-    store_dir.mkdir(parents=True)
+    prepare_directory(store_dir)
     store = dk.open_store(str(store_dir / "lake"))
     days = [f"2024-01-{d:02d}" for d in range(1, 8)]
     df = make_sales(days, 20_000, seed=1)
@@ -208,9 +268,22 @@ def _check(ok: bool, message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point of the demo."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--store", default="demo-data", help="directory for the local store")
+    """Command-line entry point of the demo.
+
+    Raises
+    ------
+    InvalidInputError
+        The directory is not the demo's to clear (see :func:`prepare_directory`).
+    """
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--store",
+        default="demo-data",
+        help=f"directory for the local store (default demo-data): created with a {MARKER} "
+        "file; an existing one is cleared only if it carries that file or is empty",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     logging.getLogger("dataset_kit").setLevel(logging.WARNING)
@@ -220,4 +293,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except DatasetKitError as error:
+        sys.exit(f"error: {type(error).__name__}: {error}")
+    sys.exit(code)

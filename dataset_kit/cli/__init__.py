@@ -10,8 +10,15 @@ and a ``[store_options]`` table). Commands: ``ls``,
 Pipelines (``download``, ``ingest``, ``repartition``, ``gc``, ``backup``, ``restore``,
 ``verify``)
 run on ``--scheduler`` (a dask scheduler address or scheduler file; default
-``$DATASET_KIT_SCHEDULER``, else the local threaded scheduler) and show a progress bar
-on stderr when it is a terminal (``--progress``/``--no-progress`` to force).
+``$DATASET_KIT_SCHEDULER``, then the config file, else the local threaded scheduler) and
+show a progress bar on stderr when it is a terminal (``--progress``/``--no-progress`` to
+force).
+
+Commands that only read (``ls``, ``info``, ``stats``, ``history``, ``query``, ``verify``,
+the source of ``backup`` and ``restore``) and those that change an existing dataset
+(``gc``, ``expire-versions``, ``delete``) never create a local store directory: a missing
+one is a ``ConfigError``. ``download``, ``ingest``, the targets of ``backup``, ``restore``
+and ``repartition``, and ``demo`` create it.
 
 Exit codes map the error hierarchy (documented in ``dataset-kit --help``)::
 
@@ -20,7 +27,7 @@ Exit codes map the error hierarchy (documented in ``dataset-kit --help``)::
     2  usage error (bad arguments)
     3  not found (dataset or version)
     4  commit conflict or unknown commit state
-    5  invalid input, metadata, or schema
+    5  invalid input, configuration (e.g. a missing store directory), metadata, or schema
     6  store error (I/O, unsupported operation)
     7  refused: a destructive command without --yes
     8  verify found missing or corrupt blobs
@@ -34,6 +41,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -56,7 +64,14 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
 REFUSED = 7
 VERIFY_FAILED = 8
 _STORE_ENV = "DATASET_KIT_STORE"
+_SCHEDULER_ENV = "DATASET_KIT_SCHEDULER"
 _CONFIG_ENV = "DATASET_KIT_CONFIG"
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Rows a text ``query`` shows on a terminal (without ``--limit``).
+_SCREEN_ROWS = 200
+#: The commands whose ``--store`` may be created: they write a new dataset into it.
+_CREATES_STORE = frozenset({"download", "ingest", "restore"})
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _CONFIG_KEYS = frozenset({"store", "scheduler", "store_options"})
 
 
@@ -94,8 +109,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="dataset-kit",
         description="Inspect and maintain dataset_kit / kartothek / plateau datasets.",
         epilog="exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 commit conflict, "
-        "5 invalid input/metadata/schema, 6 store error, 7 refused without --yes, "
-        "8 verify found missing or corrupt blobs, 9 source (database/files) error",
+        "5 invalid input/configuration/metadata/schema (e.g. a missing store directory), "
+        "6 store error, 7 refused without --yes, 8 verify found missing or corrupt blobs, "
+        "9 source (database/files) error. Settings: command line, then $DATASET_KIT_STORE / "
+        "$DATASET_KIT_SCHEDULER, then the config file. Commands that only read never create "
+        "a missing store directory.",
     )
     parser.add_argument(
         "--config",
@@ -108,12 +126,19 @@ def _parser() -> argparse.ArgumentParser:
         help=f"store URL or directory (default: ${_STORE_ENV}, then the config file)",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=_LOG_LEVELS,
+        default="WARNING",
+        help="logging level, case-insensitive (default WARNING)",
+    )
     parser.add_argument(
         "--scheduler",
         default=None,
-        help="dask scheduler address or scheduler file for pipelines "
-        "(default: $DATASET_KIT_SCHEDULER, else local threads)",
+        help="dask scheduler address (host:port, tcp://host:port), scheduler file (*.json) or "
+        "'threads'/'sync' for pipelines (default: $DATASET_KIT_SCHEDULER, then the config "
+        "file, else local threads)",
     )
     parser.add_argument(
         "--progress",
@@ -132,7 +157,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("dataset")
         if name != "history":
             p.add_argument("--version", type=int, default=None)
-    gc = sub.add_parser("gc", help="delete unreferenced blobs (dry run unless --yes)")
+    gc = sub.add_parser(
+        "gc",
+        help="delete blobs no retained version references (dry run unless --yes)",
+        description="Delete the blobs of a dataset that no retained version references "
+        "(dry run unless --yes). With --keep-versions/--retention, the versions outside "
+        "the rules are expired too once their blobs are gone (--no-expire keeps them).",
+    )
     gc.add_argument("dataset")
     gc.add_argument("--grace-period", default="1h", help="duration, e.g. 90s, 30min, 1h (1h)")
     gc.add_argument("--keep-versions", type=int, default=None)
@@ -146,8 +177,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     gc.add_argument(
         "--expire",
+        dest="expire",
         action="store_true",
-        help="then expire the versions outside the rules (if every delete succeeded)",
+        default=None,
+        help="then expire the versions outside the rules, if every delete succeeded "
+        "(the default with --keep-versions/--retention)",
+    )
+    gc.add_argument(
+        "--no-expire",
+        dest="expire",
+        action="store_false",
+        help="keep the versions outside the rules listed in history: their blobs are "
+        "deleted all the same, so they become unreadable",
     )
     gc.add_argument("--storage-concurrency", type=int, default=None)
     gc.add_argument("--yes", action="store_true", help="really delete")
@@ -170,24 +211,44 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--version", type=int, default=None, help="backup version (newest)")
     rs.add_argument("--check", choices=["size", "checksum"], default="size")
     rs.add_argument("--storage-concurrency", type=int, default=None)
-    qu = sub.add_parser("query", help="read columns and rows matching predicates")
+    qu = sub.add_parser(
+        "query",
+        help="read columns and rows matching predicates",
+        description="Read columns and rows matching predicates. Text output prints every "
+        f"row, except on a terminal without --limit: at most {_SCREEN_ROWS} rows (the first "
+        "and last half), with a note on stderr. --json prints one object per row: "
+        "timestamps in ISO 8601 at their stored precision (with the offset of "
+        "time-zone-aware ones), dates as YYYY-MM-DD, binary values as base64 strings.",
+    )
     qu.add_argument("dataset")
-    qu.add_argument("--columns", default=None, help="comma-separated columns (default: all)")
+    qu.add_argument(
+        "--columns",
+        type=_column_list,
+        default=None,
+        help="comma-separated columns, each at most once (default: all)",
+    )
     qu.add_argument(
         "--where",
         action="append",
         default=[],
         metavar="EXPR",
         help="'col OP value' with OP one of == != < <= > >= in 'not in' (values of in: "
-        "comma-separated); repeat to AND; values are parsed by the column's type",
+        "comma-separated); repeat to AND; values are parsed by the column's type and may "
+        "be quoted with matching ' or \"",
     )
     qu.add_argument(
         "--filter", default=None, help='predicates as JSON DNF: [[["col", "==", 1]], ...]'
     )
     qu.add_argument("--version", type=int, default=None)
-    qu.add_argument("--limit", type=int, default=None, help="at most this many rows")
     qu.add_argument(
-        "--output", default=None, help="write to a .csv or .parquet file instead of the screen"
+        "--limit", type=_non_negative_int, default=None, help="at most this many rows (>= 0)"
+    )
+    qu.add_argument(
+        "--output",
+        type=_output_file,
+        default=None,
+        help="write to a .csv or .parquet file (any case) instead of the screen; its "
+        "directory must exist",
     )
     dl = sub.add_parser("download", help="a database table or query -> a dataset (in chunks)")
     dl.add_argument("dataset")
@@ -248,23 +309,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     ve = sub.add_parser("verify", help="check every referenced blob exists and is readable")
     ve.add_argument("dataset")
-    ve.add_argument("--all-versions", action="store_true", help="every retained version")
-    ve.add_argument("--version", type=int, default=None)
+    which = ve.add_mutually_exclusive_group()
+    which.add_argument("--all-versions", action="store_true", help="every retained version")
+    which.add_argument("--version", type=int, default=None, help="this version (the newest)")
     ve.add_argument("--deep", action="store_true", help="also parse every Parquet footer")
     de = sub.add_parser(
         "delete", help="delete a dataset (asks on a terminal; elsewhere refused without --yes)"
     )
     de.add_argument("dataset")
     de.add_argument("--yes", action="store_true", help="really delete")
-    demo = sub.add_parser("demo", help="run the end-to-end demo on a local directory")
-    demo.add_argument("--dir", default="demo-data")
+    demo = sub.add_parser(
+        "demo",
+        help="run the end-to-end demo on a local directory",
+        description="Run the end-to-end demo on a local directory. The demo marks the "
+        "directory it creates with a .dataset-kit-demo file and clears a directory only if "
+        "it carries that file (an earlier demo's) or is empty; it refuses any other "
+        "existing path and deletes nothing there.",
+    )
+    demo.add_argument(
+        "--dir",
+        default="demo-data",
+        help="new, empty, or earlier demo directory (default demo-data); its contents are replaced",
+    )
     return parser
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True, default=str))
-    else:
+    elif text:  # nothing to say (an empty store's ls): no blank line
         print(text)
 
 
@@ -309,8 +382,71 @@ def _size(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _column_list(text: str) -> list[str]:
+    """argparse type of ``--columns``: names, none empty, none twice."""
+    names = [c.strip() for c in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"empty column name in {text!r}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"columns given more than once: {', '.join(twice)}")
+    return names
+
+
+_OUTPUT_FORMATS = (".csv", ".parquet")
+
+
+def _output_file(text: str) -> str:
+    """argparse type of ``query --output``: a path ending in .csv or .parquet (any case)."""
+    if not text.lower().endswith(_OUTPUT_FORMATS):
+        raise argparse.ArgumentTypeError(f"must end with .csv or .parquet, got {text!r}")
+    return text
+
+
 def _cols(text: str | None) -> list[str] | None:
     return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _is_local(url: str) -> bool:
+    """Whether ``open_store`` makes a local directory store of ``url`` (and so takes
+    ``create=``): a plain path, ``file://``, ``hfs://``/``fs://`` without a fragment."""
+    match = _URL_SCHEME.match(url)
+    if match is None:
+        return True
+    scheme = match.group(1).lower()
+    return scheme == "file" or (scheme in ("hfs", "fs") and "#" not in url)
+
+
+def _open_store(url: str, options: dict[str, Any], *, create: bool, option: str) -> Any:
+    """Open a store; without ``create`` a missing local directory is a ConfigError
+    (commands that only read must not create one from a typo)."""
+    import dataset_kit as dk
+
+    if create or not _is_local(url):
+        return dk.open_store(url, **options)
+    if _URL_SCHEME.match(url) is None:
+        path = os.path.abspath(url)
+        if not os.path.isdir(path):
+            what = "is not a directory" if os.path.exists(path) else "does not exist"
+            where = "" if path == url else f" ({path})"
+            raise exc.ConfigError(
+                f"{option}: store directory {url!r}{where} {what} (this command does not create it)"
+            )
+    try:
+        return dk.open_store(url, **{**options, "create": False})
+    except exc.ConfigError as error:
+        raise exc.ConfigError(f"{option}: {error}") from error
 
 
 def _meta_summary(meta: Any) -> dict[str, Any]:
@@ -414,6 +550,13 @@ def _text_value(text: str, t: Any, column: str) -> Any:
     return text
 
 
+def _unquote(text: str) -> str:
+    """``'2024-01-02'`` or ``"a b"`` -> the text inside matching quotes; else as is."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
 def _where(exprs: list[str], schema: Any) -> list[tuple[str, str, Any]]:
     terms = []
     for expr in exprs:
@@ -430,16 +573,105 @@ def _where(exprs: list[str], schema: Any) -> list[tuple[str, str, Any]]:
             raise exc.PredicateError(f"--where {expr!r}: unknown column {column!r}")
         t = schema.field(column).type
         if op in ("in", "not in"):
-            value: Any = [_text_value(v.strip(), t, column) for v in raw.split(",") if v.strip()]
+            value: Any = [
+                _text_value(_unquote(v.strip()), t, column) for v in raw.split(",") if v.strip()
+            ]
         else:
-            value = _text_value(raw, t, column)
+            value = _text_value(_unquote(raw), t, column)
         terms.append((column, op, value))
     return terms
+
+
+def _check_output(path: str) -> None:
+    """Fail before reading when ``query --output`` cannot be written."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise exc.InvalidInputError(f"--output {path!r}: the directory {parent!r} {what}")
+    if os.path.isdir(path):
+        raise exc.InvalidInputError(f"--output {path!r} is a directory")
+    target = path if os.path.exists(path) else parent
+    if not os.access(target, os.W_OK):
+        raise exc.InvalidInputError(f"--output {path!r}: {target!r} is not writable")
+
+
+def _write_output(df: Any, path: str) -> None:
+    try:
+        if path.lower().endswith(".csv"):
+            df.to_csv(path, index=False)
+        else:
+            df.to_parquet(path, index=False)
+    except OSError as error:  # pyarrow's I/O errors are OSErrors too
+        raise exc.InvalidInputError(f"cannot write --output {path!r}: {error}") from error
+
+
+_TIMESPEC = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+#: ``infer_dtype`` kinds of object columns that ``DataFrame.to_json`` renders well.
+_JSON_NATIVE = frozenset(
+    {"empty", "string", "integer", "floating", "mixed-integer-float", "boolean", "decimal"}
+)
+
+
+def _json_value(value: Any) -> Any:
+    """A value of an object column as JSON-ready Python: timestamps in ISO 8601 at their
+    precision, dates as YYYY-MM-DD, bytes as base64, containers element by element."""
+    import base64
+    import datetime as dt
+    import decimal
+
+    import numpy as np
+    import pandas as pd
+
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value)  # keeps the unit
+        if value is pd.NaT:
+            return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat(timespec=_TIMESPEC.get(value.unit, "auto"))
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _json_column(series: Any) -> Any:
+    import pandas as pd
+
+    dtype = series.dtype
+    if isinstance(dtype, (pd.CategoricalDtype, pd.ArrowDtype)):
+        series = series.astype(object)
+    elif pd.api.types.is_datetime64_any_dtype(dtype):
+        timespec = _TIMESPEC.get(series.dt.unit, "auto")
+        return series.map(lambda v: None if v is pd.NaT else v.isoformat(timespec=timespec))
+    if series.dtype != object or pd.api.types.infer_dtype(series, skipna=True) in _JSON_NATIVE:
+        return series
+    return series.map(_json_value).astype(object)
+
+
+def _json_records(df: Any) -> str:
+    """``query --json``: one object per row."""
+    import pandas as pd
+
+    columns = {name: _json_column(df[name]) for name in df.columns}
+    return str(pd.DataFrame(columns, index=df.index).to_json(orient="records", date_format="iso"))
 
 
 def _query(args: argparse.Namespace, store: Any) -> int:
     import dataset_kit as dk
 
+    if args.output is not None:
+        _check_output(args.output)
     ds = dk.open_dataset(store=store, dataset_uuid=args.dataset, version=args.version)
     predicates: Any = None
     if args.filter is not None:
@@ -450,23 +682,25 @@ def _query(args: argparse.Namespace, store: Any) -> int:
     if args.where:
         terms = _where(args.where, ds.schema)
         predicates = [list(c) + terms for c in predicates] if predicates else [terms]
-    columns = None if args.columns is None else [c.strip() for c in args.columns.split(",")]
-    df = ds.read_table(columns=columns, predicates=predicates)
+    df = ds.read_table(columns=args.columns, predicates=predicates)
     if args.limit is not None:
         df = df.head(args.limit)
     if args.output:
-        if args.output.endswith(".csv"):
-            df.to_csv(args.output, index=False)
-        elif args.output.endswith(".parquet"):
-            df.to_parquet(args.output, index=False)
-        else:
-            raise exc.InvalidInputError("--output must end with .csv or .parquet")
+        _write_output(df, args.output)
         _emit(args, {"rows": len(df), "output": args.output}, f"{len(df)} rows -> {args.output}")
     elif args.json:
-        print(df.to_json(orient="records", date_format="iso"))
+        print(_json_records(df))
     else:
-        print(df.to_string(index=False, max_rows=200))
-        print(f"({len(df)} rows)", file=sys.stderr)
+        # every row into a file or pipe; a screenful on a terminal unless --limit says more
+        cap = _SCREEN_ROWS if args.limit is None and sys.stdout.isatty() else None
+        print(df.to_string(index=False, max_rows=cap))
+        if cap is not None and len(df) > cap:
+            print(
+                f"showing {cap} of {len(df)} rows; use --limit or --output for all",
+                file=sys.stderr,
+            )
+        else:
+            print(f"({len(df)} rows)", file=sys.stderr)
     return 0
 
 
@@ -526,8 +760,10 @@ def _run(args: argparse.Namespace) -> int:
 
         return demo_main(["--store", args.dir])
     config = _load_config(args.config)
-    if args.scheduler is None:
-        args.scheduler = config.get("scheduler")
+    # command line > environment > config file, for every setting
+    args.scheduler = (
+        args.scheduler or os.environ.get(_SCHEDULER_ENV) or config.get("scheduler") or None
+    )
     store_url = args.store or os.environ.get(_STORE_ENV) or config.get("store")
     if not store_url:
         raise exc.ConfigError(
@@ -535,7 +771,12 @@ def _run(args: argparse.Namespace) -> int:
             f"store = ... (--config or ${_CONFIG_ENV})"
         )
     store_options = config.get("store_options", {}) if store_url == config.get("store") else {}
-    store = dk.open_store(store_url, **store_options)
+    source = None
+    if args.command == "restore":  # a missing source must not leave a new target behind
+        source = _open_store(args.source, {}, create=False, option="--source")
+    store = _open_store(
+        store_url, store_options, create=args.command in _CREATES_STORE, option="--store"
+    )
     if args.command == "ls":
         names = dk.list_datasets(store)
         _emit(args, names, "\n".join(names))
@@ -558,6 +799,8 @@ def _run(args: argparse.Namespace) -> int:
         )
         _emit(args, stats, _stats_text(stats))
     elif args.command == "gc":
+        if args.expire is None:  # expire what loses its blobs, so history stays readable
+            args.expire = args.keep_versions is not None or args.retention is not None
         report = _compute(
             args,
             dk.pipelines.garbage_collect(
@@ -605,7 +848,7 @@ def _run(args: argparse.Namespace) -> int:
         else:
             job = dk.pipelines.restore(
                 args.dataset,
-                source=dk.open_store(args.source),
+                source=source,
                 target=store,
                 target_uuid=args.target_uuid,
                 version=args.version,
@@ -702,6 +945,12 @@ def _run(args: argparse.Namespace) -> int:
         verb = "expired" if args.yes else "would expire (dry run; pass --yes)"
         _emit(args, {"expired": expired, "dry_run": not args.yes}, f"{verb}: {expired}")
     elif args.command == "delete":
+        try:  # a missing dataset is "not found" (3), also when the answer would be no
+            dk.open_dataset(store=store, dataset_uuid=args.dataset)
+        except exc.DatasetNotFoundError:
+            raise
+        except exc.DatasetError:  # broken metadata: deleting it is still allowed
+            pass
         if not args.yes and not _confirm(f"delete dataset {args.dataset!r} in {store!r}?"):
             print(f"refusing to delete {args.dataset!r} without --yes", file=sys.stderr)
             return REFUSED
@@ -713,7 +962,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dataset-kit``; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
     except exc.DatasetKitError as error:

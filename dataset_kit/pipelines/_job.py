@@ -97,20 +97,83 @@ def _active_client() -> Any | None:
 
 
 def _open_client(address: str) -> Any:
+    """A ``distributed.Client`` connected to ``address`` (or a scheduler file).
+
+    Every failure is a :class:`ConfigError`, raised at once (a malformed address) or after
+    ``distributed.comm.timeouts.connect`` (an unreachable scheduler); a client whose
+    constructor failed is closed here, so nothing waits in ``Client.__del__`` at exit.
+    """
     try:
         from distributed import Client
     except ImportError as exc:  # pragma: no cover - distributed is a dependency of the extra
         raise ConfigError(
             "running on a dask cluster needs dask.distributed: pip install 'dataset-kit[dask]'"
         ) from exc
+
+    class _ClosingClient(Client):  # type: ignore[misc]
+        """Closes itself when its constructor fails: a half-built client (connecting,
+        never closed) makes ``Client.__del__`` wait twice the connect timeout (60 s by
+        default) and then print a ``TimeoutError``."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                super().__init__(*args, **kwargs)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.close(timeout=5)
+                raise
+
+    is_file = address.endswith(".json") and "://" not in address
+    if is_file:
+        _check_scheduler_file(address)
     try:
-        if address.endswith(".json") and "://" not in address:
-            if not os.path.exists(address):
-                raise ConfigError(f"scheduler file {address!r} does not exist")
-            return Client(scheduler_file=address, set_as_default=False)
-        return Client(address, set_as_default=False)  # distributed.comm.timeouts.connect
+        if is_file:
+            return _ClosingClient(scheduler_file=address, set_as_default=False)
+        return _ClosingClient(address, set_as_default=False)  # distributed.comm.timeouts.connect
+    except ValueError as exc:  # a malformed address: no port, unknown scheme, ...
+        raise ConfigError(_bad_address(address, exc)) from exc
     except (OSError, TypeError) as exc:  # TypeError: a tls:// address without certificates
         raise ConfigError(f"cannot connect to the dask scheduler at {address!r}: {exc}") from exc
+
+
+def _bad_address(address: str, exc: Exception) -> str:
+    """The message for a scheduler that is neither a local name nor a valid address."""
+    import difflib
+
+    known = sorted(_LOCAL_SCHEDULERS)
+    message = (
+        f"scheduler {address!r} is not a local scheduler ({', '.join(known)}), a "
+        f"scheduler address (host:port, tcp://host:port, tls://host:port) or a scheduler "
+        f"file (*.json): {exc}"
+    )
+    close = difflib.get_close_matches(address, known, n=1)
+    return f"{message}; did you mean {close[0]!r}?" if close else message
+
+
+def _check_scheduler_file(path: str) -> None:
+    """Fail fast on a missing or malformed scheduler file (``distributed`` would wait for
+    a missing one forever, and try to connect to ``None`` after a malformed one)."""
+    import json
+    import time
+
+    if not os.path.exists(path):
+        raise ConfigError(f"scheduler file {path!r} does not exist")
+    content: Any = None
+    for attempt in range(10):  # as distributed: the scheduler may be writing it right now
+        try:
+            with open(path, encoding="utf-8") as fh:
+                content = json.load(fh)
+            break
+        except OSError as exc:
+            raise ConfigError(f"cannot read the scheduler file {path!r}: {exc}") from exc
+        except ValueError as exc:
+            if attempt == 9:
+                raise ConfigError(
+                    f"scheduler file {path!r} is not a dask scheduler file: {exc}"
+                ) from exc
+            time.sleep(0.01)
+    if not isinstance(content, dict) or not isinstance(content.get("address"), str):
+        raise ConfigError(f"scheduler file {path!r} names no scheduler address")
 
 
 @contextlib.contextmanager

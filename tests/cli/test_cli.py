@@ -48,27 +48,49 @@ def test_ls_info_history(store: Path) -> None:
 
 
 def test_gc_is_a_dry_run_unless_yes(store: Path) -> None:
+    """A retention rule expires the versions whose blobs it deletes (by default), so
+    history never lists a version that cannot be read."""
     past = time.time() - 7200
     for path in store.rglob("*.parquet"):
         os.utime(path, (past, past))
     dry = json.loads(
         cli("--store", str(store), "--json", "gc", "sales", "--keep-versions", "1").stdout
     )
-    assert dry["dry_run"] and dry["count"] == 1
+    assert dry["dry_run"] and dry["count"] == 1 and dry["expired"] == [0]
     assert len(list(store.rglob("*.parquet"))) == 2
+    history = json.loads(cli("--store", str(store), "--json", "history", "sales").stdout)
+    assert [h["version"] for h in history] == [0, 1]  # a dry run expires nothing either
     done = cli("--store", str(store), "gc", "sales", "--keep-versions", "1", "--yes")
     assert done.returncode == 0 and "deleted 1 blobs" in done.stdout
+    assert "expired versions [0]" in done.stdout
     assert len(list(store.rglob("*.parquet"))) == 1
+    history = json.loads(cli("--store", str(store), "--json", "history", "sales").stdout)
+    assert [h["version"] for h in history] == [1]
+    ok = cli("--store", str(store), "verify", "sales", "--all-versions")
+    assert ok.returncode == 0 and "0 missing" in ok.stdout
     out = cli(
         "--store", str(store), "--json", "expire-versions", "sales", "--keep-versions", "1", "--yes"
     )
-    assert json.loads(out.stdout)["expired"] == [0]
+    assert json.loads(out.stdout)["expired"] == []
+
+
+def test_gc_no_expire_keeps_unreadable_versions_listed(store: Path) -> None:
+    args = ("--store", str(store), "gc", "sales", "--keep-versions", "1", "--grace-period", "0s")
+    done = json.loads(cli("--json", *args, "--no-expire", "--yes").stdout)
+    assert done["count"] == 1 and done["expired"] == []
+    history = json.loads(cli("--store", str(store), "--json", "history", "sales").stdout)
+    assert [h["version"] for h in history] == [0, 1]
+    gone = cli("--store", str(store), "verify", "sales", "--all-versions")
+    assert gone.returncode == 8  # version 0 is listed but its blob is gone
+    helptext = cli("gc", "--help").stdout
+    assert "no retained version references" in helptext and "unreadable" in helptext
+    assert "delete unreferenced blobs" not in cli("--help").stdout
 
 
 def test_gc_without_a_scan_then_expire(store: Path) -> None:
     """Released blobs go without a listing (once older than the grace period); the
-    versions they belonged to are expired after."""
-    args = ("--store", str(store), "gc", "sales", "--keep-versions", "1", "--no-scan", "--expire")
+    versions they belonged to are expired after (the default with a retention rule)."""
+    args = ("--store", str(store), "gc", "sales", "--keep-versions", "1", "--no-scan")
     young = json.loads(cli("--json", *args, "--yes").stdout)  # the default grace period: 1h
     assert young["count"] == 0 and young["too_young"] == 1 and young["expired"] == []
     args = (*args, "--grace-period", "0s")
