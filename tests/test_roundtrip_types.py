@@ -10,6 +10,7 @@ from pandas.testing import assert_frame_equal
 
 import dataset_kit as dk
 from dataset_kit.testing.frames import all_types_frame
+from dataset_kit.testing.predicates import pandas_mask
 
 PARTITION_COLUMNS = [
     "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f32", "f64", "b", "s", "S", "cat",
@@ -84,3 +85,62 @@ def test_integer_widening_reads_old_partitions_exactly(store: object) -> None:
     out = dk.read_table(store=store, dataset_uuid="w")
     assert out["a"].dtype == np.int64
     assert out["a"].tolist() == [1, 2, 2**40]
+
+
+def test_nullable_dtypes_survive_append_onto_numpy_dtypes(store: object) -> None:
+    # nulls appended to int64/bool columns once read back as float64 (2**53 + 1 rounded)
+    # and object; a nullable dtype on either side now wins, as in pd.concat
+    first = pd.DataFrame(
+        {
+            "i": np.array([2**53 + 1], "int64"),
+            "b": np.array([True]),
+            "n": pd.array([None], dtype="Int8"),
+        }
+    )
+    second = pd.DataFrame(
+        {
+            "i": pd.array([2**53 + 3, None], dtype="Int64"),
+            "b": pd.array([None, False], dtype="boolean"),
+            "n": np.array([2**40, 5], "int64"),
+        }
+    )
+    dk.write_dataset(first, store=store, dataset_uuid="nullable")
+    dk.update_dataset(second, store=store, dataset_uuid="nullable")
+    out = dk.read_table(store=store, dataset_uuid="nullable")
+    assert_frame_equal(out, pd.concat([first, second], ignore_index=True))
+    assert out["i"].dtype == "Int64" and out["i"].tolist()[:2] == [2**53 + 1, 2**53 + 3]
+    sel = dk.read_table(store=store, dataset_uuid="nullable", predicates=[[("i", "==", None)]])
+    assert sel["b"].dtype == "boolean" and sel["b"].tolist() == [False]
+
+
+def _ordered(values: list[str]) -> pd.Categorical:
+    return pd.Categorical(values, categories=["lo", "mid", "hi"], ordered=True)
+
+
+def test_ordered_categoricals_round_trip(store: object) -> None:
+    df = pd.DataFrame({"c": _ordered(["hi", "lo", "mid"]), "p": _ordered(["lo", "hi", "hi"])})
+    df["x"] = [1, 2, 3]
+    dk.write_dataset(df, store=store, dataset_uuid="ord", partition_on="p")
+    out = dk.read_table(store=store, dataset_uuid="ord")
+    assert_frame_equal(out.sort_values("x", ignore_index=True), df[out.columns])
+    assert out["c"].max() == "hi" and out["p"].min() == "lo"
+    arrow = dk.read_table(store=store, dataset_uuid="ord", output="arrow")
+    assert arrow.schema.field("c").type.ordered and arrow.schema.field("p").type.ordered
+    frames = dk.read_dataset_as_dataframes(store=store, dataset_uuid="ord")
+    assert all(f["c"].dtype == df["c"].dtype and f["p"].dtype == df["p"].dtype for f in frames)
+
+
+def test_float16_round_trips_as_payload_and_partition_column(store: object) -> None:
+    h = np.array([1.5, 2.0, 0.1, -0.0, 65504.0], "float16")
+    df = pd.DataFrame({"p": h, "h": h[::-1].copy(), "x": range(5)})
+    dk.write_dataset(df, store=store, dataset_uuid="h", partition_on="p", secondary_indices="h")
+    out = dk.read_table(store=store, dataset_uuid="h")
+    expected = df.sort_values(["p", "x"], ignore_index=True)
+    assert_frame_equal(out, expected)
+    for column in ("p", "h"):
+        for op, value in [(">", 1.6), ("==", 0.1), ("==", np.float16(0.1)), ("in", [0.0, 2])]:
+            sel = dk.read_table(store=store, dataset_uuid="h", predicates=[[(column, op, value)]])
+            ref = df[pandas_mask(df, [[(column, op, value)]]).to_numpy()]
+            assert sorted(sel["x"]) == sorted(ref["x"]), (column, op, value)
+    groups = dk.read_dataset_as_dataframes(store=store, dataset_uuid="h", dispatch_by=["p"])
+    assert [g["p"].iloc[0] for g in groups] == sorted(h)

@@ -23,6 +23,7 @@ __all__ = [
     "check_partition_type",
     "decode_value",
     "encode_value",
+    "sortable",
     "value_type",
 ]
 
@@ -30,6 +31,35 @@ __all__ = [
 def value_type(arrow_type: pa.DataType) -> pa.DataType:
     """The value type of a (possibly dictionary-encoded) Arrow type."""
     return arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+
+
+def sortable(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """``values`` as an array Arrow's sort kernels accept, in the same order.
+
+    Arrow sorts neither float16 nor dictionaries: float16 becomes float64 (exact), an
+    ordered categorical its category codes (pandas' order), any other categorical its
+    values.
+
+    Examples
+    --------
+    >>> cat = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0], pa.int8()), ["z", "a"])
+    >>> pa.compute.sort_indices(sortable(cat)).to_pylist()
+    [1, 0, 2]
+    >>> ordered = pa.DictionaryArray.from_arrays(cat.indices, cat.dictionary, ordered=True)
+    >>> pa.compute.sort_indices(sortable(ordered)).to_pylist()
+    [0, 2, 1]
+    """
+    t = values.type
+    if pa.types.is_dictionary(t):
+        if not t.ordered:
+            return sortable(values.cast(t.value_type))
+        if isinstance(values, pa.ChunkedArray):  # one set of codes for every chunk
+            unified = pa.table([values], names=["v"]).unify_dictionaries().column(0)
+            return pa.chunked_array([c.indices for c in unified.chunks], t.index_type)
+        return values.indices
+    if pa.types.is_float16(t):
+        return values.cast(pa.float64())
+    return values
 
 
 def check_partition_type(column: str, arrow_type: pa.DataType) -> None:

@@ -7,9 +7,17 @@ the way plateau does it, so plateau can read and update our datasets.
 
 Compatibility of new data with a dataset (:func:`merge_schemas`):
 
-* same column, same type family -> accepted; integers/floats widen to the wider type,
-  timestamps to the finer unit; ``string``/``large_string``/legacy object strings are one
+* same column, same type family -> accepted; integers/floats widen to the wider type
+  (also as list elements); ``string``/``large_string``/legacy object strings are one
   family, and so are a categorical and its value type;
+* timestamps keep the dataset's unit: a finer unit holds a shorter range (``ns`` ends in
+  1677 and 2262) and a coarser one drops digits, so neither can be assumed to hold the
+  existing values. New data in another unit is converted to the dataset's unit when that is
+  exact, else the write raises :class:`SchemaMismatchError` (see
+  :func:`dataset_kit.io.write.conform_timestamps`);
+* a nullable pandas dtype (``Int64``, ``boolean``, ``Float64``...) in the dataset or in the
+  new data makes the column read back with the nullable dtype (as ``pd.concat`` does), so
+  nulls never turn integers into floats;
 * a column that is all-null in the new data takes the dataset type;
 * a new column is added (schema evolution; older partitions read it as null);
 * anything else (signed vs unsigned, int vs float, naive vs tz-aware, a missing column)
@@ -72,18 +80,64 @@ def type_family(t: pa.DataType) -> str:
     return str(t)
 
 
-_UNIT_RANK = {"s": 0, "ms": 1, "us": 2, "ns": 3}
-
-
 def _wider(current: pa.DataType, new: pa.DataType) -> pa.DataType:
-    """The type both ``current`` and ``new`` (same family) cast to losslessly."""
+    """The type of a column of type ``current`` after adding data of type ``new`` (same
+    family): numbers widen, everything else keeps the dataset's type.
+
+    Timestamps keep the dataset's unit (the new data is converted to it when exact).
+    """
     if pa.types.is_dictionary(current) or pa.types.is_dictionary(new):
         return current  # the dataset's choice (categorical or plain) wins
     if pa.types.is_integer(current) or pa.types.is_floating(current):
         return new if new.bit_width > current.bit_width else current
-    if pa.types.is_timestamp(current):
-        return new if _UNIT_RANK[new.unit] > _UNIT_RANK[current.unit] else current
+    if pa.types.is_list(current) or pa.types.is_large_list(current):
+        element = _wider(current.value_type, new.value_type)
+        if element == current.value_type:
+            return current
+        field = current.value_field.with_type(element)
+        return pa.list_(field) if pa.types.is_list(current) else pa.large_list(field)
     return current
+
+
+#: The nullable pandas dtype of each Arrow type that has one.
+_NULLABLE_DTYPES = {
+    pa.int8(): "Int8",
+    pa.int16(): "Int16",
+    pa.int32(): "Int32",
+    pa.int64(): "Int64",
+    pa.uint8(): "UInt8",
+    pa.uint16(): "UInt16",
+    pa.uint32(): "UInt32",
+    pa.uint64(): "UInt64",
+    pa.bool_(): "boolean",
+    pa.float32(): "Float32",
+    pa.float64(): "Float64",
+}
+
+
+def _is_nullable(entry: dict[str, Any] | None) -> bool:
+    return entry is not None and entry.get("numpy_type") in _NULLABLE_DTYPES.values()
+
+
+def _with_nullable(
+    fields: list[pa.Field],
+    cur_entries: dict[str, dict[str, Any]],
+    new_entries: dict[str, dict[str, Any]],
+    changed: dict[str, dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """``changed`` (column -> merged pandas entry) plus the columns whose merged entry
+    must take the nullable dtype: one side has it (reading a numpy dtype would turn nulls
+    into floats, or booleans into objects).
+    """
+    out = dict(changed)
+    for field in fields:
+        entry = changed.get(field.name, cur_entries.get(field.name))
+        nullable = _NULLABLE_DTYPES.get(field.type)
+        if entry is None or nullable is None or _is_nullable(entry):
+            continue
+        if _is_nullable(cur_entries.get(field.name)) or _is_nullable(new_entries.get(field.name)):
+            out[field.name] = {**entry, "numpy_type": nullable}
+    return out
 
 
 def pandas_metadata(schema: pa.Schema, *, what: str = "schema") -> dict[str, Any] | None:
@@ -167,6 +221,7 @@ def merge_schemas(
         return incoming
     cur_meta = pandas_metadata(current)
     new_meta = pandas_metadata(incoming)
+    cur_entries = _column_entries(cur_meta)
     new_entries = _column_entries(new_meta)
     fields: list[pa.Field] = []
     changed_entries: dict[str, dict[str, Any]] = {}
@@ -196,6 +251,7 @@ def merge_schemas(
         fields.append(field.with_type(wider))
         if wider != cur_type and field.name in new_entries:
             changed_entries[field.name] = new_entries[field.name]
+    changed_entries = _with_nullable(fields, cur_entries, new_entries, changed_entries)
     added = [f for f in incoming if current.get_field_index(f.name) < 0]
     fields.extend(f.with_nullable(True) for f in added)
     merged = pa.schema(fields)

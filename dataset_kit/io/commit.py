@@ -869,7 +869,7 @@ def _cas_pointer(store: Store, snapshot: DatasetMetadata, etag: str | None) -> N
                 if current > version:
                     newest = _read_snapshot(store, uuid, current)
                     if newest.history_start > version:
-                        raise _superseded(uuid, version, newest)
+                        raise _superseded(uuid, version, newest) from None
                     if snapshot.schema is not None and newest.schema is not None:
                         if not newest.tombstone:
                             write_common_metadata_file(store, newest)

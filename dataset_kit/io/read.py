@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 
 from dataset_kit.core import naming
 from dataset_kit.core.metadata import DatasetMetadata
-from dataset_kit.core.partition import decode_value, value_type
-from dataset_kit.core.predicates import Term, conjunction_expression, parse_predicates
+from dataset_kit.core.partition import decode_value, sortable, value_type
+from dataset_kit.core.predicates import Term, any_of, conjunction_expression, parse_predicates
 from dataset_kit.core.schema import pandas_metadata, with_pandas_metadata
-from dataset_kit.exceptions import InvalidInputError, MetadataFormatError
+from dataset_kit.exceptions import InvalidInputError, MetadataFormatError, SchemaMismatchError
 from dataset_kit.io.index import load_index, prune_labels
 from dataset_kit.io.parquet import read_blob
 from dataset_kit.store import Store
@@ -202,18 +202,18 @@ def plan_read(
     def values_of(i: int) -> dict[str, Any]:
         return {k: col[i] for k, col in zip(keys, key_columns, strict=True)}
 
-    if keys:
-        # pc.field: a plain string name starting with "." would be parsed as a field path
-        pos_name = _position_column(keys)
-        sort_keys = [(pc.field(k), "ascending") for k in [*keys, pos_name]]
-        order = ptable.sort_by(sort_keys)
-        positions = order.column(pos_name).to_pylist()
-    else:
-        positions = list(range(len(labels)))
+    positions = _sorted_positions(ptable, keys)
     if dnf is None:
         parts = [PartitionRead(labels[i], blob_keys[i], values_of(i), None) for i in positions]
         return ReadPlan(meta, schema, out_cols, parts)
     survivors = _prune(store, meta, schema, dnf, ptable, labels, keys)
+    built: dict[int, pc.Expression] = {}  # each conjunction's expression, built once
+
+    def expression(conj: list[Term]) -> pc.Expression:
+        if id(conj) not in built:
+            built[id(conj)] = conjunction_expression(conj, schema)
+        return built[id(conj)]
+
     parts = []
     for i in positions:
         conjs = survivors.get(i)
@@ -222,12 +222,25 @@ def plan_read(
         label, key, values = labels[i], blob_keys[i], values_of(i)
         row_filter = None
         if all(payload for payload in conjs):
-            exprs = [conjunction_expression(c, schema) for c in conjs]
-            row_filter = exprs[0]
-            for e in exprs[1:]:
-                row_filter = row_filter | e
+            row_filter = any_of([expression(c) for c in conjs])
         parts.append(PartitionRead(label, key, values, row_filter))
     return ReadPlan(meta, schema, out_cols, parts)
+
+
+def _sorted_positions(ptable: pa.Table, keys: Sequence[str]) -> list[int]:
+    """Partition positions sorted by their partition values, then by position."""
+    if not keys:
+        return list(range(ptable.num_rows))
+    # plain names (a name starting with "." would be parsed as a field path) and sortable
+    # values (Arrow cannot sort float16)
+    names = [f"k{i}" for i in range(len(keys) + 1)]
+    columns = [sortable(ptable.column(k)) for k in keys]
+    columns.append(ptable.column(_position_column(keys)))
+    order = pc.sort_indices(
+        pa.table(columns, names=names), sort_keys=[(n, "ascending") for n in names]
+    )
+    positions: list[int] = order.to_pylist()  # the position column is 0..n-1
+    return positions
 
 
 def _prune(
@@ -270,28 +283,51 @@ def _prune(
     return survivors
 
 
-def _categories_array(values: pa.Array, categories: pa.Array) -> pa.DictionaryArray:
+def _categories_array(
+    values: pa.Array, categories: pa.Array, *, ordered: bool = False
+) -> pa.DictionaryArray:
     n = len(categories)
     index_type = pa.int8() if n < 128 else pa.int16() if n < 32768 else pa.int32()
     idx = pc.index_in(values, value_set=categories).cast(index_type)
-    return pa.DictionaryArray.from_arrays(idx, categories)
+    return pa.DictionaryArray.from_arrays(idx, categories, ordered=ordered)
+
+
+def _encoded(plain: pa.ChunkedArray | pa.Array, ordered: bool) -> pa.ChunkedArray | pa.Array:
+    """``plain`` dictionary-encoded with the categories it holds (``ordered`` kept)."""
+    encoded = plain.dictionary_encode()
+    if not ordered:
+        return encoded
+    if isinstance(encoded, pa.ChunkedArray):
+        t = encoded.type
+        chunks = [_as_ordered(c) for c in encoded.chunks]
+        return pa.chunked_array(chunks, pa.dictionary(t.index_type, t.value_type, ordered=True))
+    return _as_ordered(encoded)
+
+
+def _as_ordered(encoded: pa.DictionaryArray) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(encoded.indices, encoded.dictionary, ordered=True)
 
 
 def _conform_column(
     name: str, t: pa.DataType, col: pa.ChunkedArray | pa.Array, categories: pa.Array | None
 ) -> pa.ChunkedArray | pa.Array:
+    """``col`` (as read from a blob, or partition values) in the dataset's type ``t``.
+
+    Categorical columns get the dataset's categories and keep its ``ordered`` flag.
+    """
     if pa.types.is_dictionary(t):
         plain = col.cast(t.value_type) if pa.types.is_dictionary(col.type) else col
         if plain.type != t.value_type:
             plain = plain.cast(t.value_type)
         if categories is None:
-            return plain.dictionary_encode()
+            return _encoded(plain, t.ordered)
         if isinstance(plain, pa.ChunkedArray):
+            empty = pa.array([], t.value_type)
             return pa.chunked_array(
-                [_categories_array(c, categories) for c in plain.chunks],
-                type=_categories_array(pa.array([], t.value_type), categories).type,
+                [_categories_array(c, categories, ordered=t.ordered) for c in plain.chunks],
+                type=_categories_array(empty, categories, ordered=t.ordered).type,
             )
-        return _categories_array(plain, categories)
+        return _categories_array(plain, categories, ordered=t.ordered)
     if col.type != t:
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
@@ -321,18 +357,37 @@ def read_partition(
     fields = []
     for name in plan.columns:
         f = schema.field(name)
-        cats = plan.meta.categories.get(name)
         if name in keys:
             arr = _scalar_array(part.values[name], f.type, n)
-            arrays.append(_conform_column(name, f.type, arr, cats))
+            arrays.append(_conform(plan, part, f, arr))
         elif name in table.column_names:
-            arrays.append(_conform_column(name, f.type, table.column(name), cats))
+            arrays.append(_conform(plan, part, f, table.column(name)))
         else:  # column added by a later schema evolution
             arrays.append(pa.nulls(n, f.type))
         fields.append(f.with_type(arrays[-1].type))
     if not arrays:  # no columns asked for: keep the row count
         return pa.table([pa.nulls(n)], names=["_"]).select([])
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _conform(
+    plan: ReadPlan, part: PartitionRead, f: pa.Field, col: pa.ChunkedArray | pa.Array
+) -> pa.ChunkedArray | pa.Array:
+    """:func:`_conform_column`, with a typed error for values the dataset type cannot hold.
+
+    Raises
+    ------
+    SchemaMismatchError
+        If the blob holds values that do not fit the dataset's type (e.g. a timestamp
+        out of the range of a finer unit the dataset was widened to by an older release).
+    """
+    try:
+        return _conform_column(f.name, f.type, col, plan.meta.categories.get(f.name))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise SchemaMismatchError(
+            f"dataset {plan.meta.uuid!r}: column {f.name!r} of partition {part.label!r} holds "
+            f"{col.type} values that do not fit the dataset type {f.type}: {exc}"
+        ) from exc
 
 
 def read_partitions(

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataset_kit.core import naming
-from dataset_kit.core.partition import check_partition_type, encode_value, value_type
+from dataset_kit.core.partition import check_partition_type, encode_value, sortable, value_type
 from dataset_kit.core.schema import _drop_index_fields, file_schema_metadata
-from dataset_kit.exceptions import InvalidInputError, PartitionValueError
+from dataset_kit.exceptions import InvalidInputError, PartitionValueError, SchemaMismatchError
 from dataset_kit.io import encoder_processes
 from dataset_kit.io.index import check_indexable, distinct_values
 from dataset_kit.io.parquet import COMPRESSIONS, dictionary_columns, table_to_parquet
@@ -31,8 +31,10 @@ from dataset_kit.store import Capability, LocalStore, Store
 __all__ = [
     "WriteOptions",
     "WrittenPartition",
+    "conform_timestamps",
     "group_order",
     "merge_categories",
+    "sort_rows",
     "to_arrow",
     "write_partitions",
 ]
@@ -142,6 +144,11 @@ def merge_categories(
     """Categories of the dataset's categorical columns after adding ``table``.
 
     Existing categories keep their order; new ones are appended in order of appearance.
+
+    Raises
+    ------
+    SchemaMismatchError
+        If new categories do not convert to the dataset's category type exactly.
     """
     out = dict(current)
     for f in schema:
@@ -149,9 +156,9 @@ def merge_categories(
             continue
         col = table.column(f.name)
         if pa.types.is_dictionary(col.type):
-            seen = [ch.dictionary.cast(f.type.value_type) for ch in col.chunks]
+            seen = [_exact_cast(f.name, ch.dictionary, f.type.value_type) for ch in col.chunks]
         else:  # plain values appended to a categorical column become new categories
-            seen = [pc.unique(col.drop_null()).cast(f.type.value_type)]
+            seen = [_exact_cast(f.name, pc.unique(col.drop_null()), f.type.value_type)]
         if not seen:
             continue
         new = pa.concat_arrays(seen)
@@ -160,6 +167,75 @@ def merge_categories(
             new = pa.concat_arrays([base, new])
         out[f.name] = pc.unique(new)
     return out
+
+
+def _exact_cast(
+    column: str, values: pa.Array | pa.ChunkedArray, target: pa.DataType, uuid: str | None = None
+) -> Any:
+    """``values`` cast to ``target``; a cast that would lose or change a value raises.
+
+    Raises
+    ------
+    SchemaMismatchError
+        Names the column, both types and the reason.
+    """
+    try:
+        return values.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        where = f"dataset {uuid!r}: " if uuid is not None else ""
+        raise SchemaMismatchError(
+            f"{where}column {column!r} has type {target} in the dataset but "
+            f"{values.type} in the new data, and the new values do not convert to {target} "
+            f"exactly ({exc}); convert them first, or rewrite the dataset with the other type"
+        ) from exc
+
+
+def _has_timestamp(t: pa.DataType) -> bool:
+    if pa.types.is_timestamp(t):
+        return True
+    if pa.types.is_dictionary(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _has_timestamp(t.value_type)
+    return False
+
+
+def conform_timestamps(
+    table: pa.Table, logical_schema: pa.Schema, uuid: str | None = None
+) -> pa.Table:
+    """``table`` with its timestamp columns in the units of ``logical_schema``.
+
+    A dataset keeps the unit of its timestamp columns (see
+    :func:`~dataset_kit.core.schema.merge_schemas`): new data in another unit is converted
+    when that is exact, so every blob reads back in the dataset's type.
+
+    Raises
+    ------
+    SchemaMismatchError
+        If a value is finer than the dataset's unit, or out of its range.
+    """
+    for i, f in enumerate(table.schema):
+        idx = logical_schema.get_field_index(f.name)
+        if idx < 0:
+            continue
+        target = logical_schema.field(idx).type
+        if f.type == target or value_type(f.type) == value_type(target):
+            continue
+        if not _has_timestamp(f.type) or not _has_timestamp(target):
+            continue
+        col = table.column(i)
+        if pa.types.is_dictionary(f.type):  # convert the categories, keep the codes
+            vt = value_type(target)
+            chunks = [
+                pa.DictionaryArray.from_arrays(
+                    c.indices, _exact_cast(f.name, c.dictionary, vt, uuid), ordered=f.type.ordered
+                )
+                for c in col.chunks
+            ]
+            t = pa.dictionary(f.type.index_type, vt, ordered=f.type.ordered)
+            col = pa.chunked_array(chunks, t)
+        else:
+            col = _exact_cast(f.name, col, value_type(target), uuid)
+        table = table.set_column(i, f.with_type(col.type), col)
+    return table
 
 
 def _group_ids(table: pa.Table, cols: Sequence[str]) -> tuple[np.ndarray, int]:
@@ -286,8 +362,7 @@ def _write_one(
         col: distinct_values(rows.column(col), rows.schema.field(col).type) for col in index_columns
     }
     if options.sort_partitions_by:
-        # pc.field: a plain string name starting with "." would be parsed as a field path
-        rows = rows.sort_by([(pc.field(c), "ascending") for c in options.sort_partitions_by])
+        rows = sort_rows(rows, options.sort_partitions_by)
     rows = rows.replace_schema_metadata(file_metadata)
     data = table_to_parquet(
         rows,
@@ -299,6 +374,24 @@ def _write_one(
     store.put(key, data)
     logger.debug("wrote %s (%d rows, %d bytes)", key, rows.num_rows, len(data))
     return WrittenPartition(label, key, rows.num_rows, len(data), index_values)
+
+
+def _sort_keys(table: pa.Table, columns: Sequence[str]) -> pa.Table:
+    # plain names: a name starting with "." would be parsed as a field path
+    return pa.table(
+        [sortable(table.column(c)) for c in columns], names=[f"k{i}" for i in range(len(columns))]
+    )
+
+
+def sort_rows(table: pa.Table, columns: Sequence[str]) -> pa.Table:
+    """``table`` sorted by ``columns`` (ascending, nulls last; stable).
+
+    Categoricals sort by their values, ordered ones by their category order (as pandas);
+    float16 sorts as float64.
+    """
+    keys = _sort_keys(table, columns)
+    order = pc.sort_indices(keys, sort_keys=[(n, "ascending") for n in keys.column_names])
+    return table.take(order)
 
 
 def validate_write_columns(
@@ -323,6 +416,13 @@ def validate_write_columns(
     for col in sort_partitions_by:
         if col in partition_on:
             raise InvalidInputError(f"sort_partitions_by: {col!r} is a partition column")
+        try:  # the kernel checks the type, also on no rows
+            sort_rows(table.slice(0, 0), [col])
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise InvalidInputError(
+                f"sort_partitions_by: column {col!r} of type {table.schema.field(col).type} "
+                "cannot be sorted"
+            ) from exc
 
 
 def write_partitions(
@@ -338,8 +438,17 @@ def write_partitions(
 ) -> list[WrittenPartition]:
     """Write ``table`` as immutable blobs, one per partition value; nothing is committed.
 
-    Empty input writes nothing (never an empty file).
+    Empty input writes nothing (never an empty file). Timestamp columns are converted to
+    the units of ``logical_schema`` first (see :func:`conform_timestamps`).
+
+    Raises
+    ------
+    SchemaMismatchError
+        If timestamps do not convert to the dataset's unit exactly.
+    PartitionValueError
+        For null/NaN or unsupported partition values.
     """
+    table = conform_timestamps(table, logical_schema, dataset_uuid)
     groups = _split(table, partition_on)
     if not groups:
         return []

@@ -532,6 +532,107 @@ def test_all_null_update_keeps_dataset_type(ds: Seeded) -> None:
     assert df["x"].isna().sum() == 1
 
 
+def _stamps(values: list[str], unit: str) -> pd.DataFrame:
+    return pd.DataFrame({"ts": pd.to_datetime(values, format="ISO8601").as_unit(unit)})
+
+
+@pytest.mark.parametrize(
+    ("unit", "values", "new_unit", "new_values"),
+    [
+        ("us", ["2500-01-01"], "ns", ["2024-01-01 00:00:00.000001"]),
+        ("ns", ["2024-01-01"], "us", ["2200-01-01"]),
+        ("s", ["2024-01-01"], "ms", ["2024-01-02"]),
+    ],
+    ids=["us+ns", "ns+us", "s+ms"],
+)
+def test_timestamps_keep_the_dataset_unit(
+    store: Store, unit: str, values: list[str], new_unit: str, new_values: list[str]
+) -> None:
+    # new data in another unit is converted exactly: every value reads back as written
+    old, new = _stamps(values, unit), _stamps(new_values, new_unit)
+    dk.write_dataset(old, store=store, dataset_uuid=UUID)
+    dk.update_dataset(new, store=store, dataset_uuid=UUID)
+    assert dk.open_dataset(store=store, dataset_uuid=UUID).schema.field("ts").type.unit == unit
+    df = _read(store)
+    assert df["ts"].dtype == f"datetime64[{unit}]"
+    assert df["ts"].tolist() == [*old["ts"], *new["ts"]]
+
+
+@pytest.mark.parametrize(
+    ("unit", "values", "new_unit", "new_values", "why"),
+    [
+        ("us", ["2500-01-01"], "ns", ["2024-01-01 00:00:00.000000001"], "lose data"),
+        ("ns", ["2024-01-01"], "us", ["2500-01-01"], "out of bounds"),
+        ("s", ["2024-01-01"], "ms", ["2024-01-01 00:00:00.5"], "lose data"),
+    ],
+    ids=["finer", "out-of-range", "s+ms"],
+)
+def test_timestamps_that_do_not_fit_the_dataset_unit_are_refused(
+    store: Store, unit: str, values: list[str], new_unit: str, new_values: list[str], why: str
+) -> None:
+    # once accepted (the unit was widened to the finer one): the new version was unreadable
+    dk.write_dataset(_stamps(values, unit), store=store, dataset_uuid=UUID)
+    before = _read(store)
+    state = _state(store)
+    error = _raises(
+        exc.SchemaMismatchError,
+        dk.update_dataset,
+        _stamps(new_values, new_unit),
+        store=store,
+        dataset_uuid=UUID,
+    )
+    msg = str(error)
+    assert "'ts'" in msg and f"timestamp[{unit}]" in msg and f"timestamp[{new_unit}]" in msg
+    assert why in msg
+    assert _state(store) == state  # refused before any blob was written
+    pd.testing.assert_frame_equal(_read(store), before)
+
+
+def test_categorical_timestamps_keep_the_dataset_unit(store: Store) -> None:
+    old = _stamps(["2500-01-01"], "us").astype("category")
+    new = _stamps(["2024-01-01", "2024-01-01"], "ns").astype("category")
+    dk.write_dataset(old, store=store, dataset_uuid=UUID)
+    dk.update_dataset(new, store=store, dataset_uuid=UUID)
+    df = _read(store)
+    assert df["ts"].cat.categories.dtype == "datetime64[us]"
+    assert df["ts"].tolist() == [*old["ts"], *new["ts"]]
+    finer = _stamps(["2024-01-01 00:00:00.000000001"], "ns").astype("category")
+    _raises(exc.SchemaMismatchError, dk.update_dataset, finer, store=store, dataset_uuid=UUID)
+
+
+def test_blob_values_the_dataset_type_cannot_hold_raise_a_typed_error(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # datasets written by older releases, which widened a us column to ns over values
+    # beyond 2262: reading them raises SchemaMismatchError, never a bare ArrowInvalid
+    from dataset_kit.core import schema as schema_module
+
+    dk.write_dataset(_stamps(["2500-01-01"], "us"), store=store, dataset_uuid=UUID)
+    monkeypatch.setattr(schema_module, "_wider", lambda current, new: new)
+    dk.update_dataset(_stamps(["2024-01-01"], "ns"), store=store, dataset_uuid=UUID)
+    monkeypatch.undo()
+    assert dk.open_dataset(store=store, dataset_uuid=UUID).schema.field("ts").type.unit == "ns"
+    for predicates in (None, [[("ts", ">", dt.datetime(2000, 1, 1))]]):
+        error = _raises(exc.SchemaMismatchError, _read, store, predicates=predicates)
+        assert "'ts'" in str(error) and "timestamp[us]" in str(error)
+        assert "timestamp[ns]" in str(error)
+
+
+def test_list_elements_widen(store: Store) -> None:
+    # list<int8> + list<int64> kept list<int8>: the new version was unreadable
+    dk.write_dataset(
+        pa.table({"l": pa.array([[1]], pa.list_(pa.int8()))}), store=store, dataset_uuid=UUID
+    )
+    dk.update_dataset(
+        pa.table({"l": pa.array([[2**40, None]], pa.list_(pa.int64()))}),
+        store=store,
+        dataset_uuid=UUID,
+    )
+    out = _read(store, output="arrow")
+    assert out.schema.field("l").type == pa.list_(pa.int64())
+    assert out["l"].to_pylist() == [[1], [2**40, None]]
+
+
 # --------------------------------------------------------------------------- predicates
 _BAD_PREDICATES: list[tuple[str, Any]] = [
     ("unknown_column", [[("nope", "==", 1)]]),

@@ -97,8 +97,8 @@ def _predicate_frame() -> pd.DataFrame:
     n = 120
     ints = rng.integers(-3, 4, n).astype(object)
     ints[rng.random(n) < 0.2] = None
-    # no 0.0 data: see test_in_predicate_on_zero_floats (row groups of zeros are pruned)
-    floats = rng.choice([-1.5, 0.5, 1.0, 2.5], n)
+    # zeros of both signs: is_in alone would miss -0.0 and prune row groups of zeros
+    floats = rng.choice([-1.5, 0.5, 1.0, 2.5, 0.0, -0.0], n)
     floats[rng.random(n) < 0.2] = np.nan
     strs = rng.choice(["a", "b", "a b", ""], n).astype(object)
     strs[rng.random(n) < 0.2] = None
@@ -204,6 +204,79 @@ def test_in_predicate_on_zero_floats(store: Store, values: list[Any]) -> None:
     expected = _read(store, predicates=[[("f", "==", 0.0)]])
     assert len(expected) == sum(v is not None for v in values)
     pd.testing.assert_frame_equal(_read(store, predicates=[[("f", "in", [0.0])]]), expected)
+
+
+def _timestamp_frame() -> pd.DataFrame:
+    ts = pd.to_datetime(
+        ["2024-01-01 10:00:00", "2024-01-01 10:00:00.000001", "1500-01-01", "2500-06-01"],
+        format="ISO8601",
+    ).as_unit("us")
+    return pd.DataFrame({"ts": ts, "key": ts, "idx": ts, "x": range(4)})
+
+
+_NS_AFTER = pd.Timestamp("2024-01-01 10:00:00") + pd.Timedelta(1, "ns")
+_TIMESTAMP_PREDICATES = [
+    ("==", _NS_AFTER),
+    ("in", [_NS_AFTER]),
+    ("not in", [_NS_AFTER]),
+    ("in", [_NS_AFTER, pd.Timestamp("2500-06-01")]),
+    (">", _NS_AFTER),
+    ("<=", _NS_AFTER),
+    (">", pd.Timestamp("2300-01-01")),
+    ("<", dt.datetime(1600, 1, 1)),
+    ("in", [pd.Timestamp("1500-01-01"), dt.datetime(2500, 6, 1)]),
+]
+
+
+@pytest.mark.parametrize("column", ["ts", "key", "idx"])
+def test_timestamp_predicates_on_every_path(store: Store, column: str) -> None:
+    # payload rows, partition values and a secondary index: a ns value on a us column is
+    # compared exactly (``in`` agrees with ``==``), years beyond datetime64[ns] work
+    df = _timestamp_frame()
+    dk.write_dataset(
+        df, store=store, dataset_uuid=UUID, partition_on="key", secondary_indices="idx"
+    )
+    for op, value in _TIMESTAMP_PREDICATES:
+        predicates = [[(column, op, value)]]
+        got = _read(store, predicates=predicates)
+        expected = pandas_filter(df, predicates)
+        assert sorted(got["x"]) == sorted(expected["x"]), (op, value)
+        assert got["ts"].dtype == df["ts"].dtype
+
+
+def test_long_float_in_list_reads_the_right_rows(store: Store) -> None:
+    # once a left-deep chain of 50,000 ORs: the interpreter crashed (C stack overflow)
+    f = np.r_[np.arange(6) * 0.5, -0.0, 1e6, np.nan]
+    df = pd.DataFrame({"f": f, "p": np.r_[f[:-1], 0.0], "x": range(9)})
+    dk.write_dataset(df, store=store, dataset_uuid=UUID, partition_on="p", secondary_indices="f")
+    values = [*np.arange(50_000) * 0.25, float("nan")]
+    for column, op in [("f", "in"), ("f", "not in"), ("p", "in")]:
+        got = _read(store, predicates=[[(column, op, values)]])
+        hit = df[column].isin(values)  # pandas: -0.0 is 0.0, NaN is in a list with NaN
+        expected = df[hit if op == "in" else ~hit]
+        assert sorted(got["x"]) == sorted(expected["x"]), (column, op)
+
+
+def test_many_equality_conjunctions_read_the_right_rows(store: Store) -> None:
+    # [[("x", "==", v)] for v in ...]: one is_in, not a chain of 20,000 ORs (a crash)
+    df = pd.DataFrame({"x": range(100), "y": np.arange(100) % 3})
+    dk.write_dataset(df, store=store, dataset_uuid=UUID)
+    got = _read(store, predicates=[[("x", "==", v)] for v in range(0, 20_000, 7)])
+    assert got["x"].tolist() == list(range(0, 100, 7))
+    with pytest.raises(exc.PredicateError, match="at most 1,000"):
+        _read(store, predicates=[[("x", "==", v), ("y", "==", v % 3)] for v in range(2_000)])
+
+
+def test_float16_predicates_with_and_without_index(store: Store) -> None:
+    df = pd.DataFrame({"h": np.array([1.5, 2.0, 0.1, np.nan], "float16"), "x": range(4)})
+    df["g"] = df["h"]
+    dk.write_dataset(df, store=store, dataset_uuid=UUID, secondary_indices="g")
+    for column in ("h", "g"):
+        for op, value in [(">", 1.6), ("in", [1.5, 0.1]), ("==", np.float16(0.1)), ("!=", 2)]:
+            predicates = [[(column, op, value)]]
+            got = _read(store, predicates=predicates)
+            assert got["x"].tolist() == pandas_filter(df, predicates)["x"].tolist()
+            assert got["h"].dtype == np.float16
 
 
 def test_null_semantics_examples(predicate_store: Store) -> None:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import msgpack
+import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
@@ -356,9 +357,13 @@ _MERGE_OK = [
     (DICT_STR, pa.large_string(), DICT_STR),
     (pa.large_string(), DICT_STR, pa.large_string()),
     (pa.binary(), pa.large_binary(), pa.binary()),
-    (pa.timestamp("ms"), pa.timestamp("ns"), pa.timestamp("ns")),
+    # timestamps keep the dataset's unit (io.write converts new data exactly, or refuses)
+    (pa.timestamp("ms"), pa.timestamp("ns"), pa.timestamp("ms")),
     (pa.timestamp("ns"), pa.timestamp("s"), pa.timestamp("ns")),
-    (pa.timestamp("s", tz="UTC"), pa.timestamp("us", tz="UTC"), pa.timestamp("us", tz="UTC")),
+    (pa.timestamp("s", tz="UTC"), pa.timestamp("us", tz="UTC"), pa.timestamp("s", tz="UTC")),
+    (pa.list_(pa.int8()), pa.list_(pa.int64()), pa.list_(pa.int64())),
+    (pa.large_list(pa.int64()), pa.list_(pa.int8()), pa.large_list(pa.int64())),
+    (pa.list_(pa.timestamp("us")), pa.list_(pa.timestamp("ns")), pa.list_(pa.timestamp("us"))),
     (pa.int64(), pa.null(), pa.int64()),
     (pa.null(), pa.large_string(), pa.large_string()),
     (pa.null(), pa.null(), pa.null()),
@@ -417,6 +422,32 @@ def test_merge_schemas_adds_new_columns_nullable_at_the_end() -> None:
     assert merged.names == ["a", "z"]
     assert merged.field("z").nullable
     assert merged.field("z").type == pa.int8()
+
+
+_NULLABLE_MERGES = [
+    (np.array([1], "int64"), pd.array([1, None], "Int64")),
+    (np.array([1], "int64"), pd.array([1, None], "Int8")),
+    (pd.array([1, None], "Int8"), np.array([2**40], "int64")),
+    (pd.array([1, None], "Int64"), np.array([1], "int64")),
+    (np.array([1], "uint8"), pd.array([1, None], "UInt64")),
+    (np.array([True]), pd.array([True, None], "boolean")),
+    (pd.array([True, None], "boolean"), np.array([False])),
+    (np.array([1.5]), pd.array([1.5, None], "Float64")),
+    (np.array([1.5], "float32"), pd.array([1.5, None], "Float32")),
+    (np.array([1], "int64"), np.array([1], "int8")),
+]
+
+
+@pytest.mark.parametrize(("current", "incoming"), _NULLABLE_MERGES, ids=str)
+def test_merge_schemas_reads_back_as_pandas_concat(current: Any, incoming: Any) -> None:
+    # a nullable dtype on either side wins: a numpy dtype would read nulls as NaN floats
+    old, new = pd.DataFrame({"a": current}), pd.DataFrame({"a": incoming})
+    merged = merge_schemas(
+        pa.Schema.from_pandas(old, preserve_index=False),
+        pa.Schema.from_pandas(new, preserve_index=False),
+    )
+    expected = pd.concat([old, new], ignore_index=True)["a"].dtype
+    assert merged.empty_table().to_pandas()["a"].dtype == expected
 
 
 def test_merge_schemas_first_write_drops_pandas_index() -> None:

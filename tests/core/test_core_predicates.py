@@ -567,3 +567,164 @@ def test_numeric_predicates_match_exact_comparison(
     expected = _expected(values, op, value)
     assert _filter(values, t, [[("c", op, value)]]) == expected
     assert _filter_widened(values, t, [[("c", op, value)]]) == expected
+
+
+# ------------------------------------------------------- timestamps, by their exact instant
+_NS = pd.Timedelta(1, "ns")
+_TS_VALUES = [
+    pd.Timestamp("2024-01-01 10:00:00"),
+    pd.Timestamp("2024-01-01 10:00:01"),
+    pd.Timestamp("1500-01-01"),
+    pd.Timestamp("2500-06-01"),
+    None,
+]
+
+
+def _ts_filter(unit: str, tz: str | None, predicates: list[Any]) -> list[Any]:
+    t = pa.timestamp(unit, tz=tz)
+    values = [None if v is None else v.as_unit(unit) for v in _TS_VALUES]
+    if tz is not None:
+        values = [None if v is None else v.tz_localize(tz) for v in values]
+    return _filter(values, t, predicates)
+
+
+def _ts_expected(unit: str, tz: str | None, predicates: list[Any]) -> list[Any]:
+    s = pd.Series([pd.NaT if v is None else v for v in _TS_VALUES], dtype=f"datetime64[{unit}]")
+    if tz is not None:
+        s = s.dt.tz_localize(tz)
+    mask = pandas_mask(pd.DataFrame({"c": s}), predicates)
+    return [None if v is pd.NaT else v for v in s[mask.to_numpy()]]
+
+
+@pytest.mark.parametrize("tz", [None, "Europe/Berlin"])
+@pytest.mark.parametrize("unit", ["s", "ms", "us"])
+@pytest.mark.parametrize("op", sorted(OPERATORS))
+@pytest.mark.parametrize(
+    "value",
+    [
+        pd.Timestamp("2024-01-01 10:00:00") + _NS,  # between two ticks of every unit
+        pd.Timestamp("2024-01-01 10:00:00") - _NS,
+        pd.Timestamp("2024-01-01 10:00:01"),
+        pd.Timestamp("2300-01-01"),  # beyond datetime64[ns]
+        pd.Timestamp("1600-01-01"),
+        pd.Timestamp("2500-06-01"),
+    ],
+    ids=str,
+)
+def test_timestamp_predicates_compare_the_exact_instant(
+    unit: str, tz: str | None, op: str, value: pd.Timestamp
+) -> None:
+    if tz is not None:
+        value = value.tz_localize(tz)
+    predicates = [[("c", op, [value, None] if op == "not in" else [value])]]
+    if op not in ("in", "not in"):
+        predicates = [[("c", op, value)]]
+    assert _ts_filter(unit, tz, predicates) == _ts_expected(unit, tz, predicates)
+
+
+def test_timestamp_in_list_agrees_with_equality() -> None:
+    # a value finer than the column's unit equals no row: ``in`` drops it, as ``==`` does
+    v = pd.Timestamp("2024-01-01 10:00:00") + _NS
+    assert _ts_filter("us", None, [[("c", "==", v)]]) == []
+    assert _ts_filter("us", None, [[("c", "in", [v])]]) == []
+    assert _ts_filter("us", None, [[("c", "not in", [v])]]) == _TS_VALUES
+    assert _ts_filter("us", None, [[("c", "!=", v)]]) == _TS_VALUES
+    exact = [pd.Timestamp("2500-06-01"), v, dt.datetime(2024, 1, 1, 10)]
+    assert _ts_filter("us", None, [[("c", "in", exact)]]) == [_TS_VALUES[0], _TS_VALUES[3]]
+
+
+def test_timestamp_terms_keep_the_column_type() -> None:
+    schema = pa.schema([("c", pa.timestamp("s", tz="UTC"))])
+    for op, value in [(">", "2300-01-01 00:00:00.5+00:00"), ("in", ["1500-01-01T00:00Z"])]:
+        ((term,),) = parse_predicates([[("c", op, value)]], schema)
+        assert term.value.type == pa.timestamp("s", tz="UTC")
+    ((term,),) = parse_predicates([[("c", ">", "2300-01-01 00:00:00.5+00:00")]], schema)
+    next_second = pa.scalar(pd.Timestamp("2300-01-01 00:00:01Z"), pa.timestamp("s", tz="UTC"))
+    assert (term.op, term.value) == (">=", next_second)
+
+
+def test_values_beyond_the_range_of_a_ns_column() -> None:
+    values = [pd.Timestamp("2024-01-01"), None]
+    t = pa.timestamp("ns")
+    late, early = pd.Timestamp("2300-01-01"), dt.datetime(1600, 1, 1)
+    assert _filter(values, t, [[("c", "<", late)]]) == values[:1]
+    assert _filter(values, t, [[("c", ">", late)]]) == []
+    assert _filter(values, t, [[("c", ">=", early)]]) == values[:1]
+    assert _filter(values, t, [[("c", "==", late)]]) == []
+    assert _filter(values, t, [[("c", "!=", early)]]) == values
+    assert _filter(values, t, [[("c", "in", [late, early, values[0]])]]) == values[:1]
+    assert _filter(values, t, [[("c", "not in", [late])]]) == values
+
+
+@pytest.mark.parametrize("value", [np.datetime64("NaT"), np.datetime64("NaT", "ns")], ids=repr)
+def test_numpy_nat_is_null(value: Any) -> None:
+    assert _ts_filter("us", None, [[("c", "==", value)]]) == [None]
+    assert _ts_filter("us", None, [[("c", "in", [value])]]) == [None]
+
+
+# --------------------------------------------------------------------------- float16 columns
+@pytest.mark.parametrize("op", sorted(OPERATORS))
+@pytest.mark.parametrize("value", [1.5, 1.6, 0.0, -0.0, 2, 0.0999755859375, 0.1, 70000.0])
+def test_float16_columns_compare_exactly(op: str, value: Any) -> None:
+    values = [1.5, 2.0, None, -0.0, 0.1, 65504.0, float("-inf")]
+    arr = np.array([np.nan if v is None else v for v in values], "float16")
+    column = [None if np.isnan(v) else float(v) for v in arr]
+    predicate = [[("c", op, [value] if op in ("in", "not in") else value)]]
+    expected = pd.DataFrame({"c": arr})[pandas_mask(pd.DataFrame({"c": arr}), predicate)]
+    got = _filter(column, pa.float16(), predicate)
+    assert got == [None if np.isnan(v) else float(v) for v in expected["c"]]
+
+
+def test_float16_categorical_column() -> None:
+    t = pa.dictionary(pa.int8(), pa.float16())
+    schema = pa.schema([("c", t)])
+    table = pa.table({"c": pa.array(np.array([1.5, 2.0, 1.5], "float16")).dictionary_encode()})
+    dnf = parse_predicates([[("c", ">=", 1.5), ("c", "in", [1.5, 3])]], schema)
+    assert dnf is not None
+    assert table.cast(schema).filter(dnf_expression(dnf, schema)).num_rows == 2
+
+
+# -------------------------------------------------- long in lists, thousands of conjunctions
+def test_long_float_in_list_is_one_lookup() -> None:
+    # 50,000 floats once built a chain of 50,000 ORs: Arrow overflowed the C stack
+    values = [1.0, -0.0, 0.0, 0.25, 7.75, None, 2.6]
+    items = [v * 0.25 for v in range(50_000)] + [-0.0, float("nan")]
+    df = pd.DataFrame({"c": values}, dtype="float64")
+    for op in ("in", "not in"):
+        expected = df[pandas_mask(df, [[("c", op, items)]])]["c"].tolist()
+        got = _filter(values, pa.float64(), [[("c", op, items)]])
+        assert [_norm(v) for v in got] == [_norm(v) for v in expected]
+
+
+@pytest.mark.parametrize("values", [[-0.0], [0.0], [0.0, -0.0, 1.5]], ids=repr)
+def test_float_in_list_zero_matches_both_zeros(values: list[float]) -> None:
+    column = [0.0, -0.0, 1.5, None]
+    got = _filter(column, pa.float64(), [[("c", "in", values)]])
+    assert [math.copysign(1, v) for v in got[:2]] == [1.0, -1.0]
+    assert _filter(column, pa.float64(), [[("c", "not in", values)]]) == [
+        v for v in column if v is None or (v != 0 and v not in values)
+    ]
+
+
+def test_equality_conjunctions_on_one_column_merge_into_one_in() -> None:
+    schema = pa.schema([("i", pa.int64()), ("f", pa.float64())])
+    raw = [[("i", "==", v)] for v in range(20_000)] + [[("i", "==", None)], [("f", "==", 1.5)]]
+    raw += [[("i", "in", [-1, 2.5])], [("i", "==", 0.5)]]
+    dnf = parse_predicates(raw, schema)
+    assert dnf is not None
+    assert [[(t.column, t.op) for t in conj] for conj in dnf] == [[("i", "in")], [("f", "==")]]
+    assert dnf[0][0].has_null and dnf[0][0].value.to_pylist() == [*range(20_000), -1]
+    table = pa.table({"i": [5, None, -1, 20_000, 7], "f": [0.0, 0.0, 0.0, 0.0, 1.5]})
+    assert table.filter(dnf_expression(dnf, schema))["i"].to_pylist() == [5, None, -1, 7]
+
+
+def test_too_many_conjunctions_raise_a_predicate_error() -> None:
+    schema = pa.schema([("i", pa.int64()), ("j", pa.int64())])
+    dnf = parse_predicates([[("i", "==", v), ("j", "==", v)] for v in range(5_000)], schema)
+    assert dnf is not None
+    with pytest.raises(PredicateError, match="5,000 alternatives"):
+        dnf_expression(dnf, schema)
+    wide = parse_predicates([[("i", ">", v) for v in range(2_000)]], schema)
+    assert wide is not None
+    with pytest.raises(PredicateError, match="2,000 terms in one conjunction"):
+        dnf_expression(wide, schema)
