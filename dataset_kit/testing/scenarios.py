@@ -7,9 +7,10 @@ from typing import Any
 import pandas as pd
 
 import dataset_kit as dk
+from dataset_kit.core.metadata import DatasetMetadata
 from dataset_kit.store import Store
 
-__all__ = ["UUID", "compare_results", "run_scenario"]
+__all__ = ["UUID", "compare_results", "roll_back", "run_scenario"]
 
 UUID = "faulty"
 
@@ -74,3 +75,19 @@ def compare_results(got: list[Any], expected: list[Any]) -> None:
             assert_frame_equal(a, b)
         elif a != b:
             raise AssertionError(f"{a!r} != {b!r}")
+
+
+def roll_back(store: Store, dataset_uuid: str, version: int) -> DatasetMetadata:
+    """Commit the partitions of an older ``version`` again as the next version: the kind
+    of commit that references blobs a garbage collection may have planned to delete."""
+    from dataset_kit.io import commit as _commit
+
+    old = _commit.load_version(store, dataset_uuid, version)
+    return _commit.commit(
+        store,
+        dataset_uuid,
+        base=_commit.resolve(store, dataset_uuid),
+        build=lambda cur: cur.evolve(partitions=old.partitions, stats=old.stats) if cur else old,
+        on_conflict=lambda base, new: None,
+        operation="rollback",
+    )

@@ -24,6 +24,7 @@ from dataset_kit.exceptions import (
 )
 from dataset_kit.io import commit as _commit
 from dataset_kit.store import BlobInfo, FaultInjectingStore, KVStoreAdapter, LocalStore, Store
+from dataset_kit.testing.scenarios import roll_back
 
 UUID = "gc"
 
@@ -406,14 +407,7 @@ def test_a_commit_after_planning_spares_what_it_references(store: LocalStore) ->
     v0 = _commit.load_version(store, UUID, 0)
     plan = _gc.plan_garbage(store, UUID, keep_versions=1, scan=False)
     assert set(v0.partitions.values()) <= set(plan.keys)
-    _commit.commit(
-        store,
-        UUID,
-        base=_commit.resolve(store, UUID),
-        build=lambda cur: cur.evolve(partitions=v0.partitions, stats=v0.stats) if cur else v0,
-        on_conflict=lambda old, new: None,
-        operation="rollback",
-    )
+    roll_back(store, UUID, 0)
     plan.dry_run = False
     outcome = _gc.delete_planned(store, UUID, plan.keys, planned=plan.planned, grace_period=0)
     report = _gc.finish(store, plan, [outcome])

@@ -23,6 +23,7 @@ from dataset_kit.store import (
     LocalStore,
     Store,
 )
+from dataset_kit.testing.scenarios import roll_back
 
 UUID = "gcp"
 
@@ -177,17 +178,9 @@ def test_control_without_grace_period_the_writer_would_lose_its_blobs(store: Loc
 
 def test_blobs_referenced_by_a_commit_after_planning_are_spared(store: LocalStore) -> None:
     old = make_orphans(store, 3)
-    v0 = _commit.load_version(store, UUID, 0)
     job = dk.pipelines.garbage_collect(UUID, store=store, keep_versions=1)
     # between planning and deletion, a commit references the old blobs again (a rollback)
-    _commit.commit(
-        store,
-        UUID,
-        base=_commit.resolve(store, UUID),
-        build=lambda cur: cur.evolve(partitions=v0.partitions, stats=v0.stats) if cur else v0,
-        on_conflict=lambda old, new: None,
-        operation="rollback",
-    )
+    roll_back(store, UUID, 0)
     report = job.compute()
     assert report.spared == 3 and report.count == 0
     assert old <= blobs(store)
