@@ -660,11 +660,24 @@ def _json_column(series: Any) -> Any:
 
 
 def _json_records(df: Any) -> str:
-    """``query --json``: one object per row."""
-    import pandas as pd
+    """``query --json``: one object per row. Floats keep every digit (the shortest text
+    that reads back as the same float; pandas' ``to_json`` keeps 10 to 15); NaN and
+    infinities are null."""
+    import math
 
-    columns = {name: _json_column(df[name]) for name in df.columns}
-    return str(pd.DataFrame(columns, index=df.index).to_json(orient="records", date_format="iso"))
+    names = [str(name) for name in df.columns]
+    columns = [_json_column(df[name]).tolist() for name in df.columns]
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return _json_value(value)
+
+    rows = [
+        dict(zip(names, (plain(v) for v in values), strict=True))
+        for values in zip(*columns, strict=True)
+    ]
+    return json.dumps(rows, separators=(",", ":"))
 
 
 def _query(args: argparse.Namespace, store: Any) -> int:

@@ -164,3 +164,23 @@ def test_where_values_may_be_quoted(lake: Path) -> None:
         assert json.loads(out.stdout) == [{"id": 2}], where
     out = cli(*base, "--where", "id == '2'")
     assert json.loads(out.stdout) == [{"id": 2}]
+
+
+def test_json_floats_keep_every_digit(tmp_path: Path) -> None:
+    """Every float reads back as the same float (pandas' to_json kept 10 digits: a
+    silent loss of precision); NaN and infinities are null; nullable ints stay ints."""
+    values = [0.1 + 0.2, 1 / 3, 123456789.123456789, -1e-300, float("nan"), float("inf")]
+    df = pd.DataFrame(
+        {
+            "x": values,
+            "f32": pd.array([1.1, 2.5, 3, 4, 5, 6], dtype="float32"),
+            "n": pd.array([1, None, 3, 2**62, 5, 6], dtype="Int64"),
+        }
+    )
+    dk.write_dataset(df, store=str(tmp_path), dataset_uuid="f")
+    out = cli("--store", str(tmp_path), "--json", "query", "f")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["x"] for r in rows] == [*values[:4], None, None]
+    assert rows[0]["f32"] == float(df["f32"][0])  # the float32 value, exactly
+    assert [r["n"] for r in rows] == [1, None, 3, 2**62, 5, 6]
