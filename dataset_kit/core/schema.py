@@ -17,7 +17,10 @@ Compatibility of new data with a dataset (:func:`merge_schemas`):
   :func:`dataset_kit.io.write.conform_timestamps`);
 * a nullable pandas dtype (``Int64``, ``boolean``, ``Float64``...) in the dataset or in the
   new data makes the column read back with the nullable dtype (as ``pd.concat`` does), so
-  nulls never turn integers into floats;
+  nulls never turn integers into floats; data without pandas dtypes (Arrow) gets the
+  nullable dtype for integer/boolean columns that hold nulls when it is written
+  (:func:`with_nullable_dtypes`), so a dataset decides its pandas dtypes once and every
+  reader converts alike;
 * a column that is all-null in the new data takes the dataset type;
 * a new column is added (schema evolution; older partitions read it as null);
 * anything else (signed vs unsigned, int vs float, naive vs tz-aware, a missing column)
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
@@ -38,11 +42,14 @@ from dataset_kit.exceptions import MetadataFormatError, SchemaMismatchError
 __all__ = [
     "file_schema_metadata",
     "merge_schemas",
+    "null_columns",
     "pandas_metadata",
     "plateau_schema",
     "schema_from_b64",
     "schema_to_b64",
     "type_family",
+    "with_column_type",
+    "with_nullable_dtypes",
     "with_pandas_metadata",
 ]
 
@@ -119,6 +126,111 @@ def _is_nullable(entry: dict[str, Any] | None) -> bool:
     return entry is not None and entry.get("numpy_type") in _NULLABLE_DTYPES.values()
 
 
+#: numpy dtypes that hold no nulls: pyarrow reads an integer column with nulls as float64
+#: (rounding values above 2**53) and a boolean one as object, whatever they say.
+_NON_NULL_NUMPY = frozenset(
+    ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"]
+)
+
+
+def _takes_nullable(t: pa.DataType, entry: dict[str, Any] | None) -> str | None:
+    """The nullable pandas dtype an integer or boolean column of type ``t`` holding nulls
+    must read back as, given its pandas entry (None: the entry is fine as it is).
+
+    No entry (Arrow data), or a numpy dtype that cannot hold nulls, reads nulls as
+    float64/object: the nullable dtype instead. ``object`` integers too (pyarrow reads them
+    as float64); ``object`` booleans read back exactly, as written.
+    """
+    if not (pa.types.is_integer(t) or pa.types.is_boolean(t)):
+        return None
+    nullable = _NULLABLE_DTYPES.get(t)
+    if nullable is None or _is_nullable(entry):
+        return None
+    if entry is None:
+        return nullable
+    numpy_type = entry.get("numpy_type")
+    if numpy_type in _NON_NULL_NUMPY or (numpy_type == "object" and pa.types.is_integer(t)):
+        return nullable
+    return None
+
+
+def with_nullable_dtypes(
+    schema: pa.Schema, columns: Iterable[str], *, complete: bool = True
+) -> pa.Schema:
+    """``schema`` whose pandas metadata gives ``columns`` that are integer or boolean
+    columns with nulls their nullable pandas dtype (``Int64``, ``UInt8``, ``boolean``...).
+
+    Called with the columns that hold nulls: a dataset decides the pandas dtype of such a
+    column once, when the data is written, so that every reader (the whole table, one
+    partition, a dask partition) converts it alike and exactly. Other columns and
+    entries are kept; a schema without pandas metadata gets the default entries (what it
+    reads back as without metadata) for its other columns, or (``complete=False``, for a
+    conversion, not for storing) none. Returns ``schema`` itself when nothing changes.
+
+    Examples
+    --------
+    >>> s = with_nullable_dtypes(pa.schema([("k", pa.int64()), ("x", pa.float64())]), ["k", "x"])
+    >>> [c["numpy_type"] for c in pandas_metadata(s)["columns"]]
+    ['Int64', 'float64']
+    """
+    meta = pandas_metadata(schema)
+    entries = _column_entries(meta)
+    wanted: dict[str, str] = {}
+    for name in columns:
+        idx = schema.get_field_index(name)
+        if idx < 0:
+            continue
+        nullable = _takes_nullable(schema.field(idx).type, entries.get(name))
+        if nullable is not None:
+            wanted[name] = nullable
+    if not wanted:
+        return schema
+    if meta is None:
+        meta = _default_meta(schema) if complete else {"index_columns": [], "column_indexes": []}
+        entries = _column_entries(meta)
+    meta = dict(meta)
+    columns_meta = [
+        {**c, "numpy_type": wanted[c["name"]]} if c.get("name") in wanted else c
+        for c in meta.get("columns", [])
+    ]
+    for name, nullable in wanted.items():
+        if name not in entries:  # metadata that does not describe every column
+            t = schema.field(name).type
+            pandas_type = "bool" if pa.types.is_boolean(t) else str(t)  # as pyarrow writes
+            columns_meta.append(
+                {
+                    "name": name,
+                    "field_name": name,
+                    "pandas_type": pandas_type,
+                    "numpy_type": nullable,
+                    "metadata": None,
+                }
+            )
+    meta["columns"] = columns_meta
+    return with_pandas_metadata(schema, meta)
+
+
+def with_column_type(schema: pa.Schema, name: str, t: pa.DataType) -> pa.Schema:
+    """``schema`` with column ``name`` of type ``t``; its pandas entry (if the schema has
+    pandas metadata) becomes the default one of ``t`` (an ``Int64`` entry must not stay on
+    a column that became double)."""
+    idx = schema.get_field_index(name)
+    field = schema.field(idx).with_type(t)
+    meta = pandas_metadata(schema)
+    out = schema.set(idx, field)
+    if meta is None:
+        return out
+    entry = _default_entry(field)
+    meta = dict(meta)
+    meta["columns"] = [entry if c.get("name") == name else c for c in meta.get("columns", [])]
+    return with_pandas_metadata(out, meta)
+
+
+def null_columns(table: pa.Table) -> list[str]:
+    """The columns of ``table`` that hold nulls (null counts are known: no scan)."""
+    return [f.name for f, col in zip(table.schema, table.columns, strict=True) if col.null_count]
+
+
 def _with_nullable(
     fields: list[pa.Field],
     cur_entries: dict[str, dict[str, Any]],
@@ -127,15 +239,21 @@ def _with_nullable(
 ) -> dict[str, dict[str, Any]]:
     """``changed`` (column -> merged pandas entry) plus the columns whose merged entry
     must take the nullable dtype: one side has it (reading a numpy dtype would turn nulls
-    into floats, or booleans into objects).
+    into floats, or booleans into objects). The nullable dtype is the merged type's: an
+    ``Int8`` column widened to int64 reads as ``Int64`` (``Int8`` would not hold the new
+    values).
     """
     out = dict(changed)
     for field in fields:
         entry = changed.get(field.name, cur_entries.get(field.name))
         nullable = _NULLABLE_DTYPES.get(field.type)
-        if entry is None or nullable is None or _is_nullable(entry):
+        if entry is None or nullable is None or entry.get("numpy_type") == nullable:
             continue
-        if _is_nullable(cur_entries.get(field.name)) or _is_nullable(new_entries.get(field.name)):
+        if (
+            _is_nullable(entry)
+            or _is_nullable(cur_entries.get(field.name))
+            or _is_nullable(new_entries.get(field.name))
+        ):
             out[field.name] = {**entry, "numpy_type": nullable}
     return out
 
@@ -256,7 +374,11 @@ def merge_schemas(
     fields.extend(f.with_nullable(True) for f in added)
     merged = pa.schema(fields)
     if cur_meta is None:
-        return merged
+        # a dataset without pandas metadata (written from Arrow): the new data's nullable
+        # integer/boolean dtypes still win (else its nulls would read back as floats)
+        return with_nullable_dtypes(
+            merged, [f.name for f in merged if _is_nullable(new_entries.get(f.name))]
+        )
     meta = dict(cur_meta)
     columns = [changed_entries.get(c.get("name"), c) for c in meta.get("columns", [])]
     for f in added:
@@ -267,9 +389,15 @@ def merge_schemas(
 
 
 def _default_entry(field: pa.Field) -> dict[str, Any]:
-    meta = pandas_metadata(pa.Schema.from_pandas(pa.schema([field]).empty_table().to_pandas()))
+    return _column_entries(_default_meta(pa.schema([field])))[field.name]
+
+
+def _default_meta(schema: pa.Schema) -> dict[str, Any]:
+    """The pandas metadata of what ``schema`` reads back as without any (same dtypes)."""
+    empty = schema.empty_table().to_pandas()
+    meta = pandas_metadata(pa.Schema.from_pandas(empty, preserve_index=False))
     assert meta is not None  # from_pandas always writes it
-    return _column_entries(meta)[field.name]
+    return meta
 
 
 def _drop_index_fields(schema: pa.Schema) -> pa.Schema:
@@ -340,9 +468,7 @@ def plateau_schema(schema: pa.Schema, partition_keys: list[str]) -> pa.Schema:
     """
     meta = pandas_metadata(schema)
     if meta is None:
-        empty = schema.empty_table().to_pandas()
-        meta = pandas_metadata(pa.Schema.from_pandas(empty, preserve_index=False))
-        assert meta is not None
+        meta = _default_meta(schema)
     entries = _column_entries(meta)
     fields: dict[str, pa.Field] = {}
     new_entries: dict[str, dict[str, Any]] = {}

@@ -27,7 +27,12 @@ from dataset_kit.core import naming
 from dataset_kit.core.metadata import DatasetMetadata
 from dataset_kit.core.partition import decode_value, sortable, value_type
 from dataset_kit.core.predicates import Term, any_of, conjunction_expression, parse_predicates
-from dataset_kit.core.schema import pandas_metadata, with_pandas_metadata
+from dataset_kit.core.schema import (
+    null_columns,
+    pandas_metadata,
+    with_nullable_dtypes,
+    with_pandas_metadata,
+)
 from dataset_kit.exceptions import InvalidInputError, MetadataFormatError, SchemaMismatchError
 from dataset_kit.io.index import load_index, prune_labels
 from dataset_kit.io.parquet import read_blob
@@ -421,8 +426,17 @@ def concat(plan: ReadPlan, tables: list[pa.Table]) -> pa.Table:
         return pa.concat_tables(tables, promote_options="permissive")
 
 
-def to_output(plan: ReadPlan, table: pa.Table, output: str) -> Any:
-    """Return the table as Arrow or as pandas with the dataset's exact dtypes."""
+def to_output(plan: ReadPlan, table: pa.Table, output: str, *, nullable: bool = False) -> Any:
+    """Return the table as Arrow or as pandas with the dataset's exact dtypes.
+
+    The dtypes come from the dataset's pandas metadata (the plan's schema), never from
+    the blobs read: a whole table, one partition and a dask partition convert alike.
+    An integer or boolean column that holds nulls here although the dataset names no
+    nullable dtype for it (data written before datasets recorded one) converts to its
+    nullable dtype (``Int64``, ``boolean``), never to float64, which rounds integers
+    above 2**53. ``nullable=True`` converts every integer and boolean column so, with or
+    without nulls (for frames that must agree whatever rows they hold, and be exact).
+    """
     if not table.num_columns:  # replacing metadata would drop the row count
         if output == "arrow":
             return table
@@ -434,7 +448,10 @@ def to_output(plan: ReadPlan, table: pa.Table, output: str) -> Any:
         meta["columns"] = [c for c in meta.get("columns", []) if c.get("name") in wanted]
         meta["index_columns"] = []
         meta["column_indexes"] = []
-    table = table.replace_schema_metadata(with_pandas_metadata(table.schema, meta).metadata)
+    schema = with_pandas_metadata(table.schema, meta)
+    upgrade = table.column_names if nullable else null_columns(table)
+    schema = with_nullable_dtypes(schema, upgrade, complete=False)
+    table = table.replace_schema_metadata(schema.metadata)
     if output == "arrow":
         return table
     return table.to_pandas()

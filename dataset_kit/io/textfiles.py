@@ -63,6 +63,7 @@ __all__ = [
     "read_sample",
     "resolve_files",
     "stat_file",
+    "toward_dataset",
 ]
 
 Kind = Literal["jsonl", "csv"]
@@ -622,6 +623,8 @@ class Reader:
             _check_json_rows(data, table.num_rows)
             _check_utf8(table)
         if self.schema is None:
+            if self.fmt.kind == "csv":
+                _check_csv_utf8(table)
             return table
         return conform(table, self.schema, drop_extra=self.drop_extra)
 
@@ -678,6 +681,14 @@ def _check_utf8(table: pa.Table) -> None:
                 column.validate(full=True)
             except pa.ArrowInvalid as exc:
                 raise _LineError("invalid UTF-8 in a string") from exc
+
+
+def _check_csv_utf8(table: pa.Table) -> None:
+    """Type inference reads a CSV column holding invalid UTF-8 as binary (CSV has no
+    binary values): that is a bad line, as it is when the schema is given."""
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            raise _LineError(f"column {name!r}: invalid UTF-8 in a string")
 
 
 def conform(table: pa.Table, schema: pa.Schema, *, drop_extra: bool) -> pa.Table:
@@ -988,6 +999,29 @@ def infer_schema(
             "no columns found: every input file is empty (pass schema= to ingest them anyway)"
         )
     return pa.schema([pa.field(name, _final_type(t)) for name, (t, _) in types.items()])
+
+
+def toward_dataset(inferred: pa.Schema, dataset: pa.Schema) -> pa.Schema:
+    """``inferred`` with the ``dataset``'s type for every column whose inferred values that
+    type holds the way inference widens across files (integers appended to a double
+    column); other differences are left for the schema check to refuse.
+
+    Examples
+    --------
+    >>> toward_dataset(pa.schema([("x", pa.int64()), ("s", pa.string())]),
+    ...                pa.schema([("x", pa.float64()), ("s", pa.int64())]))
+    x: double
+    s: string
+    """
+    fields = []
+    for f in inferred:
+        idx = dataset.get_field_index(f.name)
+        if idx >= 0:
+            want = dataset.field(idx).type
+            if f.type != want and _common_type(f.type, want) == want:
+                f = f.with_type(want)
+        fields.append(f)
+    return pa.schema(fields, inferred.metadata)
 
 
 def as_schema(schema: pa.Schema | Mapping[str, pa.DataType | str]) -> pa.Schema:

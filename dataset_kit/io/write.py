@@ -21,7 +21,12 @@ import pyarrow.compute as pc
 
 from dataset_kit.core import naming
 from dataset_kit.core.partition import check_partition_type, encode_value, sortable, value_type
-from dataset_kit.core.schema import _drop_index_fields, file_schema_metadata
+from dataset_kit.core.schema import (
+    _drop_index_fields,
+    file_schema_metadata,
+    null_columns,
+    with_nullable_dtypes,
+)
 from dataset_kit.exceptions import InvalidInputError, PartitionValueError, SchemaMismatchError
 from dataset_kit.io import encoder_processes
 from dataset_kit.io.index import check_indexable, distinct_values
@@ -31,11 +36,13 @@ from dataset_kit.store import Capability, LocalStore, Store
 __all__ = [
     "WriteOptions",
     "WrittenPartition",
+    "check_partition_nulls",
     "conform_timestamps",
     "group_order",
     "merge_categories",
     "sort_rows",
     "to_arrow",
+    "with_null_dtypes",
     "write_partitions",
 ]
 
@@ -128,7 +135,24 @@ def to_arrow(data: Any) -> pa.Table:
     names = table.column_names
     if len(set(names)) != len(names):
         raise InvalidInputError(f"duplicate column names in {names!r}")
-    return _drop_index_fields_table(table)
+    return with_null_dtypes(_drop_index_fields_table(table))
+
+
+def with_null_dtypes(table: pa.Table) -> pa.Table:
+    """``table`` whose pandas metadata gives its integer and boolean columns that hold
+    nulls their nullable pandas dtype, where it names none (Arrow data, downloads, ingests).
+
+    What is written decides how the dataset reads back as pandas (see
+    :func:`~dataset_kit.core.schema.with_nullable_dtypes`): ``Int64``/``boolean`` then,
+    in every partition and in the whole table alike, never float64 (which rounds integers
+    above 2**53) in some partitions and int64 in others. Columns without nulls keep their
+    dtype (int64 stays int64).
+    """
+    schema = table.schema
+    nullable = with_nullable_dtypes(schema, null_columns(table))
+    if nullable is schema:
+        return table
+    return table.replace_schema_metadata(nullable.metadata)
 
 
 def _drop_index_fields_table(table: pa.Table) -> pa.Table:
@@ -285,15 +309,25 @@ def group_order(table: pa.Table, cols: Sequence[str]) -> tuple[np.ndarray | None
     return order, np.bincount(dense, minlength=n_groups)
 
 
-def _check_nulls(table: pa.Table, cols: Sequence[str]) -> None:
+def check_partition_nulls(table: pa.Table, cols: Sequence[str], *, part: bool = False) -> None:
+    """Refuse null/NaN values in the partition columns ``cols``.
+
+    ``part``: ``table`` holds only some of the rows written (the message says "at least").
+
+    Raises
+    ------
+    PartitionValueError
+        Names the first such column and how many null/NaN values it holds.
+    """
     for name in cols:
         col = table.column(name)
         nulls = col.null_count
         if pa.types.is_floating(value_type(col.type)):
             nulls += pc.sum(pc.is_nan(col.cast(value_type(col.type)))).as_py() or 0
         if nulls:
+            count = f"at least {nulls}" if part else str(nulls)
             raise PartitionValueError(
-                f"partition column {name!r} has {nulls} null/NaN values; partition values "
+                f"partition column {name!r} has {count} null/NaN values; partition values "
                 "must not be null (fill them, or keep the column out of partition_on)"
             )
 
@@ -331,7 +365,7 @@ def _split(table: pa.Table, partition_on: Sequence[str]) -> list[_Group]:
         return [_Group([], 0, table.num_rows, None)]
     for name in partition_on:
         check_partition_type(name, table.schema.field(name).type)
-    _check_nulls(table, partition_on)
+    check_partition_nulls(table, partition_on)
     order, counts = group_order(table, partition_on)
     n_groups = len(counts)
     ends = np.cumsum(counts)

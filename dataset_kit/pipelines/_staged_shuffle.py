@@ -18,11 +18,12 @@ the store twice, so it is the default only for stores with a local path.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dataset_kit.core import naming
 from dataset_kit.store import Store
@@ -31,6 +32,7 @@ __all__ = [
     "StagingIndex",
     "clean_staging",
     "collect_index",
+    "hash_rows",
     "output_ids",
     "read_output",
     "write_shards",
@@ -47,8 +49,8 @@ def output_ids(table: pa.Table, columns: Sequence[str], n_out: int) -> np.ndarra
     """The output (``0 <= id < n_out``) of every row: a hash of its ``columns`` values.
 
     Value-based, so every map task sends equal keys to the same output whatever its
-    Arrow chunking or dictionaries: one integer column is mixed with a multiplicative
-    hash, anything else hashed with pandas' ``hash_pandas_object``.
+    Arrow chunking, dictionaries or nulls: one integer column is mixed with a
+    multiplicative hash, anything else hashed by :func:`hash_rows`.
 
     Examples
     --------
@@ -64,14 +66,74 @@ def output_ids(table: pa.Table, columns: Sequence[str], n_out: int) -> np.ndarra
     dtype = np.uint16 if n_out <= 2**16 else np.uint32
     if len(columns) == 1:
         col = table.column(columns[0])
-        if pa.types.is_integer(col.type) and col.null_count == 0:
-            values = col.to_numpy().astype(np.uint64, copy=False)
+        if pa.types.is_integer(col.type):
+            # nulls go where 0 goes: with or without nulls, a value's output is the same
+            values = pc.fill_null(col, 0).to_numpy().astype(np.uint64, copy=False)
             with np.errstate(over="ignore"):
                 mixed = (values * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(29)
             return (mixed % np.uint64(n_out)).astype(dtype)
-    frame = table.select(list(columns)).to_pandas(date_as_object=False)
-    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    hashed = hash_rows(table, columns, date_as_object=False)
     return (hashed % np.uint64(n_out)).astype(dtype)
+
+
+_NULLABLE_MAPPER = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+}.get
+
+
+def _canonical(col: pa.ChunkedArray, t: pa.DataType) -> pa.ChunkedArray:
+    """``col`` in the one form its values are hashed in: plain values (no dictionary) of
+    ``t``'s value type."""
+    value_t = t.value_type if pa.types.is_dictionary(t) else t
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    return col if col.type == value_t else col.cast(value_t)
+
+
+def hash_rows(
+    table: pa.Table,
+    columns: Sequence[str],
+    types: Mapping[str, pa.DataType] | None = None,
+    *,
+    date_as_object: bool = True,
+) -> np.ndarray:
+    """A uint64 hash of every row's ``columns`` values that depends on the values only,
+    not on how they are represented.
+
+    Each column is cast to its canonical form first: the values of ``types[column]``
+    (the dataset's type; default: the column's own), categories resolved to their
+    values; then hashed as pandas does (``hash_pandas_object``), integers and booleans
+    with nulls in their nullable dtypes (which hash their values as the numpy dtypes
+    do). So an int64 5, a 5.0 read from a blob whose nulls made it float64 and a
+    nullable ``Int64`` 5 hash alike, and a row's hash does not depend on the other rows
+    it is read with. For integer columns without nulls this is kartothek's/plateau's
+    bucket hash.
+
+    Examples
+    --------
+    >>> t = pa.table({"k": pa.array([5, 6], pa.int64())})
+    >>> f = pa.table({"k": pa.array([5.0, None])})
+    >>> int(hash_rows(t, ["k"])[0]) == int(hash_rows(f, ["k"], {"k": pa.int64()})[0])
+    True
+    """
+    types = types or {}
+    series = {}
+    for i, name in enumerate(columns):
+        col = _canonical(table.column(name), types.get(name, table.schema.field(name).type))
+        # without nulls the numpy dtype: it hashes as the nullable one, and faster
+        mapper = _NULLABLE_MAPPER if col.null_count else None
+        series[f"c{i}"] = col.to_pandas(types_mapper=mapper, date_as_object=date_as_object)
+    frame = pd.DataFrame(series)
+    hashed: np.ndarray = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return hashed
 
 
 def write_shards(

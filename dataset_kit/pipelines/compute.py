@@ -38,6 +38,7 @@ from dataset_kit.io.write import (
     merge_categories,
     to_arrow,
     validate_write_columns,
+    with_null_dtypes,
     write_partitions,
 )
 from dataset_kit.pipelines._job import Bundle, Job, final_node, job_token, task_key
@@ -217,11 +218,15 @@ def node_batches(
 def write_result(table: pa.Table, target: WriteTarget) -> NodeResult:
     """Write one node's output table as uncommitted blobs and describe them.
 
+    Integer and boolean columns that hold nulls get their nullable pandas dtype (see
+    :func:`~dataset_kit.io.write.with_null_dtypes`) in the schema the node reports.
+
     Raises
     ------
     InvalidInputError, PartitionValueError, SchemaMismatchError
         The table does not fit the target's layout or schema.
     """
+    table = with_null_dtypes(table)
     validate_write_columns(
         table,
         partition_on=target.partition_on,

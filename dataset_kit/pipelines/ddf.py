@@ -7,7 +7,11 @@ root-task queuing keeps only a few partitions in memory at a time. Column select
 the frame (``ddf[["a", "b"]]``) reach the Parquet reader through dask's projection
 pushdown. Every partition, and the frame's ``meta``, has exactly the dtypes the eager
 reader returns, whatever ``dataframe.convert-string`` says (dask's string conversion is
-not applied: the dataset's pandas metadata decides between ``str`` and ``string``).
+not applied: the dataset's pandas metadata decides between ``str`` and ``string``, and
+between ``int64`` and ``Int64``, never each blob's own). A dataset written before
+datasets recorded the nullable dtype of integer/boolean columns with nulls reads such a
+column as ``Int64``/``boolean`` only in the partitions that hold nulls (exact, but the
+meta says ``int64``/``bool``); rewriting it (or appending nulls) records the dtype.
 
 Writing follows the pipeline model: one node per dask partition writes its blobs and
 returns a small descriptor, one commit node makes all of them visible as one version;
@@ -66,24 +70,30 @@ def _dd() -> Any:
     return dd
 
 
-def _to_frame(plan: _read.ReadPlan, table: pa.Table, categoricals: Sequence[str]) -> pd.DataFrame:
-    """A read table as pandas, exactly as :func:`dataset_kit.read_table` returns it."""
+def _to_frame(
+    plan: _read.ReadPlan, table: pa.Table, categoricals: Sequence[str], nullable: bool = False
+) -> pd.DataFrame:
+    """A read table as pandas, exactly as :func:`dataset_kit.read_table` returns it
+    (``nullable``: every integer and boolean column in its nullable dtype)."""
     for col in categoricals:
         if col not in table.column_names:
             continue  # projected away
         idx = table.column_names.index(col)
         if not pa.types.is_dictionary(table.schema.field(idx).type):
             table = table.set_column(idx, col, table.column(idx).dictionary_encode())
-    frame: pd.DataFrame = _read.to_output(plan, table, "pandas")
+    frame: pd.DataFrame = _read.to_output(plan, table, "pandas", nullable=nullable)
     return frame
 
 
-def empty_frame(plan: _read.ReadPlan, categoricals: Sequence[str] = ()) -> pd.DataFrame:
+def empty_frame(
+    plan: _read.ReadPlan, categoricals: Sequence[str] = (), *, nullable: bool = False
+) -> pd.DataFrame:
     """A zero-row frame with the exact dtypes of a read of ``plan``.
 
     Categorical columns of the dataset carry the dataset's categories (every partition
     reads with them); ``categoricals`` that are plain columns in the dataset get
     categories per partition, so their categories are unknown (dask's convention).
+    ``nullable``: every integer and boolean column in its nullable dtype.
     """
     arrays = []
     fields = []
@@ -94,7 +104,7 @@ def empty_frame(plan: _read.ReadPlan, categoricals: Sequence[str] = ()) -> pd.Da
         arrays.append(arr)
         fields.append(f.with_type(arr.type))
     table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-    frame = _to_frame(plan, table, categoricals)
+    frame = _to_frame(plan, table, categoricals, nullable)
     unknown = [
         c
         for c in categoricals
@@ -121,12 +131,14 @@ class _GroupReader:
         categoricals: tuple[str, ...],
         index: str | None,
         sort_index: bool,
+        nullable: bool = False,
     ) -> None:
         self.store = store
         self.plan = plan
         self.categoricals = categoricals
         self.index = index
         self.sort_index = sort_index
+        self.nullable = nullable
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         meta = self.plan.meta
@@ -138,6 +150,7 @@ class _GroupReader:
             self.plan.columns,
             self.categoricals,
             self.index,
+            self.nullable,
         )
 
     def __call__(self, parts: Group, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -148,7 +161,7 @@ class _GroupReader:
                 wanted.append(self.index)
             plan = replace(plan, columns=wanted)
         table = _read.concat(plan, _read.read_partitions(self.store, plan, parts))
-        frame = _to_frame(plan, table, self.categoricals)
+        frame = _to_frame(plan, table, self.categoricals, self.nullable)
         if self.index is not None:
             frame = frame.set_index(self.index)
             if self.sort_index:
@@ -296,23 +309,27 @@ def from_plan(
     *,
     categoricals: Sequence[str] = (),
     divisions_by: str | None = None,
+    nullable: bool = False,
 ) -> Any:
     """A dask DataFrame reading ``groups`` (lists of blobs of ``plan``), one per partition.
 
     The building block of :func:`read_dataset_as_ddf` and the repartition pipeline.
+    ``nullable=True`` reads every integer and boolean column in its nullable dtype (meta
+    and partitions alike, with or without nulls): exact, whatever the dataset's pandas
+    metadata says (the repartition's shuffle).
     """
     import dask
 
     dd = _dd()
     cats = tuple(categoricals)
-    meta = empty_frame(plan, cats)
+    meta = empty_frame(plan, cats, nullable=nullable)
     divisions = None
     if divisions_by is not None:
         if divisions_by not in plan.schema.names:
             raise InvalidInputError(f"divisions_by names unknown column {divisions_by!r}")
         if divisions_by not in plan.columns:
             plan = replace(plan, columns=[*plan.columns, divisions_by])
-            meta = empty_frame(plan, cats)
+            meta = empty_frame(plan, cats, nullable=nullable)
         if groups:
             groups, divisions = _divisions(store, plan, groups, divisions_by)
         meta = meta.set_index(divisions_by)
@@ -327,6 +344,7 @@ def from_plan(
             cats,
             divisions_by,
             divisions_by is not None and divisions_by not in plan.meta.partition_keys,
+            nullable,
         )
         return dd.from_map(
             reader,

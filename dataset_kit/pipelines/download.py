@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import decimal
 import hashlib
@@ -44,7 +45,13 @@ from dataset_kit.api._ops import (
 )
 from dataset_kit.core import naming
 from dataset_kit.core.metadata import DatasetMetadata
-from dataset_kit.core.schema import merge_schemas, schema_from_b64, schema_to_b64
+from dataset_kit.core.schema import (
+    merge_schemas,
+    schema_from_b64,
+    schema_to_b64,
+    type_family,
+    with_column_type,
+)
 from dataset_kit.exceptions import (
     CommitConflictError,
     InvalidInputError,
@@ -56,6 +63,7 @@ from dataset_kit.exceptions import (
 )
 from dataset_kit.io import commit as _commit
 from dataset_kit.io import sources as _src
+from dataset_kit.io.parquet import read_blob
 from dataset_kit.io.write import WriteOptions, WrittenPartition, validate_write_columns
 from dataset_kit.pipelines._job import Job, final_node, task_key
 from dataset_kit.pipelines._stores import renew_reused
@@ -313,6 +321,138 @@ def _merge(results: Sequence[NodeResult], schema: pa.Schema, uuid: str) -> NodeR
     return NodeResult(tuple(parts), schema, categories, sum(r.rows for r in results))
 
 
+def _widened(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The type both ``a`` and ``b`` values fit in, as batches within a chunk are widened
+    (``int64`` and ``double``: ``double``), or None."""
+    try:
+        unified = pa.unify_schemas(
+            [pa.schema([("v", a)]), pa.schema([("v", b)])], promote_options="permissive"
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    return unified.field(0).type
+
+
+def _inferred(run: _Run) -> list[str]:
+    """The columns without a declared type: typed by their values, chunk by chunk."""
+    return [f.name for f in run.schema if pa.types.is_null(f.type)]
+
+
+def _to_dataset_types(table: pa.Table, run: _Run) -> pa.Table:
+    """``table`` (appended to a dataset) with its inferred columns in the dataset's types
+    where those hold them (integers appended to a double column), as batches within a
+    chunk are widened; the dataset's schema rules (other differences fail the write).
+
+    Raises
+    ------
+    SourceQueryError
+        A value does not convert exactly (an integer above 2**53 to double).
+    """
+    base = run.target.base_schema
+    if base is None:
+        return table
+    for name in _inferred(run):
+        idx = base.get_field_index(name)
+        i = table.schema.get_field_index(name)
+        if idx < 0 or i < 0:
+            continue
+        have, want = table.schema.field(i).type, base.field(idx).type
+        if pa.types.is_null(have) or type_family(have) == type_family(want):
+            continue  # merge_schemas takes it (a null column, a wider int, ...)
+        if _widened(have, want) != want:
+            continue  # the dataset's type does not hold these values: merge_schemas refuses
+        try:
+            column = table.column(i).cast(want)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise SourceQueryError(
+                f"column {name!r} is {want} in dataset {run.target.uuid!r} but {have} in this "
+                f"download, and its values do not convert exactly ({exc}); CAST it in the "
+                f"query or pass types={{{name!r}: ...}}"
+            ) from None
+        table = table.set_column(i, table.schema.field(i).with_type(want), column)
+    return table
+
+
+def _unify(run: _Run, results: Sequence[NodeResult], what: str) -> list[NodeResult]:
+    """``results`` (of the files of a chunk, or of the chunks) with one type per inferred
+    column: the values' types widened as batches within a file are (``int64`` and
+    ``double``: ``double``). Blobs keep the type they were written with; readers cast
+    each blob to the dataset's type, so the values of every blob written narrower are
+    checked here to convert exactly (they are read, one column).
+
+    Raises
+    ------
+    SourceQueryError
+        The types have no common type (integers and text), a value does not convert
+        exactly (an integer above 2**53 to double), or the column is a partition column
+        (its values would be spelled differently in the keys).
+    """
+    out = list(results)
+    store, uuid = run.target.store, run.target.uuid
+    for name in _inferred(run):
+        typed = [
+            (i, r.schema.field(name).type)
+            for i, r in enumerate(results)
+            if r.rows and not pa.types.is_null(r.schema.field(name).type)
+        ]
+        kinds = {type_family(t) for _, t in typed}
+        if len(kinds) < 2:
+            continue  # one type family: merge_schemas widens it (int32 and int64, ...)
+        unified: pa.DataType | None = typed[0][1]
+        for _, t in typed[1:]:
+            unified = _widened(unified, t) if unified is not None else None
+        types = " and ".join(sorted({str(t) for _, t in typed}))
+        hint = f"CAST it in the query or pass types={{{name!r}: ...}}"
+        if unified is None:
+            raise SourceQueryError(
+                f"column {name!r} has no declared type and its values are {types} in "
+                f"different parts of {what}, which have no common type; {hint}"
+            )
+        if name in run.target.partition_on:
+            raise SourceQueryError(
+                f"partition column {name!r} has no declared type and its values are {types} "
+                f"in different parts of {what} (a value would get two partitions); {hint}"
+            )
+        for i, t in typed:
+            if t == unified:
+                continue
+            for part in results[i].parts:
+                _check_converts(store, uuid, part, name, unified)
+            result = out[i]
+            out[i] = dataclasses.replace(
+                result,
+                schema=with_column_type(result.schema, name, unified),
+                parts=tuple(_retyped_index(p, name, unified) for p in result.parts),
+            )
+        logger.info("%s: column %r widened from %s to %s", what, name, types, unified)
+    return out
+
+
+def _check_converts(
+    store: Store, uuid: str, part: WrittenPartition, name: str, t: pa.DataType
+) -> None:
+    """Check that column ``name`` of a written blob converts to ``t`` exactly."""
+    table = read_blob(store, part.key, columns=[name], row_filter=None, dataset_uuid=uuid)
+    if name not in table.column_names:
+        return
+    try:
+        table.column(name).cast(t)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise SourceQueryError(
+            f"column {name!r} has no declared type and is {table.schema.field(name).type} in "
+            f"some rows but {t} in others, and those values do not convert to {t} exactly "
+            f"({exc}); CAST it in the query or pass types={{{name!r}: ...}}"
+        ) from None
+
+
+def _retyped_index(part: WrittenPartition, name: str, t: pa.DataType) -> WrittenPartition:
+    """``part`` with the secondary-index values of ``name`` (if indexed) of type ``t``."""
+    if name not in part.index_values:
+        return part
+    values = {**part.index_values, name: part.index_values[name].cast(t)}
+    return dataclasses.replace(part, index_values=values)
+
+
 def _stream_to_blobs(
     run: _Run, conn: _src.SourceConnection, sql: str, out: list[NodeResult]
 ) -> None:
@@ -335,6 +475,7 @@ def _stream_to_blobs(
                 else:
                     tables = buffer.add(_src.conform(batch, run.schema))
                 for table in tables:
+                    table = _to_dataset_types(table, run)
                     if pending is not None:
                         out.append(pending.result())
                     pending = pool.submit(write_result, table, run.target)
@@ -358,6 +499,7 @@ def _fetch_chunk(run: _Run, index: int, sql: str) -> NodeResult:
                 if fallback and isinstance(conn, _src._SQLiteConnection):
                     conn.use_adbc = False
                 _stream_to_blobs(run, conn, sql, results)
+            return _merge(_unify(run, results, f"chunk {index}"), run.schema, target.uuid)
         except _src._TypeInferenceError as exc:
             _discard(target.store, results)
             if fallback:
@@ -370,7 +512,6 @@ def _fetch_chunk(run: _Run, index: int, sql: str) -> NodeResult:
         except BaseException:
             _discard(target.store, results)
             raise
-        return _merge(results, run.schema, target.uuid)
 
 
 def _discard(store: Store, results: Sequence[NodeResult]) -> None:
@@ -451,6 +592,8 @@ def _commit_download(
             )
     user_meta = {**metadata, STATE_KEY: state}
     rows = sum(r.rows for r in results)
+    # every chunk typed its inferred columns by its own values: one type across chunks
+    results = _unify(run, results, "the download")
     if mode == "append":
         staged = stage_results(results, base.meta.schema if base is not None else None, target.uuid)
         if base is not None and not staged.parts and state.get("high_water") == encode_value(after):

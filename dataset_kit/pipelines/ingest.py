@@ -660,6 +660,8 @@ def ingest_files(
         sch = given
         if sch is None:
             sch = _tf.infer_schema(infos, fmt, sample_bytes=sample_bytes, bad_lines=bad_lines)
+            if target.base_schema is not None:  # appending: the dataset's types where they fit
+                sch = _tf.toward_dataset(sch, target.base_schema)
         pieces = _tf.plan_nodes(infos, blocksize=size, splittable=fmt.splittable)
         run_id = job_id or (
             dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ-") + _uuid.uuid4().hex[:8]

@@ -44,13 +44,19 @@ from dataset_kit.api._ops import as_list
 from dataset_kit.core import naming
 from dataset_kit.core.metadata import DatasetMetadata
 from dataset_kit.core.partition import check_partition_type
-from dataset_kit.core.schema import pandas_metadata, with_pandas_metadata
+from dataset_kit.core.schema import (
+    null_columns,
+    pandas_metadata,
+    with_nullable_dtypes,
+    with_pandas_metadata,
+)
 from dataset_kit.exceptions import InvalidInputError
 from dataset_kit.io import commit as _commit
 from dataset_kit.io import read as _read
 from dataset_kit.io.write import (
     WriteOptions,
     WrittenPartition,
+    check_partition_nulls,
     group_order,
     to_arrow,
     validate_write_columns,
@@ -173,23 +179,39 @@ def _cluster_shape() -> tuple[int, int]:
     return os.cpu_count() or 2, task_bytes
 
 
-def _buckets(frame: pd.DataFrame, num_buckets: int) -> np.ndarray:
-    """The hash bucket of every row of ``frame`` (kartothek's bucketing: stable across
-    processes, the same for the pandas and the Arrow paths)."""
-    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+def _buckets(
+    table: pa.Table, columns: list[str], types: Mapping[str, pa.DataType], num_buckets: int
+) -> np.ndarray:
+    """The hash bucket of every row of ``table`` (kartothek's bucketing of integer
+    columns; stable across processes).
+
+    The values are hashed in their canonical form (:func:`_staged.hash_rows`, with the
+    dataset's ``types``), so a value's bucket does not depend on how a read represents it
+    (int64, or float64 for a blob with nulls) nor on the pandas or Arrow path.
+    """
+    hashed = _staged.hash_rows(table, columns, types)
     width = next(w for w in (8, 16, 32, 64) if 2**w >= num_buckets)
     return (hashed % np.uint64(num_buckets)).astype(f"uint{width}")
 
 
-def _add_bucket(frame: pd.DataFrame, columns: list[str], num_buckets: int) -> pd.DataFrame:
+def _add_bucket(
+    frame: pd.DataFrame,
+    columns: list[str],
+    num_buckets: int,
+    types: Mapping[str, pa.DataType],
+) -> pd.DataFrame:
     """Add the hash bucket of ``columns`` as :data:`BUCKET_COLUMN`."""
-    return frame.assign(**{BUCKET_COLUMN: _buckets(frame[columns], num_buckets)})
+    values = pa.Table.from_pandas(frame[columns], preserve_index=False)
+    return frame.assign(**{BUCKET_COLUMN: _buckets(values, columns, types, num_buckets)})
 
 
-def _add_bucket_arrow(table: pa.Table, columns: list[str], num_buckets: int) -> pa.Table:
-    """:func:`_add_bucket` for an Arrow table (the columns are hashed as pandas)."""
-    frame = table.select(columns).to_pandas()
-    return table.append_column(BUCKET_COLUMN, pa.array(_buckets(frame, num_buckets)))
+def _add_bucket_arrow(
+    table: pa.Table, columns: list[str], num_buckets: int, types: Mapping[str, pa.DataType]
+) -> pa.Table:
+    """:func:`_add_bucket` for an Arrow table."""
+    return table.append_column(
+        BUCKET_COLUMN, pa.array(_buckets(table, columns, types, num_buckets))
+    )
 
 
 @dataclass(frozen=True)
@@ -206,7 +228,8 @@ class _Spec:
 
 
 def _run_starts(table: pa.Table, columns: Sequence[str]) -> np.ndarray:
-    """Start offsets of the runs of equal ``columns`` values in a sorted table."""
+    """Start offsets of the runs of equal ``columns`` values in a sorted table (nulls are
+    equal to each other, as in a grouping)."""
     n = table.num_rows
     change = np.zeros(n, dtype=bool)
     if n:
@@ -216,8 +239,11 @@ def _run_starts(table: pa.Table, columns: Sequence[str]) -> np.ndarray:
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
         arr = col.combine_chunks()
-        diff = pc.fill_null(pc.not_equal(arr.slice(1), arr.slice(0, n - 1)), True)
-        change[1:] |= diff.to_numpy(zero_copy_only=False)
+        after, before = arr.slice(1), arr.slice(0, n - 1)
+        # a change: both valid and different, or one null and the other not
+        differ = pc.fill_null(pc.not_equal(after, before), False)
+        differ = pc.or_(differ, pc.not_equal(pc.is_null(after), pc.is_null(before)))
+        change[1:] |= differ.to_numpy(zero_copy_only=False)
     return np.flatnonzero(change)
 
 
@@ -252,10 +278,13 @@ def _prepare(table: pa.Table, spec: _Spec) -> tuple[pa.Table, list[tuple[int, in
     """The node's rows sorted by partition (and ``sort_by``), and the files to cut them into
     as ``(offset, rows)``."""
     keys = spec.group_by  # never empty: partition columns and/or the bucket
-    if spec.sort_by or any(table.column(c).null_count for c in keys):
+    # null partition values fail the node here, counted over all of its rows: every null
+    # row of a single partition column hashes to this output; with more keys (columns or
+    # the bucket) the null rows of other key values are elsewhere
+    check_partition_nulls(table, spec.target.partition_on, part=len(keys) > 1)
+    if spec.sort_by:
         # a comparison sort: by partition, then ``sort_by``; categoricals by value (Arrow
-        # sorts no dictionary arrays). Null keys keep their rows together for
-        # write_partitions to refuse.
+        # sorts no dictionary arrays)
         cols = [table.column(c) for c in [*keys, *spec.sort_by]]
         cols = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in cols]
         order = pc.sort_indices(
@@ -319,12 +348,15 @@ def _write_table(table: pa.Table, spec: _Spec) -> NodeResult:
     """:func:`_write_node` for an Arrow table with at least one row."""
     table, chunks = _prepare(table, spec)
     rows = table.num_rows
+    # integer/boolean columns holding nulls read back in their nullable dtype (a source
+    # written before datasets recorded that gets it here)
+    schema = with_nullable_dtypes(spec.schema, null_columns(table))
     written = _write_chunks(table, chunks, spec)
     del table
     # Arrow's allocator keeps freed memory for reuse: hand it back, so that the worker's
     # memory (what the nanny's limit and the scheduler see) really drops
     pa.default_memory_pool().release_unused()
-    return NodeResult(tuple(written), spec.schema, spec.categories, rows)
+    return NodeResult(tuple(written), schema, spec.categories, rows)
 
 
 @dataclass(frozen=True)
@@ -353,7 +385,8 @@ def _stage_map(
     table = _read.concat(plan, _read.read_partitions(reader, plan, list(parts)))
     if bucket_by:
         assert num_buckets is not None
-        table = _add_bucket_arrow(table, bucket_by, num_buckets)
+        types = {c: plan.schema.field(c).type for c in bucket_by}
+        table = _add_bucket_arrow(table, bucket_by, num_buckets, types)
     ids = _staged.output_ids(table, spec.group_by, staging.n_out)
     key = naming.staging_key(staging.dataset_uuid, staging.run, index)
     return _staged.write_shards(
@@ -722,14 +755,19 @@ def repartition(
         # an empty selection still commits the target with the source's schema
         nodes: list[Any] = [NodeResult((), spec.schema, spec.categories, 0)]
         if groups:
-            ddf = from_plan(reader, plan, groups)
+            # integers and booleans in their nullable dtypes, whatever the source's pandas
+            # metadata says: exact (no float64 for nulls), and every partition (and the
+            # meta P2P converts to) alike
+            ddf = from_plan(reader, plan, groups, nullable=True)
             if buckets:
                 assert num_buckets is not None
+                types = {c: plan.schema.field(c).type for c in buckets}
                 ddf = ddf.map_partitions(
                     _add_bucket,
                     buckets,
                     num_buckets,
-                    meta=_add_bucket(ddf._meta, buckets, num_buckets),
+                    types,
+                    meta=_add_bucket(ddf._meta, buckets, num_buckets, types),
                 )
             shuffled = ddf.shuffle(on=list(spec.group_by), npartitions=n_out, shuffle_method=method)
             written = shuffled.map_partitions(

@@ -912,3 +912,82 @@ def test_many_updates_row_counts(store: Store) -> None:
     got = _read(store)
     assert Counter(got["v"].tolist()) == counts
     assert dk.open_dataset(store=store, dataset_uuid=UUID).num_rows == sum(counts.values())
+
+
+# --------------------------------------------------------------------------- nulls in ints
+BIG = 2**53 + 1  # not a float64
+
+
+def _arrow_with_nulls_in_the_second_append(store: Store) -> None:
+    first = pa.table({"g": ["a", "a"], "k": pa.array([BIG, 2], pa.int64()), "b": [True, False]})
+    second = pa.table({"g": ["b", "b"], "k": pa.array([BIG + 2, None]), "b": [None, True]})
+    dk.write_dataset(first, store=store, dataset_uuid=UUID, partition_on="g")
+    dk.update_dataset(second, store=store, dataset_uuid=UUID)
+
+
+def test_arrow_nulls_in_int_and_bool_columns_read_back_nullable_everywhere() -> None:
+    # Arrow data carries no pandas dtypes: a column with nulls in some blobs read back as
+    # int64 from those without nulls and float64 (rounded) / object from the others
+    store = MemoryStore()
+    _arrow_with_nulls_in_the_second_append(store)
+    df = dk.read_table(store=store, dataset_uuid=UUID)
+    assert df.dtypes.astype(str).to_dict() == {"g": "str", "k": "Int64", "b": "boolean"}
+    assert df["k"].tolist() == [BIG, 2, BIG + 2, pd.NA]
+    frames = dk.read_dataset_as_dataframes(store=store, dataset_uuid=UUID)
+    lazy = list(dk.iter.read_dataset_as_dataframes(store=store, dataset_uuid=UUID))
+    for frame in [*frames, *lazy]:
+        assert frame.dtypes.to_dict() == df.dtypes.to_dict()
+    # a column that never held nulls keeps its numpy dtype
+    plain = pa.table({"k": pa.array([1, 2], pa.int64()), "b": [True, False]})
+    dk.write_dataset(plain, store=store, dataset_uuid="plain")
+    got = dk.read_table(store=store, dataset_uuid="plain")
+    assert got.dtypes.astype(str).to_dict() == {"k": "int64", "b": "bool"}
+
+
+def test_nulls_in_a_dataset_written_without_nullable_dtypes_read_exactly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a dataset written before the nullable dtype was recorded: reads never round through
+    # float64, a partition with nulls reads nullable, one without keeps int64
+    store = MemoryStore()
+    with monkeypatch.context() as m:
+        m.setattr("dataset_kit.io.write.with_null_dtypes", lambda table: table)
+        _arrow_with_nulls_in_the_second_append(store)
+    assert dk.open_dataset(store=store, dataset_uuid=UUID).schema.metadata is None
+    df = dk.read_table(store=store, dataset_uuid=UUID)
+    assert df["k"].dtype == "Int64" and df["k"].tolist() == [BIG, 2, BIG + 2, pd.NA]
+    assert df["b"].dtype == "boolean"
+    frames = dk.read_dataset_as_dataframes(store=store, dataset_uuid=UUID)
+    assert [str(f["k"].dtype) for f in frames] == ["int64", "Int64"]
+    # appending nulls now records the nullable dtype for every reader
+    dk.update_dataset(
+        pa.table({"g": ["c"], "k": pa.array([None], pa.int64()), "b": [True]}),
+        store=store,
+        dataset_uuid=UUID,
+    )
+    frames = dk.read_dataset_as_dataframes(store=store, dataset_uuid=UUID)
+    assert [str(f["k"].dtype) for f in frames] == ["Int64"] * 3
+    assert [str(f["b"].dtype) for f in frames] == ["bool", "boolean", "bool"]
+
+
+def test_object_ints_with_nulls_read_back_exactly() -> None:
+    # pandas object integers with None were stored with numpy_type "object", which pyarrow
+    # reads as float64: 2**53 + 1 came back as 2**53
+    store = MemoryStore()
+    df = pd.DataFrame({"k": pd.Series([BIG, None], dtype=object)})
+    dk.write_dataset(df, store=store, dataset_uuid=UUID)
+    got = dk.read_table(store=store, dataset_uuid=UUID)
+    assert got["k"].dtype == "Int64" and got["k"].tolist() == [BIG, pd.NA]
+
+
+def test_a_nullable_int8_column_widened_by_arrow_data_stays_readable() -> None:
+    # the Int8 entry stayed on the column widened to int64: reading failed (ArrowInvalid)
+    store = MemoryStore()
+    dk.write_dataset(
+        pd.DataFrame({"a": pd.array([1, None], "Int8")}), store=store, dataset_uuid=UUID
+    )
+    dk.update_dataset(
+        pa.table({"a": pa.array([2**40], pa.int64())}), store=store, dataset_uuid=UUID
+    )
+    got = dk.read_table(store=store, dataset_uuid=UUID)
+    assert got["a"].dtype == "Int64" and got["a"].tolist() == [1, pd.NA, 2**40]

@@ -30,6 +30,7 @@ from dataset_kit.core.schema import (
     schema_from_b64,
     schema_to_b64,
     type_family,
+    with_nullable_dtypes,
 )
 from dataset_kit.exceptions import DatasetError, MetadataFormatError, SchemaMismatchError
 
@@ -448,6 +449,51 @@ def test_merge_schemas_reads_back_as_pandas_concat(current: Any, incoming: Any) 
     )
     expected = pd.concat([old, new], ignore_index=True)["a"].dtype
     assert merged.empty_table().to_pandas()["a"].dtype == expected
+
+
+def _dtypes(schema: pa.Schema) -> dict[str, str]:
+    return {k: str(v) for k, v in schema.empty_table().to_pandas().dtypes.items()}
+
+
+def test_with_nullable_dtypes_only_for_ints_and_bools_that_need_it() -> None:
+    arrow = pa.schema(
+        [("k", pa.int8()), ("u", pa.uint64()), ("b", pa.bool_()), ("x", pa.float64()),
+         ("s", pa.string()), ("c", pa.dictionary(pa.int8(), pa.string()))]
+    )  # fmt: skip
+    out = with_nullable_dtypes(arrow, arrow.names)
+    assert _dtypes(out) == {**_dtypes(arrow), "k": "Int8", "u": "UInt64", "b": "boolean"}
+    assert with_nullable_dtypes(out, out.names) is out  # nothing left to do
+    assert with_nullable_dtypes(arrow, ["x", "s"]) is arrow
+    partial = with_nullable_dtypes(arrow, ["k"], complete=False)  # for one conversion
+    assert [c["name"] for c in pandas_metadata(partial)["columns"]] == ["k"]  # type: ignore[index]
+    assert _dtypes(partial) == {**_dtypes(arrow), "k": "Int8"}
+    # pandas entries that cannot hold nulls (read as float64/object) take the nullable
+    # dtype; object booleans read back as written
+    frame = pd.DataFrame(
+        {
+            "i": np.array([1]),
+            "o": pd.Series([1], dtype=object),
+            "ob": pd.Series([True], dtype=object),
+        }
+    )
+    pandas = pa.Schema.from_pandas(frame, preserve_index=False).set(1, pa.field("o", pa.int64()))
+    pandas = pandas.set(2, pa.field("ob", pa.bool_()))
+    meta = pandas_metadata(with_nullable_dtypes(pandas, ["i", "o", "ob"]))
+    assert meta is not None
+    assert [c["numpy_type"] for c in meta["columns"]] == ["Int64", "Int64", "object"]
+
+
+def test_merge_schemas_keeps_nullable_dtypes_of_data_without_pandas_metadata() -> None:
+    arrow = _s(("k", pa.int64()), ("b", pa.bool_()), ("s", pa.string()))
+    with_nulls = with_nullable_dtypes(arrow, ["k", "b"])
+    # onto a schema without pandas metadata (an Arrow-written dataset), either order
+    assert _dtypes(merge_schemas(arrow, with_nulls)) == _dtypes(with_nulls)
+    assert _dtypes(merge_schemas(with_nulls, arrow)) == _dtypes(with_nulls)
+    assert _dtypes(merge_schemas(arrow, arrow)) == _dtypes(arrow)
+    # a nullable Int8 column widened to int64 by Arrow data reads as Int64, not Int8
+    int8 = pa.Schema.from_pandas(pd.DataFrame({"a": pd.array([1, None], "Int8")}))
+    merged = merge_schemas(int8, _s(("a", pa.int64())))
+    assert merged.field("a").type == pa.int64() and _dtypes(merged) == {"a": "Int64"}
 
 
 def test_merge_schemas_first_write_drops_pandas_index() -> None:

@@ -436,6 +436,16 @@ def test_infer_schema_sample_with_a_bad_line(tmp_path: Path) -> None:
     ) == pa.schema([("a", pa.int64())])
 
 
+def test_invalid_utf8_in_a_csv_sample_is_a_bad_line(tmp_path: Path) -> None:
+    # type inference made the whole column binary (every good value stored as bytes)
+    path = write(tmp_path / "n.csv", b"name,n\nalice,1\n\xff\xfebob,2\ncarol,3\n")
+    info = tf.stat_file(path, CSV)
+    with pytest.raises(SourceFormatError, match=r"n\.csv, line 3: column 'name': invalid UTF-8"):
+        tf.infer_schema([info], CSV, sample_bytes=1 << 16)
+    schema = tf.infer_schema([info], CSV, sample_bytes=1 << 16, bad_lines="quarantine")
+    assert schema == pa.schema([("name", pa.string()), ("n", pa.int64())])
+
+
 def test_sample_is_whole_lines(tmp_path: Path) -> None:
     data = b"".join(f'{{"i": {i}, "pad": "{"x" * (i % 50)}"}}\n'.encode() for i in range(2000))
     info = tf.stat_file(write(tmp_path / "s.jsonl", data), JSONL)

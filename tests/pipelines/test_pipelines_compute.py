@@ -410,3 +410,33 @@ def test_target_in_another_store(store: LocalStore, tmp_path: Path) -> None:
         revenue, source=SRC, target="t", store=store, target_store=other
     ).compute()
     assert dk.list_datasets(other) == ["t"] and "t" not in dk.list_datasets(store)
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["nullable-recorded", "written-before"])
+def test_identity_copy_of_int_columns_with_nulls_in_some_partitions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded: bool
+) -> None:
+    # every call got the blob's own dtype (int64 here, float64 there): the outputs' schemas
+    # disagreed (SchemaMismatchError int64 vs double) and 2**53 + 1 was rounded
+    kv = LocalStore(tmp_path / "nulls")
+    big = 2**53 + 1
+    first = pa.table({"g": ["a"] * 3, "k": pa.array([big, 2, 3], pa.int64())})
+    second = pa.table({"g": ["b"] * 3, "k": pa.array([big + 2, None, 3], pa.int64())})
+    with monkeypatch.context() as m:
+        if not recorded:  # a dataset written before nullable dtypes were recorded
+            m.setattr("dataset_kit.io.write.with_null_dtypes", lambda table: table)
+        dk.write_dataset(first, store=kv, dataset_uuid="src", partition_on=["g"])
+        dk.update_dataset(second, store=kv, dataset_uuid="src")
+    seen: list[str] = []
+
+    def identity(frame: pd.DataFrame) -> pd.DataFrame:
+        seen.append(str(frame["k"].dtype))
+        return frame
+
+    dk.pipelines.map_partitions(
+        identity, source="src", target="copy", store=kv, partition_on=["g"]
+    ).compute(scheduler="sync")
+    assert sorted(seen) == (["Int64", "Int64"] if recorded else ["Int64", "int64"])
+    copy = dk.read_table(store=kv, dataset_uuid="copy")
+    assert copy["k"].dtype == "Int64" and copy["k"].tolist() == [big, 2, 3, big + 2, pd.NA, 3]
+    pd.testing.assert_frame_equal(copy, dk.read_table(store=kv, dataset_uuid="src"))

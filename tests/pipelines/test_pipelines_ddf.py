@@ -10,6 +10,7 @@ import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from pandas.testing import assert_frame_equal
 
@@ -82,6 +83,46 @@ def test_dtypes_equal_the_eager_reader(
     assert_frame_equal(got.reset_index(drop=True), eager)
     for name, dtype in eager.dtypes.items():  # categories included
         assert ddf._meta[name].dtype == dtype, name
+
+
+def write_nulls_in_some_blobs(store: Store) -> None:
+    """Arrow data (no pandas dtypes) whose int and bool columns hold nulls in one blob."""
+    big = 2**53 + 1
+    first = pa.table({"g": ["a"] * 3, "k": pa.array([big, 2, 3]), "b": [True, False, True]})
+    second = pa.table({"g": ["b"] * 3, "k": pa.array([big + 2, None, 3]), "b": [True, None, True]})
+    dk.write_dataset(first, store=store, dataset_uuid="nulls", partition_on=["g"])
+    dk.update_dataset(second, store=store, dataset_uuid="nulls")
+
+
+def test_meta_and_partitions_agree_when_some_blobs_hold_nulls() -> None:
+    # the meta said int64/bool, the partition with nulls was float64 (rounded)/object
+    store = MemoryStore()
+    write_nulls_in_some_blobs(store)
+    eager = dk.read_table(store=store, dataset_uuid="nulls")
+    ddf = read_dataset_as_ddf(store=store, dataset_uuid="nulls")
+    assert ddf._meta.dtypes.to_dict() == eager.dtypes.to_dict()
+    assert eager["k"].dtype == "Int64" and eager["b"].dtype == "boolean"
+    for i in range(ddf.npartitions):
+        part = ddf.get_partition(i).compute(scheduler="sync")
+        assert part.dtypes.to_dict() == eager.dtypes.to_dict(), i
+    assert ddf["k"].compute(scheduler="sync").tolist() == [2**53 + 1, 2, 3, 2**53 + 3, pd.NA, 3]
+
+
+def test_nulls_written_without_nullable_dtypes_are_exact_in_partitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a dataset written before nullable dtypes were recorded: exact (Int64, not float64)
+    # where a partition holds nulls; the computed frame equals the eager reader
+    store = MemoryStore()
+    with monkeypatch.context() as m:
+        m.setattr("dataset_kit.io.write.with_null_dtypes", lambda table: table)
+        write_nulls_in_some_blobs(store)
+    ddf = read_dataset_as_ddf(store=store, dataset_uuid="nulls")
+    parts = [ddf.get_partition(i).compute(scheduler="sync") for i in range(ddf.npartitions)]
+    assert [str(p["k"].dtype) for p in parts] == ["int64", "Int64"]
+    assert parts[1]["k"].tolist() == [2**53 + 3, pd.NA, 3]
+    got = ddf.compute(scheduler="sync").reset_index(drop=True)
+    assert_frame_equal(got, dk.read_table(store=store, dataset_uuid="nulls"))
 
 
 @pytest.mark.parametrize("convert_string", [True, False])

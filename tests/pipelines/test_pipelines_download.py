@@ -32,6 +32,7 @@ import dataset_kit as dk
 from dataset_kit.exceptions import (
     DatasetExistsError,
     InvalidInputError,
+    SchemaMismatchError,
     SourceConnectionError,
     SourceError,
     SourceQueryError,
@@ -370,6 +371,83 @@ def test_sqlite_bad_input_is_typed_and_commits_nothing(tmp_path: Path, store: St
     with pytest.raises(SourceQueryError, match="'id'"):
         job.compute()
     assert not list(store.iter_keys())  # no dataset, no leftover blobs
+
+
+def untyped_db(path: Path, n: int = 100) -> str:
+    return sqlite_db(
+        path, "CREATE TABLE t (id INTEGER PRIMARY KEY)", [(i,) for i in range(1, n + 1)]
+    )
+
+
+#: An expression without a declared type: integers for id < 50, reals above.
+MIXED = "SELECT id, CASE WHEN id < 50 THEN id ELSE id * 1.5 END AS e FROM t"
+
+
+@pytest.mark.parametrize(
+    ("n_chunks", "max_rows_per_file"),
+    [(1, 1_000_000), (4, 1_000_000), (1, 10)],
+    ids=["one-chunk", "across-chunks", "across-files-of-a-chunk"],
+)
+def test_untyped_expression_widens_across_chunks_and_files(
+    tmp_path: Path, store: Store, n_chunks: int, max_rows_per_file: int
+) -> None:
+    # int64 in one chunk (or file), double in another: SchemaMismatchError at commit
+    url = untyped_db(tmp_path / "e.db")
+    meta = download_table(
+        url,
+        query=MIXED,
+        store=store,
+        dataset_uuid="e",
+        chunk_by="id",
+        n_chunks=n_chunks,
+        max_rows_per_file=max_rows_per_file,
+    ).compute(scheduler="sync")
+    assert meta.schema is not None and meta.schema.field("e").type == pa.float64()
+    got = read_rows(store, "e")
+    assert [r["e"] for r in got] == [i if i < 50 else i * 1.5 for i in range(1, 101)]
+    df = dk.read_table(store=store, dataset_uuid="e")
+    assert df["e"].dtype == "float64"
+
+
+def test_untyped_expression_that_does_not_widen_exactly_fails(tmp_path: Path, store: Store) -> None:
+    url = untyped_db(tmp_path / "e.db")
+    big = "SELECT id, CASE WHEN id < 50 THEN id + 9007199254740992 ELSE id * 1.5 END AS e FROM t"
+    job = download_table(url, query=big, store=store, dataset_uuid="big", chunk_by="id", n_chunks=4)
+    with pytest.raises(SourceQueryError, match=r"'e'.*(exactly|not in range).*CAST"):
+        job.compute(scheduler="sync")
+    assert_not_committed(store, "big")
+    store = MemoryStore()
+    text = "SELECT id, CASE WHEN id < 50 THEN id ELSE 'x' || id END AS e FROM t"
+    job = download_table(
+        url, query=text, store=store, dataset_uuid="txt", chunk_by="id", n_chunks=4
+    )
+    with pytest.raises(SourceQueryError, match="no common type"):
+        job.compute(scheduler="sync")
+    assert_not_committed(store, "txt")
+
+
+def test_untyped_expression_appended_takes_the_dataset_type(tmp_path: Path, store: Store) -> None:
+    url = untyped_db(tmp_path / "e.db")
+    download_table(
+        url, query=MIXED, store=store, dataset_uuid="e", chunk_by="id", n_chunks=2
+    ).compute(scheduler="sync")
+    # integers only (an expression: no declared type): appended as the dataset's double
+    ints = "SELECT id + 100 AS id, id + 0 AS e FROM t"
+    meta = download_table(
+        url, query=ints, store=store, dataset_uuid="e", chunk_by="id", n_chunks=2, mode="append"
+    ).compute(scheduler="sync")
+    assert meta.schema is not None and meta.schema.field("e").type == pa.float64()
+    assert [r["e"] for r in read_rows(store, "e")][-3:] == [98.0, 99.0, 100.0]
+    # the dataset's schema rules: reals do not go into an integer column
+    download_table(
+        url, query="SELECT id, id + 0 AS e FROM t", store=store, dataset_uuid="i"
+    ).compute(scheduler="sync")
+    job = download_table(
+        url, query=MIXED, store=store, dataset_uuid="i", chunk_by="id", n_chunks=2, mode="append"
+    )
+    with pytest.raises(SchemaMismatchError, match="'e'"):
+        job.compute(scheduler="sync")
+    assert dk.open_dataset(store=store, dataset_uuid="i").version == 0
 
 
 # --------------------------------------------------------------------------- incremental

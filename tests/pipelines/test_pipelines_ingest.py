@@ -394,6 +394,59 @@ def test_malformed_csv_lines(tmp_path: Path, store: LocalStore) -> None:
     assert got["x"].tolist() == expected["x"].astype(float).tolist()
 
 
+def test_invalid_utf8_in_the_schema_sample_is_a_bad_line(tmp_path: Path, store: LocalStore) -> None:
+    # the sample's type inference made the column binary: no bad line, every name bytes
+    path = tmp_path / "names.csv"
+    path.write_bytes(b"name,n\nalice,1\n\xff\xfebob,2\ncarol,3\n")
+    with pytest.raises(SourceFormatError) as err:
+        ingest_files(str(path), store=store, dataset_uuid="strict").compute(scheduler="sync")
+    assert err.value.line == 3 and "invalid UTF-8" in str(err.value)
+    assert dk.list_datasets(store) == []
+    meta = ingest_files(
+        str(path), store=store, dataset_uuid="lenient", bad_lines="quarantine"
+    ).compute(scheduler="sync")
+    assert meta.schema is not None and meta.schema.field("name").type == pa.string()
+    assert meta.metadata[STATE_KEY]["bad_lines"] == 1
+    assert [q["line"] for q in read_quarantine(store, "lenient")] == [3]
+    assert dk.read_table(store=store, dataset_uuid="lenient")["name"].tolist() == [
+        "alice",
+        "carol",
+    ]
+
+
+def test_csv_ints_with_empty_values_in_some_files_read_back_exactly(
+    tmp_path: Path, store: LocalStore
+) -> None:
+    # one file's node wrote int64, the other's int64 with nulls: read back as float64
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("id,n,ok\n1,9007199254740993,true\n2,5,false\n")
+    b.write_text("id,n,ok\n3,,\n4,7,true\n")
+    meta = ingest_files([str(a), str(b)], store=store, dataset_uuid="t", blocksize=40).compute(
+        scheduler="sync"
+    )
+    assert meta.num_partitions == 2  # one blob with nulls, one without
+    got = read_sorted(store, "t")
+    assert got["n"].dtype == "Int64" and got["ok"].dtype == "boolean"
+    assert got["n"].tolist() == [2**53 + 1, 5, pd.NA, 7]
+    ddf = dk.read_dataset_as_ddf(store=store, dataset_uuid="t")
+    assert ddf._meta.dtypes.to_dict() == got.dtypes.to_dict()
+
+
+def test_append_of_integers_to_a_double_column(tmp_path: Path, store: LocalStore) -> None:
+    # the appended file's column inferred int64 was refused by the dataset's double
+    (tmp_path / "day1.jsonl").write_text('{"svc": "a", "lat": 12.5}\n')
+    (tmp_path / "day2.jsonl").write_text('{"svc": "b", "lat": 13}\n')
+    (tmp_path / "day3.jsonl").write_text('{"svc": "c", "lat": "slow"}\n')
+    ingest_files(str(tmp_path / "day1.jsonl"), store=store, dataset_uuid="logs").compute()
+    meta = ingest_files(
+        str(tmp_path / "day2.jsonl"), store=store, dataset_uuid="logs", mode="append"
+    ).compute()
+    assert meta.schema is not None and meta.schema.field("lat").type == pa.float64()
+    assert dk.read_table(store=store, dataset_uuid="logs")["lat"].tolist() == [12.5, 13.0]
+    with pytest.raises(SchemaMismatchError, match="'lat'"):  # text does not fit: refused
+        ingest_files(str(tmp_path / "day3.jsonl"), store=store, dataset_uuid="logs", mode="append")
+
+
 def test_schema_mismatch_between_files(tmp_path: Path, store: LocalStore) -> None:
     (tmp_path / "a.jsonl").write_text('{"user": 17, "n": 1}\n')
     (tmp_path / "b.jsonl").write_text('{"user": "u-17", "n": 2.5}\n')

@@ -33,7 +33,14 @@ from dataset_kit.exceptions import (
     KeyNotFoundError,
     PartitionValueError,
 )
-from dataset_kit.pipelines.repartition import balanced_chunks, repartition
+from dataset_kit.io import read as _read
+from dataset_kit.pipelines.repartition import (
+    BUCKET_COLUMN,
+    _add_bucket,
+    _add_bucket_arrow,
+    balanced_chunks,
+    repartition,
+)
 from dataset_kit.store import Capability, DelegatingStore, LocalStore, Store
 from dataset_kit.testing.dask_cluster import local_cluster
 from dataset_kit.testing.frames import all_types_frame
@@ -357,6 +364,116 @@ def test_staged_and_disk_shuffles_make_the_same_buckets(store: LocalStore) -> No
         }
 
     assert buckets("staged") == buckets("disk")
+
+
+BIG = 2**53 + 1  # not a float64
+
+
+def write_nulls_in_some_blobs(
+    store: Store, monkeypatch: pytest.MonkeyPatch, recorded: bool, uuid: str = "nulls"
+) -> None:
+    """Arrow data whose int column ``k`` holds nulls in the second blob only (``recorded``
+    False: written as before datasets recorded nullable dtypes, float64 on read)."""
+    first = pa.table({"g": ["a"] * 6, "id": range(6), "k": pa.array([BIG, 2, 3, 4, 5, 6])})
+    second = pa.table(
+        {"g": ["a"] * 6, "id": range(6, 12), "k": pa.array([BIG, 2, 3, None, 5, BIG + 2])}
+    )
+    with monkeypatch.context() as m:
+        if not recorded:
+            m.setattr("dataset_kit.io.write.with_null_dtypes", lambda table: table)
+        dk.write_dataset(first, store=store, dataset_uuid=uuid, partition_on="g")
+        dk.update_dataset(second, store=store, dataset_uuid=uuid)
+
+
+def arrow_rows(store: Store, uuid: str) -> list[tuple[Any, ...]]:
+    table = dk.read_table(store=store, dataset_uuid=uuid, output="arrow")
+    return sorted(zip(table.column("id").to_pylist(), table.column("k").to_pylist(), strict=True))
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["nullable-recorded", "written-before"])
+def test_a_bucket_value_lands_in_one_file_with_nulls_in_some_blobs(
+    store: LocalStore, method: str, recorded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 5 in a blob without nulls (int64) and 5.0 in one with nulls (float64) hashed apart:
+    # one value in several bucket files of its partition
+    write_nulls_in_some_blobs(store, monkeypatch, recorded)
+    meta = repartition(
+        "nulls",
+        "b",
+        store=store,
+        partition_on="g",
+        bucket_by="k",
+        num_buckets=4,
+        shuffle_method=method,
+    ).compute()
+    files_of: dict[Any, set[str]] = defaultdict(set)
+    plan = _read.plan_read(store, meta)
+    for part in plan.parts:
+        for value in _read.read_partition(store, plan, part).column("k").to_pylist():
+            files_of[value].add(part.key)
+    assert {v: len(f) for v, f in files_of.items() if len(f) > 1} == {}
+    assert arrow_rows(store, "b") == arrow_rows(store, "nulls")
+
+
+def test_bucket_hash_depends_on_the_value_only() -> None:
+    """int64 5, float64 5.0 (an int column with nulls), Int64 5; Arrow or pandas path."""
+    types = {"k": pa.int64()}
+    as_int = pa.table({"k": pa.array([5, BIG], pa.int64())})
+    as_float = pa.table({"k": pa.array([5.0, None])})
+    as_nullable = pa.table({"k": pa.array([5, None], pa.int64())})
+    buckets = [
+        _add_bucket_arrow(t, ["k"], 7, types).column(BUCKET_COLUMN).to_pylist()[0]
+        for t in (as_int, as_float, as_nullable)
+    ]
+    frames = [
+        pd.DataFrame({"k": [5, 6]}),
+        pd.DataFrame({"k": [5.0, np.nan]}),
+        pd.DataFrame({"k": pd.array([5, None], "Int64")}),
+        pd.DataFrame({"k": pd.array([5, 6], "Int8")}),
+    ]
+    buckets += [int(_add_bucket(f, ["k"], 7, types)[BUCKET_COLUMN].iloc[0]) for f in frames]
+    assert len(set(buckets)) == 1, buckets
+    # without nulls, kartothek's/plateau's bucketing of int64 columns
+    kartothek = pd.util.hash_pandas_object(pd.DataFrame({"k": [5, BIG]}), index=False) % 7
+    assert _add_bucket_arrow(as_int, ["k"], 7, types).column(BUCKET_COLUMN).to_pylist() == list(
+        kartothek
+    )
+    narrow = pd.DataFrame({"k": np.array([-1, 5], "int8")})
+    kartothek = pd.util.hash_pandas_object(narrow, index=False) % 7
+    assert list(_add_bucket(narrow, ["k"], 7, {"k": pa.int8()})[BUCKET_COLUMN]) == list(kartothek)
+
+
+@pytest.mark.parametrize("method", ["disk", "tasks"])
+@pytest.mark.parametrize("recorded", [True, False], ids=["nullable-recorded", "written-before"])
+def test_big_integers_with_nulls_in_some_blobs_survive_the_dask_shuffle(
+    method: str, recorded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the pandas shuffle read the column as float64 where a blob held nulls: 2**53 + 3
+    # came back as 2**53 + 4, silently
+    store = dk.open_store("memory://")
+    write_nulls_in_some_blobs(store, monkeypatch, recorded)
+    job = repartition("nulls", "t", store=store, partition_on="id", shuffle_method=method)  # type: ignore[arg-type]
+    job.compute(scheduler="sync")
+    assert arrow_rows(store, "t") == arrow_rows(store, "nulls")
+    got = dk.read_table(store=store, dataset_uuid="t")
+    assert got["k"].dtype == "Int64"  # nulls: the nullable dtype, also for the old source
+
+
+@pytest.mark.parametrize("method", ["staged", "disk", "tasks"])
+def test_null_partition_values_are_counted(store: LocalStore, method: str) -> None:
+    # each null was a run of its own: "1 null/NaN values" for 3
+    t = pa.table({"p": ["x", None, None, None, "y"], "v": range(5)})
+    dk.write_dataset(t, store=store, dataset_uuid="s")
+    job = repartition("s", "t", store=store, partition_on="p", shuffle_method=method)  # type: ignore[arg-type]
+    with pytest.raises(PartitionValueError, match="'p' has 3 null/NaN values"):
+        job.compute(scheduler="sync")
+    assert "t" not in dk.list_datasets(store=store)
+    # with buckets, the null rows of other buckets are in other nodes: a lower bound
+    job = repartition(
+        "s", "t", store=store, partition_on="p", bucket_by="v", num_buckets=8, shuffle_method=method
+    )  # type: ignore[arg-type]
+    with pytest.raises(PartitionValueError, match=r"'p' has at least [123] null/NaN values"):
+        job.compute(scheduler="sync")
 
 
 def test_staged_through_a_store_without_local_paths() -> None:
