@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from dataset_kit.core.metadata import DatasetMetadata
-from dataset_kit.core.schema import merge_schemas
+from dataset_kit.core.schema import column_entry, merge_schemas
 from dataset_kit.exceptions import (
     CommitConflictError,
     DatasetExistsError,
@@ -119,6 +119,8 @@ def build_indices(
     """New index references: base indices merged with ``added`` minus ``removed`` labels.
 
     ``added`` maps column -> label -> distinct values. Unchanged indices keep their file.
+    Index values have the column's type in ``_common_metadata`` (it depends on the pandas
+    dtype: plateau refuses to update an index of another type).
     """
     removed = list(removed)
     result: dict[str, Any] = {}
@@ -129,8 +131,11 @@ def build_indices(
         if ref is not None and not new_entries and not removed:
             result[col] = ref
             continue
+        entry = column_entry(schema, col)
         current = (
-            load_index(store, dataset_uuid, col, ref, t) if ref is not None else empty_index(col, t)
+            load_index(store, dataset_uuid, col, ref, t, pandas_entry=entry)
+            if ref is not None
+            else empty_index(col, t, pandas_entry=entry)
         )
         merged = merge_index(current, col, added=new_entries, removed=removed)
         result[col] = store_index(store, dataset_uuid, col, merged)

@@ -264,6 +264,8 @@ def update_dataset(
                 "build_dataset_indices"
             )
         index_cols, table_name = list(meta0.indices), meta0.table_name
+        if data is not None:
+            _check_existing_indices(meta0)
     options = _options(compression, row_group_size, sort_partitions_by)
     user_meta = _user_metadata(metadata)
     removed0 = delete_scope_labels(kv, meta0, delete_scope) if meta0 is not None else set()
@@ -303,6 +305,30 @@ def update_dataset(
         removed=removed0,
         metadata=user_meta,
     )
+
+
+def _check_existing_indices(meta: DatasetMetadata) -> None:
+    """Refuse to append to a dataset whose secondary index plateau cannot hold (one
+    written by an older release), with the way out, before anything is written.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the column, its type and the fix.
+    """
+    schema = _read.logical_schema(meta)
+    for col in meta.indices:
+        if col not in schema.names:
+            continue
+        try:
+            check_indexable(col, schema.field(col).type, meta.partition_keys)
+        except InvalidInputError as exc:
+            raise InvalidInputError(
+                f"dataset {meta.uuid!r} has a secondary index that an older release "
+                f"accepted but plateau/kartothek cannot update: {exc}. Rewrite the dataset "
+                "without it: write_dataset(read_table(...), mode='overwrite', "
+                "secondary_indices=[the other columns])"
+            ) from None
 
 
 def _plan(

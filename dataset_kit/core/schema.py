@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import Any
 
 import pandas as pd
@@ -40,16 +40,20 @@ import pyarrow as pa
 from dataset_kit.exceptions import MetadataFormatError, SchemaMismatchError
 
 __all__ = [
+    "column_entry",
     "file_schema_metadata",
+    "may_take_nullable",
     "merge_schemas",
     "null_columns",
     "pandas_metadata",
     "plateau_schema",
+    "plateau_type",
     "schema_from_b64",
     "schema_to_b64",
     "type_family",
     "with_column_type",
     "with_nullable_dtypes",
+    "with_nullable_from",
     "with_pandas_metadata",
 ]
 
@@ -183,11 +187,20 @@ def with_nullable_dtypes(
         nullable = _takes_nullable(schema.field(idx).type, entries.get(name))
         if nullable is not None:
             wanted[name] = nullable
+    return _with_numpy_types(schema, meta, wanted, complete=complete)
+
+
+def _with_numpy_types(
+    schema: pa.Schema, meta: dict[str, Any] | None, wanted: dict[str, str], *, complete: bool
+) -> pa.Schema:
+    """``schema`` whose pandas entries of the ``wanted`` columns say the given numpy_type
+    (entries are added for columns the metadata does not describe); see
+    :func:`with_nullable_dtypes` for ``complete``."""
     if not wanted:
         return schema
     if meta is None:
         meta = _default_meta(schema) if complete else {"index_columns": [], "column_indexes": []}
-        entries = _column_entries(meta)
+    entries = _column_entries(meta)
     meta = dict(meta)
     columns_meta = [
         {**c, "numpy_type": wanted[c["name"]]} if c.get("name") in wanted else c
@@ -196,7 +209,13 @@ def with_nullable_dtypes(
     for name, nullable in wanted.items():
         if name not in entries:  # metadata that does not describe every column
             t = schema.field(name).type
-            pandas_type = "bool" if pa.types.is_boolean(t) else str(t)  # as pyarrow writes
+            pandas_type = (  # as pyarrow writes it
+                "bool"
+                if pa.types.is_boolean(t)
+                else f"float{t.bit_width}"
+                if pa.types.is_floating(t)
+                else str(t)
+            )
             columns_meta.append(
                 {
                     "name": name,
@@ -208,6 +227,66 @@ def with_nullable_dtypes(
             )
     meta["columns"] = columns_meta
     return with_pandas_metadata(schema, meta)
+
+
+def may_take_nullable(schema: pa.Schema, *, skip: Container[str] = ()) -> bool:
+    """True if a column of ``schema`` (not in ``skip``) is an integer, float or boolean
+    column whose pandas dtype is not a nullable one (:func:`with_nullable_from` may change it).
+
+    Examples
+    --------
+    >>> may_take_nullable(pa.schema([("s", pa.string())]))
+    False
+    >>> may_take_nullable(pa.schema([("p", pa.int64()), ("x", pa.float64())]), skip=["p"])
+    True
+    """
+    entries = _column_entries(pandas_metadata(schema))
+    for f in schema:
+        if f.name in skip or f.type not in _NULLABLE_DTYPES:
+            continue
+        if not _is_nullable(entries.get(f.name)):
+            return True
+    return False
+
+
+def with_nullable_from(schema: pa.Schema, hints: Iterable[pa.Schema]) -> pa.Schema:
+    """``schema`` whose integer, float and boolean columns take their nullable pandas
+    dtype (``Int64``, ``UInt64``, ``Float64``, ``boolean``: that of ``schema``'s type) where
+    one of ``hints`` names a nullable dtype for the column.
+
+    For the schema of a dataset another tool wrote: plateau normalizes the pandas dtypes
+    in ``_common_metadata`` (a ``Float64`` or ``Int8`` column says ``float64``/``int64``
+    there) but keeps them in the data files, and returns what ``pd.concat`` makes of the
+    files' dtypes and ``_common_metadata``'s: the nullable dtype of the normalized type as
+    soon as one file has a nullable dtype. ``hints`` are such file schemas (or an earlier
+    schema of the dataset). Hints whose pandas metadata is unreadable are ignored (they
+    only decide dtypes, never values). Returns ``schema`` itself when nothing changes.
+
+    Examples
+    --------
+    >>> cm = pa.schema([("f", pa.float64()), ("i", pa.int64()), ("s", pa.large_string())])
+    >>> cm = with_pandas_metadata(cm, _default_meta(cm))
+    >>> data_file = pa.Schema.from_pandas(pd.DataFrame({"f": pd.array([0.5], "Float32"),
+    ...     "i": pd.array([1], "Int8"), "s": ["x"]}), preserve_index=False)
+    >>> [c["numpy_type"] for c in pandas_metadata(with_nullable_from(cm, [data_file]))["columns"]]
+    ['Float64', 'Int64', 'str']
+    """
+    meta = pandas_metadata(schema)
+    entries = _column_entries(meta)
+    wanted: dict[str, str] = {}
+    for hint in hints:
+        try:
+            hint_entries = _column_entries(pandas_metadata(hint))
+        except MetadataFormatError:
+            continue
+        for name, entry in hint_entries.items():
+            idx = schema.get_field_index(name)
+            if idx < 0 or not _is_nullable(entry):
+                continue
+            nullable = _NULLABLE_DTYPES.get(schema.field(idx).type)
+            if nullable is not None and not _is_nullable(entries.get(name)):
+                wanted[name] = nullable
+    return _with_numpy_types(schema, meta, wanted, complete=True)
 
 
 def with_column_type(schema: pa.Schema, name: str, t: pa.DataType) -> pa.Schema:
@@ -451,6 +530,39 @@ def _normalize_type(
             return pa.string(), _set(entry, "unicode", "string")
         return pa.large_string(), _set(entry, "object", "str")
     return t, entry
+
+
+def column_entry(schema: pa.Schema, name: str) -> dict[str, Any] | None:
+    """The pandas metadata entry :func:`plateau_schema` normalizes column ``name`` with
+    (the default entry of its type when the schema has no pandas metadata).
+
+    Examples
+    --------
+    >>> s = pa.Schema.from_pandas(pd.DataFrame({"s": pd.array(["a"], "string")}))
+    >>> column_entry(s, "s")["numpy_type"]
+    'string'
+    """
+    meta = pandas_metadata(schema)
+    if meta is None:
+        return _default_entry(schema.field(name))
+    return _column_entries(meta).get(name)
+
+
+def plateau_type(t: pa.DataType, entry: dict[str, Any] | None) -> pa.DataType:
+    """The type plateau gives a column of type ``t`` with pandas entry ``entry`` (see
+    :func:`column_entry`): its type in ``_common_metadata``, and in index files.
+
+    Strings are ``string`` for the pandas ``string`` dtype (``pd.NA``), else
+    ``large_string``; numbers are widened to 64 bits; categoricals are their value type.
+
+    Examples
+    --------
+    >>> plateau_type(pa.large_string(), {"numpy_type": "string", "pandas_type": "unicode"})
+    DataType(string)
+    >>> plateau_type(pa.string(), None), plateau_type(pa.int8(), None)
+    (DataType(large_string), DataType(int64))
+    """
+    return _normalize_type(t, entry)[0]
 
 
 def _set(entry: dict[str, Any] | None, pd_type: str, np_type: str) -> dict[str, Any] | None:

@@ -20,11 +20,15 @@ import gc
 import hashlib
 import logging
 import random
+import struct
 import time
 import uuid as _uuid
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dataset_kit.core import naming
 from dataset_kit.core.metadata import (
@@ -35,7 +39,7 @@ from dataset_kit.core.metadata import (
     parse_json,
     parse_msgpack_zstd,
 )
-from dataset_kit.core.schema import plateau_schema
+from dataset_kit.core.schema import may_take_nullable, plateau_schema, with_nullable_from
 from dataset_kit.exceptions import (
     CommitConflictError,
     CommitStateUnknownError,
@@ -218,25 +222,88 @@ def expire(store: Store, uuid: str, versions: list[int]) -> None:
         list(pool.map(stub, versions))  # re-raises the first failure
 
 
-def _foreign_schema(store: Store, meta: DatasetMetadata) -> DatasetMetadata:
+#: Bytes read from the end of a data file for its footer (one ranged read, as a rule).
+_FOOTER_PROBE = 65536
+
+
+def _foreign_schema(
+    store: Store, meta: DatasetMetadata, ours: DatasetMetadata | None
+) -> DatasetMetadata:
+    """``meta`` (a pointer another tool wrote) with its schema: ``_common_metadata``, with
+    the nullable pandas dtypes the data say (:func:`with_nullable_from`).
+
+    plateau normalizes ``_common_metadata``'s pandas dtypes (a ``Float64`` or ``Int8``
+    column says float64/int64 there) but returns the nullable dtype the data files carry.
+    So the pandas metadata of one data file is read (its footer: the newest blob the
+    pointer added, a file of ours holds our dtypes already), plus our own newest snapshot
+    (``ours``) if the pointer still holds its blobs. Nothing is read when no column needs
+    it. Deciding once, here, keeps every read of the dataset (a partition, a dask
+    partition, the whole table) converting alike. The first commit of ours stores the
+    result (adoption), so later opens read nothing more.
+    """
     key = naming.common_metadata_key(meta.uuid, meta.table_name)
     try:
         data = store.get(key)
     except KeyNotFoundError:
         return meta
-    return meta.evolve(schema=read_common_metadata(data, what=repr(key)))
+    schema = read_common_metadata(data, what=repr(key))
+    ours_keys = set(ours.partitions.values()) if ours is not None else set()
+    theirs = [k for k in meta.partitions.values() if k not in ours_keys]
+    hints = []
+    if ours is not None and ours.schema is not None and len(theirs) < len(meta.partitions):
+        hints.append(ours.schema)
+    if theirs and may_take_nullable(schema, skip=meta.partition_keys):
+        sample = _data_file_schema(store, theirs[-1])
+        if sample is not None:
+            hints.append(sample)
+    return meta.evolve(schema=with_nullable_from(schema, hints))
+
+
+def _data_file_schema(store: Store, key: str) -> pa.Schema | None:
+    """The schema (with pandas metadata) in a data file's footer; None if it cannot be
+    read cheaply (no range reads) or is not a Parquet file: it only decides dtypes.
+
+    Cost: one file open on a local store; a stat and one ranged read of at most 64 KiB
+    elsewhere (a second ranged read for a larger footer).
+    """
+    if not key.endswith(naming.DATA_SUFFIX):
+        return None
+    try:
+        if Capability.LOCAL_PATH in store.capabilities:
+            path = store.local_path(key)
+            if path is not None:
+                return pq.read_schema(path)
+        if Capability.RANGE_READ not in store.capabilities:
+            return None
+        size = store.stat(key).size
+        tail = store.get_range(key, max(0, size - _FOOTER_PROBE), _FOOTER_PROBE)
+        if len(tail) < 12 or tail[-4:] != b"PAR1":
+            return None
+        (length,) = struct.unpack("<i", tail[-8:-4])
+        if length <= 0 or length + 8 > size - 4:
+            return None
+        if length + 8 > len(tail):
+            tail = store.get_range(key, size - length - 8, length + 8)
+        return pq.read_schema(pa.BufferReader(b"PAR1" + tail[-(length + 8) :]))
+    except (KeyNotFoundError, OSError, pa.ArrowException) as exc:
+        # a missing or corrupt blob: its read reports it; transient store errors propagate
+        # (the schema decides the adoption's commit id: it must not depend on luck)
+        logger.debug("dataset file %s: no footer for pandas dtypes: %s", key, exc)
+        return None
 
 
 def _adopt_foreign(store: Store, meta: DatasetMetadata) -> DatasetMetadata:
     """Place a foreign pointer after the newest snapshot of its history."""
     versions = snapshot_versions(store, meta.uuid)
-    meta = _foreign_schema(store, meta)
     if not versions:
-        return meta.evolve(version=None, history_start=0)
+        return _foreign_schema(store, meta, None).evolve(version=None, history_start=0)
     newest = _read_snapshot(store, meta.uuid, versions[-1])
     if newest.tombstone or _recreated_elsewhere(store, meta, newest):
-        return meta.evolve(version=None, parent=versions[-1], history_start=versions[-1] + 1)
+        return _foreign_schema(store, meta, None).evolve(
+            version=None, parent=versions[-1], history_start=versions[-1] + 1
+        )
     history = history_id(newest)
+    meta = _foreign_schema(store, meta, newest)
     return meta.evolve(
         version=None,
         parent=versions[-1],

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from dataset_kit.core import naming
 from dataset_kit.core.partition import value_type
 from dataset_kit.core.predicates import Term, term_expression
+from dataset_kit.core.schema import plateau_type
 from dataset_kit.exceptions import (
     DataBlobMissingError,
     InvalidInputError,
@@ -34,6 +35,7 @@ __all__ = [
     "check_indexable",
     "distinct_values",
     "empty_index",
+    "index_value_type",
     "load_index",
     "merge_index",
     "prune_labels",
@@ -44,22 +46,55 @@ PARTITION_COLUMN = "partition"
 _LABELS = pa.list_(pa.string())
 
 
-def index_value_type(t: pa.DataType) -> pa.DataType:
-    """The type index files store for a column of type ``t`` (plateau's normalization)."""
-    t = value_type(t)
-    if pa.types.is_signed_integer(t):
-        return pa.int64()
-    if pa.types.is_unsigned_integer(t):
-        return pa.uint64()
-    if pa.types.is_floating(t):
-        return pa.float64()
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return pa.large_string()
-    return t
+def index_value_type(t: pa.DataType, pandas_entry: dict[str, Any] | None = None) -> pa.DataType:
+    """The type index files store for a column of type ``t`` with pandas entry
+    ``pandas_entry`` (see :func:`~dataset_kit.core.schema.column_entry`).
+
+    It is the column's type in ``_common_metadata`` (plateau's normalization): plateau
+    refuses to update an index of another type. In particular a pandas ``string`` (pd.NA)
+    column has ``string`` index values, other strings ``large_string``; without an entry
+    strings are ``large_string``.
+
+    Examples
+    --------
+    >>> index_value_type(pa.int8()), index_value_type(pa.dictionary(pa.int8(), pa.string()))
+    (DataType(int64), DataType(large_string))
+    >>> index_value_type(pa.large_string(), {"numpy_type": "string", "pandas_type": "unicode"})
+    DataType(string)
+    """
+    return plateau_type(t, pandas_entry)
+
+
+def _plateau_indexable(t: pa.DataType) -> bool:
+    """Whether plateau/kartothek can index values of type ``t`` (v4 index spec: bool,
+    integers, floats, strings, bytes, timestamps with or without tz, dates)."""
+    return (
+        pa.types.is_boolean(t)
+        or pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_timestamp(t)
+        or pa.types.is_date(t)
+    )
 
 
 def check_indexable(column: str, t: pa.DataType, partition_keys: Iterable[str]) -> None:
-    """Raise :class:`InvalidInputError` if ``column`` cannot carry a secondary index."""
+    """Raise :class:`InvalidInputError` if ``column`` cannot carry a secondary index.
+
+    Besides nested and null columns, dataset_kit refuses every type plateau/kartothek
+    cannot index (decimals, times of day, durations, intervals, ``large_binary``,
+    fixed-size binary, string/binary views, extension types): plateau refuses to create
+    such an index, and once one exists every plateau update of the dataset fails.
+
+    Examples
+    --------
+    >>> check_indexable("x", pa.decimal128(5, 2), [])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    dataset_kit.exceptions.InvalidInputError: column 'x' of type decimal128(5, 2) cannot ...
+    """
     if column == PARTITION_COLUMN:
         raise InvalidInputError("a column named 'partition' cannot be indexed")
     if column in partition_keys:
@@ -67,22 +102,82 @@ def check_indexable(column: str, t: pa.DataType, partition_keys: Iterable[str]) 
     v = value_type(t)
     if pa.types.is_nested(v) or pa.types.is_null(v):
         raise InvalidInputError(f"column {column!r} of type {t} cannot be indexed")
+    if not _plateau_indexable(v):
+        raise InvalidInputError(
+            f"column {column!r} of type {t} cannot carry a secondary index: plateau/kartothek "
+            f"cannot index {v} values (their index format holds bool, integers, floats, "
+            "strings, binary, dates and timestamps), and every plateau update of a dataset "
+            "with such an index fails"
+        )
+
+
+# Float index values are kept as plateau keeps them. plateau loads an index into a dict,
+# where -0.0 == 0.0: two entries would overwrite each other there (rows lost), so -0.0 is
+# stored as 0.0. It never indexes NaN (pandas' dropna); no term that consults an index
+# matches NaN rows (NaN compares false, and a NaN predicate value means null), so
+# dropping them loses nothing.
+
+
+def _positive_zero(values: pa.Array) -> pa.Array:
+    """Float ``values`` with ``-0.0`` replaced by ``0.0``."""
+    zero = pa.scalar(0.0, values.type)
+    return pc.if_else(pc.equal(values, zero), zero, values)
+
+
+def _has_negative_zero(values: pa.Array) -> bool:
+    zeros = values.filter(pc.equal(values, pa.scalar(0.0, values.type)))
+    if not len(zeros):
+        return False
+    bits = pa.int64() if values.type.bit_width == 64 else pa.int32()
+    if values.type.bit_width == 16:
+        bits = pa.int16()
+    return bool(pc.any(pc.less(zeros.view(bits), 0)).as_py())  # the sign bit
+
+
+def _canonical_pairs(pairs: pa.Table, column: str) -> pa.Table:
+    """Exploded (value, label) pairs of a float index: values without NaN and ``-0.0``,
+    each pair once."""
+    i = pairs.schema.get_field_index(column)
+    values = pairs.column(i).combine_chunks()
+    merge_zeros = _has_negative_zero(values)
+    values = _positive_zero(values)
+    pairs = pairs.set_column(i, pairs.schema.field(i), values)
+    pairs = pairs.filter(pc.invert(pc.is_nan(values)))
+    if merge_zeros:  # a label may be listed under both zeros (older releases)
+        j = pairs.schema.get_field_index(PARTITION_COLUMN)
+        pairs = pairs.group_by([i, j], use_threads=False).aggregate([])
+    return pairs
 
 
 def distinct_values(column: pa.ChunkedArray | pa.Array, t: pa.DataType) -> pa.Array:
-    """Distinct non-null values of a column, in the index value type."""
+    """Distinct non-null values of a column, in the index value type (as plateau keeps
+    them: floats without NaN, ``-0.0`` as ``0.0``).
+
+    Examples
+    --------
+    >>> distinct_values(pa.array([0.0, -0.0, float("nan"), None, 1.5]), pa.float64()).to_pylist()
+    [0.0, 1.5]
+    """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
-    uniq = pc.unique(column.drop_null())
-    return uniq.cast(index_value_type(t))
+    uniq = pc.unique(column.drop_null()).cast(index_value_type(t))
+    if pa.types.is_floating(uniq.type):
+        uniq = _positive_zero(uniq)
+        uniq = pc.unique(uniq.filter(pc.invert(pc.is_nan(uniq))))
+    return uniq
 
 
-def empty_index(column: str, t: pa.DataType) -> pa.Table:
-    """An index with no entries."""
+def empty_index(
+    column: str, t: pa.DataType, *, pandas_entry: dict[str, Any] | None = None
+) -> pa.Table:
+    """An index with no entries (values of :func:`index_value_type`)."""
     return pa.table(
-        {column: pa.array([], index_value_type(t)), PARTITION_COLUMN: pa.array([], _LABELS)}
+        {
+            column: pa.array([], index_value_type(t, pandas_entry)),
+            PARTITION_COLUMN: pa.array([], _LABELS),
+        }
     )
 
 
@@ -106,7 +201,10 @@ def merge_index(
 ) -> pa.Table:
     """Add ``label -> distinct values`` entries and drop removed labels.
 
-    The result has one row per value, values sorted, each label list sorted.
+    The result has the type of ``index`` (added values are cast to it) and one row per
+    value, values sorted, each label list sorted; float values as :func:`distinct_values`
+    gives them (an index written by an older release may hold ``-0.0`` beside ``0.0``,
+    or NaN: they are merged, dropped).
     """
     pairs = _explode(index, column)
     removed = set(removed)
@@ -127,7 +225,10 @@ def merge_index(
             )
     # field expressions and positions, never plain names: pyarrow parses a string name
     # starting with "." as a nested field path
-    pairs = pa.concat_tables(parts).sort_by(
+    pairs = pa.concat_tables(parts)
+    if pa.types.is_floating(target):  # one entry per value, as plateau sees them
+        pairs = _canonical_pairs(pairs, column)
+    pairs = pairs.sort_by(
         [(pc.field(column), "ascending"), (pc.field(PARTITION_COLUMN), "ascending")]
     )
     grouped = pairs.group_by([pairs.schema.get_field_index(column)], use_threads=False).aggregate(
@@ -184,9 +285,19 @@ def store_index(store: Store, dataset_uuid: str, column: str, index: pa.Table) -
 
 
 def load_index(
-    store: Store, dataset_uuid: str, column: str, ref: Any, column_type: pa.DataType
+    store: Store,
+    dataset_uuid: str,
+    column: str,
+    ref: Any,
+    column_type: pa.DataType,
+    *,
+    pandas_entry: dict[str, Any] | None = None,
 ) -> pa.Table:
     """Load an index from its key (or a legacy embedded ``{value: [labels]}`` dict).
+
+    Values are cast to :func:`index_value_type` of ``column_type`` and ``pandas_entry``
+    (files of the other string type, written by older releases or other tools, are read
+    too).
 
     Raises
     ------
@@ -195,7 +306,7 @@ def load_index(
     MetadataFormatError
         If the file does not have the index layout.
     """
-    target = index_value_type(column_type)
+    target = index_value_type(column_type, pandas_entry)
     if isinstance(ref, dict):
         values = pa.array(list(ref.keys())).cast(target)
         labels = pa.array([list(v) for v in ref.values()], _LABELS)

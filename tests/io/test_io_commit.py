@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import dataset_kit as dk
@@ -674,6 +676,96 @@ def test_overwrite_of_foreign_dataset(store: Store) -> None:
     assert _snapshot(store, 1)["dataset_kit"]["commit"]["operation"] == "adopt"
     assert _read(store)["tag"].tolist() == [5]
     assert _read(store, version=1)["tag"].tolist() == [-1]
+
+
+def _nullable(tag: int, p: int = 0) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "p": [p, p],
+            "f": pd.array([tag / 2, None], dtype="Float32"),
+            "i": pd.array([tag, 1], dtype="Int8"),
+            "x": [1.5, 2.5],
+        }
+    )
+
+
+def _as_plateau_wrote_it(store: Store) -> None:
+    """The pointer and ``_common_metadata`` alone (the latter says float64/int64 for the
+    nullable columns, as plateau's does), no snapshot: plateau wrote it all."""
+    _make_foreign(store)
+    store.delete(naming.snapshot_key(UUID, 0))
+    cm = pq.read_schema(pa.BufferReader(store.get(naming.common_metadata_key(UUID, "table"))))
+    numpy_types = {
+        c["name"]: c["numpy_type"] for c in json.loads(cm.metadata[b"pandas"])["columns"]
+    }
+    assert numpy_types == {"p": "int64", "f": "float64", "i": "int64", "x": "float64"}
+
+
+def test_foreign_pointer_takes_nullable_dtypes_from_one_data_file() -> None:
+    """One footer read on open (a stat and one ranged read), none once adopted."""
+    from dataset_kit.store import CountingStore
+
+    store = CountingStore(MemoryStore())
+    dk.write_dataset(_nullable(1), store=store, dataset_uuid=UUID, partition_on="p")
+    dk.update_dataset(_nullable(2, p=1), store=store, dataset_uuid=UUID)
+    _make_foreign(store)
+    with store.measure() as before:  # the pointer holds only our blobs: no footer read
+        C.resolve(store, UUID)
+    assert before["get_range"] == 0 and before["stat"] == 0
+    store.delete(naming.snapshot_key(UUID, 1))
+    store.delete(naming.snapshot_key(UUID, 0))
+    with store.measure() as calls:
+        meta = C.resolve(store, UUID).meta
+    # the pointer, _common_metadata, the snapshot listing; then the newest blob's footer
+    assert {k: n for k, n in calls.items() if k != "bytes_read"} == {
+        "get": 2,
+        "list": 1,
+        "stat": 1,
+        "get_range": 1,
+    }
+    frame = _read(store)
+    assert {c: str(t) for c, t in frame.dtypes.items()} == {
+        "p": "int64",  # partition columns come from _common_metadata, as in plateau
+        "f": "Float64",
+        "i": "Int64",
+        "x": "float64",
+    }
+    assert meta.schema is not None and meta.schema.field("f").type == pa.float64()
+    dk.update_dataset(_nullable(3, p=2), store=store, dataset_uuid=UUID)  # adopts the dtypes
+    with store.measure() as after:
+        frame = _read(store)
+    assert after["get_range"] == 0 and after["stat"] == 0
+    assert frame["f"].dtype == "Float64" and frame["f"].isna().sum() == 3
+
+
+def test_foreign_pointer_keeps_our_nullable_dtypes_for_our_blobs(tmp_path: Path) -> None:
+    """plateau appended numpy data to ours: its file says float64, our snapshot Float64 (as
+    plateau's own read, pd.concat, makes it); a local store reads the footer directly."""
+    store = LocalStore(tmp_path)
+    dk.write_dataset(_nullable(1), store=store, dataset_uuid=UUID, partition_on="p")
+    numpy_only = pd.DataFrame({"p": [5], "f": [0.5], "i": [3], "x": [0.0]})
+    dk.update_dataset(numpy_only, store=store, dataset_uuid=UUID)
+    numpy_key = next(k for k in C.resolve(store, UUID).meta.partitions.values() if "p=5/" in k)
+    store.delete(naming.snapshot_key(UUID, 1))  # p=5 is "theirs" now, with numpy dtypes
+    _make_foreign(store)
+    assert numpy_key in C.resolve(store, UUID).meta.partitions.values()
+    frame = _read(store)
+    assert frame["f"].dtype == "Float64" and frame["i"].dtype == "Int64"
+
+
+def test_foreign_pointer_with_an_unreadable_sample_keeps_common_metadata_dtypes() -> None:
+    store = MemoryStore()
+    dk.write_dataset(_nullable(1), store=store, dataset_uuid=UUID, partition_on="p")
+    _as_plateau_wrote_it(store)
+    (key,) = C.resolve(store, UUID).meta.partitions.values()
+    store.put(key, b"not parquet")
+    ds = dk.open_dataset(store=store, dataset_uuid=UUID)  # opening does not fail ...
+    assert pd.api.types.is_float_dtype(ds.schema.empty_table().to_pandas()["f"])
+    # ... its read does (a bare ArrowInvalid today: read_blob does not wrap corrupt blobs)
+    with pytest.raises((exc.DatasetKitError, pa.ArrowInvalid)):
+        _read(store)
+    store.delete(key)
+    assert dk.open_dataset(store=store, dataset_uuid=UUID).num_partitions == 1
 
 
 def test_delete_of_foreign_dataset(store: Store) -> None:
