@@ -22,6 +22,7 @@ Several classes also derive from the builtin a caller would naturally catch
     │   ├── MetadataFormatError (ValueError)   corrupt, truncated or unknown-version metadata
     │   ├── SchemaMismatchError (ValueError)   incompatible schema, names column and types
     │   ├── DataBlobMissingError               metadata references a blob that is gone
+    │   ├── DataBlobCorruptError               a referenced blob is not readable Parquet
     │   └── CopyIncompleteError                a backup/restore could not copy every blob
     ├── InvalidInputError (ValueError)     bad arguments or data passed by the caller
     │   ├── InvalidUUIDError               dataset uuid with illegal characters
@@ -48,6 +49,7 @@ __all__ = [
     "CommitStateUnknownError",
     "ConfigError",
     "CopyIncompleteError",
+    "DataBlobCorruptError",
     "DataBlobMissingError",
     "DatasetError",
     "DatasetExistsError",
@@ -157,6 +159,11 @@ class SchemaMismatchError(DatasetError, ValueError):
 
 class DataBlobMissingError(DatasetError):
     """Dataset metadata references a blob that does not exist in the store."""
+
+
+class DataBlobCorruptError(DatasetError):
+    """A data blob the metadata references is not readable Parquet (truncated,
+    overwritten by something else, damaged); ``verify(deep=True)`` finds every such blob."""
 
 
 class CopyIncompleteError(DatasetError):

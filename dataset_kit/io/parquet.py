@@ -11,7 +11,12 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from dataset_kit.exceptions import DataBlobMissingError, KeyNotFoundError, MetadataFormatError
+from dataset_kit.exceptions import (
+    DataBlobCorruptError,
+    DataBlobMissingError,
+    KeyNotFoundError,
+    MetadataFormatError,
+)
 from dataset_kit.store import Capability, Store
 
 __all__ = [
@@ -104,6 +109,8 @@ def read_blob(
     ------
     DataBlobMissingError
         If the blob referenced by the metadata does not exist.
+    DataBlobCorruptError
+        If it is not readable Parquet (truncated, overwritten, damaged).
     """
     try:
         source = _source(store, key)
@@ -131,6 +138,11 @@ def read_blob(
     except (KeyNotFoundError, FileNotFoundError) as exc:
         raise DataBlobMissingError(
             f"dataset {dataset_uuid!r}: data blob {key!r} is referenced but missing"
+        ) from exc
+    except (pa.ArrowInvalid, OSError) as exc:  # bad footer, thrift, pages, compression
+        raise DataBlobCorruptError(
+            f"dataset {dataset_uuid!r}: data blob {key!r} is not readable Parquet ({exc}); "
+            "verify(deep=True) lists every such blob, and a backup can restore it"
         ) from exc
 
 

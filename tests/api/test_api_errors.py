@@ -156,6 +156,7 @@ def test_warnings_have_their_own_root() -> None:
         (exc.DeleteScopeError, exc.InvalidInputError),
         (exc.KeyNotFoundError, KeyError),
         (exc.DataBlobMissingError, exc.DatasetError),
+        (exc.DataBlobCorruptError, exc.DatasetError),
         (exc.DatasetExistsError, exc.DatasetError),
         (exc.CommitConflictError, exc.CommitError),
         (exc.StoreUnavailableError, exc.StoreError),
@@ -781,6 +782,31 @@ def test_missing_data_blob(tmp_path: Path, backend: str, predicates: Any) -> Non
     # everything else of the last version is still readable
     expected = ds.before[ds.before.p != 2].reset_index(drop=True)
     pd.testing.assert_frame_equal(_read(store, predicates=[[("p", "!=", 2)]]), expected)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "flipped"])
+@pytest.mark.parametrize("predicates", [None, [[("x", ">", 0)]]], ids=["plain", "filtered"])
+@pytest.mark.parametrize("backend", ["local", "memory"])
+def test_corrupt_data_blob(tmp_path: Path, backend: str, predicates: Any, damage: str) -> None:
+    """A data blob that is not readable Parquet any more is a DataBlobCorruptError naming
+    it (it was pyarrow's bare ArrowInvalid); the other partitions still read."""
+    store = LocalStore(tmp_path) if backend == "local" else dk.open_store("memory://")
+    ds = Seeded(store)
+    (victim,) = [k for k in store.iter_keys(f"{UUID}/table/p=2/") if k.endswith(".parquet")]
+    data = store.get(victim)
+    if damage == "truncated":
+        broken = data[: len(data) // 2]
+    elif damage == "garbage":
+        broken = b"not parquet at all" * 20
+    else:  # the footer's length field points outside the file
+        broken = data[:-8] + (len(data) * 4).to_bytes(4, "little") + data[-4:]
+    store.put(victim, broken)
+    error = _raises(exc.DataBlobCorruptError, _read, store, predicates=predicates)
+    assert victim in str(error) and "verify(deep=True)" in str(error)
+    expected = ds.before[ds.before.p != 2].reset_index(drop=True)
+    pd.testing.assert_frame_equal(_read(store, predicates=[[("p", "!=", 2)]]), expected)
+    report = dk.pipelines.verify(UUID, store=store, deep=True).compute()
+    assert victim in report.corrupt
 
 
 def test_missing_index_blob(ds: Seeded) -> None:
