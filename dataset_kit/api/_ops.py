@@ -142,6 +142,48 @@ def build_indices(
     return result
 
 
+def _is_null(value: Any) -> bool:
+    """None, NaN of any float type, NaT, pd.NA: what no partition value can equal."""
+    import pandas as pd
+
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # arrays and other non-scalars: not a null scalar
+        return False
+
+
+def check_delete_scope(delete_scope: Any) -> list[Mapping[str, Any]]:
+    """The scopes of a ``delete_scope``, checked for shape alone (no dataset needed).
+
+    Raises
+    ------
+    DeleteScopeError
+        Unless it is None or a list of non-empty ``{column: scalar}`` dicts without nulls.
+    """
+    if delete_scope is None:
+        return []
+    if isinstance(delete_scope, Mapping | str) or not isinstance(delete_scope, Sequence):
+        raise DeleteScopeError("delete_scope must be a list of {column: value} dicts")
+    for scope in delete_scope:
+        if not isinstance(scope, Mapping) or not scope:
+            raise DeleteScopeError(f"delete_scope entry {scope!r} must be a non-empty dict")
+        for col, value in scope.items():
+            if not isinstance(col, str):
+                raise DeleteScopeError(f"delete_scope column {col!r} must be a column name")
+            if isinstance(value, list | tuple | set | frozenset | Mapping):
+                raise DeleteScopeError(
+                    f"delete_scope value for {col!r} must be a scalar; use one dict per value"
+                )
+            if _is_null(value):
+                raise DeleteScopeError(
+                    f"delete_scope value for {col!r} is null ({value!r}): partitions cannot "
+                    "be selected by null values"
+                )
+    return list(delete_scope)
+
+
 def delete_scope_labels(store: Store, meta: DatasetMetadata, delete_scope: Any) -> set[str]:
     """Labels of the partitions a ``delete_scope`` selects.
 
@@ -157,32 +199,20 @@ def delete_scope_labels(store: Store, meta: DatasetMetadata, delete_scope: Any) 
     """
     from dataset_kit.io.read import plan_read
 
-    if delete_scope is None:
+    scopes = check_delete_scope(delete_scope)
+    if not scopes:
         return set()
-    if isinstance(delete_scope, Mapping | str) or not isinstance(delete_scope, Sequence):
-        raise DeleteScopeError("delete_scope must be a list of {column: value} dicts")
     keys = list(meta.partition_keys)
     names = meta.schema.names if meta.schema is not None else []
     dnf = []
-    for scope in delete_scope:
-        if not isinstance(scope, Mapping) or not scope:
-            raise DeleteScopeError(f"delete_scope entry {scope!r} must be a non-empty dict")
-        for col, value in scope.items():
+    for scope in scopes:
+        for col in scope:
             if col not in keys and col not in meta.indices:
                 known = "a column without a secondary index" if col in names else "unknown column"
                 raise DeleteScopeError(
                     f"delete_scope on {col!r}: {known}; only partition columns {keys} and "
                     f"indexed columns {sorted(meta.indices)} can select partitions (refusing "
                     "to guess, which in kartothek deleted everything)"
-                )
-            if value is None or (isinstance(value, float) and value != value):
-                raise DeleteScopeError(
-                    f"delete_scope value for {col!r} is null: partitions cannot be selected "
-                    "by null values"
-                )
-            if isinstance(value, list | tuple | set | frozenset):
-                raise DeleteScopeError(
-                    f"delete_scope value for {col!r} must be a scalar; use one dict per value"
                 )
         dnf.append([(col, "==", value) for col, value in scope.items()])
     if not meta.partitions:

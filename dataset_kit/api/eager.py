@@ -7,12 +7,14 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
+import orjson
 import pyarrow as pa
 
 from dataset_kit.api._ops import (
     StagedWrite,
     as_list,
     build_indices,
+    check_delete_scope,
     check_partition_keys,
     commit_update,
     commit_write,
@@ -21,11 +23,12 @@ from dataset_kit.api._ops import (
     stage_tables,
 )
 from dataset_kit.core import naming
-from dataset_kit.core.duration import Duration, parse_duration
+from dataset_kit.core.duration import Duration, parse_duration, required_duration
 from dataset_kit.core.metadata import STUB_MAX_BYTES, DatasetMetadata
 from dataset_kit.exceptions import (
     DatasetExistsError,
     DatasetNotFoundError,
+    DeleteScopeError,
     InvalidInputError,
     KeyNotFoundError,
     MetadataFormatError,
@@ -66,10 +69,18 @@ def _options(compression: str, row_group_size: int | None, sort_partitions_by: A
 
 
 def _user_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The user metadata, checked to be a JSON object before any blob is written."""
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
         raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        orjson.dumps(metadata)  # the snapshot's encoder: str keys, JSON values only
+    except TypeError as exc:
+        raise InvalidInputError(
+            f"metadata must be JSON: string keys and str/int/float/bool/None/list/dict "
+            f"values ({exc})"
+        ) from None
     return dict(metadata)
 
 
@@ -268,7 +279,17 @@ def update_dataset(
             _check_existing_indices(meta0)
     options = _options(compression, row_group_size, sort_partitions_by)
     user_meta = _user_metadata(metadata)
-    removed0 = delete_scope_labels(kv, meta0, delete_scope) if meta0 is not None else set()
+    if meta0 is not None:
+        removed0 = delete_scope_labels(kv, meta0, delete_scope)
+    else:  # a new dataset: nothing to delete, but the scope must make sense all the same
+        removed0 = set()
+        for scope in check_delete_scope(delete_scope):
+            for col in scope:
+                if col not in keys and col not in index_cols:
+                    raise DeleteScopeError(
+                        f"delete_scope on {col!r}: not a partition column {keys} nor an "
+                        f"indexed column {index_cols} of the new dataset {uuid!r}"
+                    )
     staged = StagedWrite()
     if data is not None:
         staged = stage_tables(
@@ -579,6 +600,8 @@ def build_dataset_indices(
     kv = open_store(store)
     uuid = naming.validate_uuid(dataset_uuid)
     cols = as_list(columns, "columns")
+    if not cols:
+        raise InvalidInputError("build_dataset_indices needs the columns to index")
     base = _commit.resolve(kv, uuid)
     cache: dict[str, dict[str, pa.Array]] = {}
 
@@ -700,8 +723,7 @@ def garbage_collect(
     >>> report.count, report.expired, [v["version"] for v in history]
     (1, [0], [1])
     """
-    grace = parse_duration(grace_period, name="grace_period")
-    assert grace is not None
+    grace = required_duration(grace_period, name="grace_period")
     return _gc.collect_garbage(
         open_store(store),
         dataset_uuid,

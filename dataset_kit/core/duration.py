@@ -8,7 +8,7 @@ import re
 
 from dataset_kit.exceptions import InvalidInputError
 
-__all__ = ["Duration", "parse_duration"]
+__all__ = ["Duration", "parse_duration", "required_duration"]
 
 Duration = float | int | str | _dt.timedelta
 
@@ -50,4 +50,23 @@ def parse_duration(value: Duration | None, *, name: str) -> float | None:
         raise InvalidInputError(f"{name} must be a duration, got {type(value).__name__}")
     if not math.isfinite(seconds) or seconds < 0:
         raise InvalidInputError(f"{name} must be a non-negative duration, got {value!r}")
+    return seconds
+
+
+def required_duration(value: Duration, *, name: str) -> float:
+    """Seconds in ``value``, which must be given (``None`` is an error, not "no limit").
+
+    Raises
+    ------
+    InvalidInputError
+        For None, and as :func:`parse_duration`.
+
+    Examples
+    --------
+    >>> required_duration("30min", name="grace_period")
+    1800.0
+    """
+    seconds = parse_duration(value, name=name)
+    if seconds is None:
+        raise InvalidInputError(f"{name} must be a duration such as '1h' or 0, got None")
     return seconds

@@ -19,6 +19,7 @@ import datetime as _dt
 import gc
 import hashlib
 import logging
+import operator
 import random
 import struct
 import time
@@ -411,9 +412,13 @@ def load_version(store: Store, dataset_uuid: str, version: int | None) -> Datase
     Raises
     ------
     DatasetNotFoundError, VersionNotFoundError, MetadataFormatError
+        (VersionNotFoundError also for a ``version`` that is not an integer; numpy
+        integers are integers.)
     """
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
-        raise VersionNotFoundError(f"version must be an int, got {version!r}")
+    if version is not None:
+        if isinstance(version, bool) or not hasattr(version, "__index__"):
+            raise VersionNotFoundError(f"version must be an integer, got {version!r}")
+        version = operator.index(version)  # numpy integers too
     latest = resolve(store, dataset_uuid).meta
     if version is None or version == latest.version:
         return latest

@@ -47,6 +47,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from dataset_kit.core import naming
 from dataset_kit.core.metadata import DatasetMetadata
 from dataset_kit.exceptions import (
@@ -145,8 +147,12 @@ def references(meta: DatasetMetadata) -> Iterable[str]:
 
 
 def _check_rules(keep_versions: int | None, retention: float | None) -> None:
-    if keep_versions is not None and keep_versions < 1:
-        raise InvalidInputError(f"keep_versions must be >= 1, got {keep_versions}")
+    if keep_versions is not None and (
+        isinstance(keep_versions, bool)
+        or not isinstance(keep_versions, int | np.integer)
+        or keep_versions < 1
+    ):
+        raise InvalidInputError(f"keep_versions must be an integer >= 1, got {keep_versions!r}")
     if retention is not None and retention < 0:
         raise InvalidInputError(f"retention must be >= 0 seconds, got {retention}")
 
@@ -303,6 +309,8 @@ def _scan(
 
 
 def _check_grace(grace_period: float) -> None:
+    if not isinstance(grace_period, int | float) or isinstance(grace_period, bool):
+        raise InvalidInputError(f"grace_period must be a duration, got {grace_period!r}")
     if grace_period < 0:
         raise InvalidInputError(f"grace_period must be >= 0 seconds, got {grace_period}")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -187,10 +187,12 @@ def plan_read(
     if columns is None:
         out_cols = list(schema.names)
     else:
-        if isinstance(columns, str):
-            raise InvalidInputError("columns must be a list of column names, not a string")
+        if isinstance(columns, str | bytes) or not isinstance(columns, Iterable):
+            raise InvalidInputError(
+                f"columns must be a list of column names, got {type(columns).__name__}"
+            )
         out_cols = list(columns)
-        unknown = [c for c in out_cols if c not in schema.names]
+        unknown = [c for c in out_cols if not isinstance(c, str) or c not in schema.names]
         if unknown:
             raise InvalidInputError(
                 f"dataset {meta.uuid!r} has no columns {unknown!r}; columns: {schema.names}"

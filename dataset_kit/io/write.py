@@ -82,12 +82,15 @@ class WriteOptions:
     processes: int | None = None
 
     def __post_init__(self) -> None:
-        if self.compression not in COMPRESSIONS:
+        if not isinstance(self.compression, str) or self.compression not in COMPRESSIONS:
             raise InvalidInputError(
                 f"compression {self.compression!r} is not one of {sorted(COMPRESSIONS)}"
             )
-        if self.row_group_size is not None and self.row_group_size < 1:
-            raise InvalidInputError(f"row_group_size must be positive, got {self.row_group_size}")
+        size = self.row_group_size
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1
+        ):
+            raise InvalidInputError(f"row_group_size must be a positive integer, got {size!r}")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Sequence
 
 from dataset_kit.core import naming
-from dataset_kit.core.duration import Duration, parse_duration
+from dataset_kit.core.duration import Duration, parse_duration, required_duration
 from dataset_kit.exceptions import InvalidInputError
 from dataset_kit.io import gc as _gc
 from dataset_kit.pipelines._job import Bundle, Job, final_node, job_token, task_key
@@ -129,8 +129,7 @@ def garbage_collect(
     uuid = naming.validate_uuid(dataset_uuid)
     if batch_size is not None and not 1 <= batch_size <= DEFAULT_BATCH_SIZE:
         raise InvalidInputError(f"batch_size must be within 1..256, got {batch_size}")
-    grace = parse_duration(grace_period, name="grace_period")
-    assert grace is not None
+    grace = required_duration(grace_period, name="grace_period")
     keep = parse_duration(retention, name="retention")
     throttle = as_throttle(storage_concurrency, name="storage")
     plan = _gc.plan_garbage(

@@ -1108,3 +1108,130 @@ def test_column_names_pyarrow_could_parse_as_field_paths(
     if role == "secondary_indices":
         dk.build_dataset_indices(store=store, dataset_uuid=UUID, columns=[column])
         assert _read(store, predicates=[[(column, "!=", "w")]])["i"].tolist() == [1]
+
+
+# --------------------------------------------------------------------------- argument types
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"metadata": {"n": np.int64(3)}},
+        {"metadata": {1: "a"}},
+        {"metadata": {"when": pd.Timestamp("2024-01-01")}},
+        {"row_group_size": "10"},
+        {"row_group_size": 1.5},
+        {"row_group_size": True},
+        {"compression": ["zstd"]},
+        {"compression": {"zstd": 1}},
+    ],
+    ids=repr,
+)
+def test_bad_write_options_are_typed_and_write_nothing(ds: Seeded, kwargs: dict[str, Any]) -> None:
+    """Checked before any blob is written (metadata that is not JSON failed in the commit,
+    after the data, with a bare TypeError, leaving orphan blobs)."""
+    _raises(
+        exc.InvalidInputError,
+        dk.update_dataset,
+        _frame([7], [7]),
+        store=ds.store,
+        dataset_uuid=UUID,
+        **kwargs,
+    )
+    ds.assert_untouched()
+    fresh = dk.open_store("memory://")
+    _raises(
+        exc.InvalidInputError,
+        dk.write_dataset,
+        _frame([7], [7]),
+        store=fresh,
+        dataset_uuid="new",
+        **kwargs,
+    )
+    assert list(fresh.iter_keys("")) == []
+
+
+@pytest.mark.parametrize("columns", [5, 1.5, b"x", [1]], ids=repr)
+def test_columns_of_the_wrong_type_are_typed(ds: Seeded, columns: Any) -> None:
+    _raises(exc.InvalidInputError, _read, ds.store, columns=columns)
+    _raises(
+        exc.InvalidInputError,
+        dk.read_dataset_as_dataframes,
+        store=ds.store,
+        dataset_uuid=UUID,
+        columns=columns,
+    )
+
+
+def test_gc_arguments_of_the_wrong_type_are_typed(ds: Seeded) -> None:
+    for kwargs in ({"keep_versions": "1"}, {"keep_versions": 1.0}, {"grace_period": None}):
+        _raises(
+            exc.InvalidInputError, dk.garbage_collect, store=ds.store, dataset_uuid=UUID, **kwargs
+        )
+    _raises(
+        exc.InvalidInputError,
+        dk.expire_versions,
+        store=ds.store,
+        dataset_uuid=UUID,
+        keep_versions="1",
+    )
+    ds.assert_untouched()
+
+
+def test_version_accepts_numpy_integers_and_types_the_rest(ds: Seeded) -> None:
+    assert len(_read(ds.store, version=np.int64(0))) == 3
+    for bad in ("0", 0.0, True):
+        _raises(exc.VersionNotFoundError, _read, ds.store, version=bad)
+
+
+def test_build_indices_needs_columns(ds: Seeded) -> None:
+    for columns in (None, [], ()):
+        _raises(
+            exc.InvalidInputError,
+            dk.build_dataset_indices,
+            store=ds.store,
+            dataset_uuid=UUID,
+            columns=columns,
+        )
+    ds.assert_untouched()
+
+
+@pytest.mark.parametrize(
+    "scope",
+    ["garbage", 5, [{}], [{"nope": 1}], [{"p": None}], [{"p": [1, 2]}]],
+    ids=repr,
+)
+def test_delete_scope_of_a_new_dataset_is_checked_too(scope: Any) -> None:
+    """update_dataset creating a dataset checked nothing of delete_scope."""
+    store = dk.open_store("memory://")
+    _raises(
+        exc.DeleteScopeError,
+        dk.update_dataset,
+        _frame([1], [1]),
+        store=store,
+        dataset_uuid="new",
+        partition_on="p",
+        delete_scope=scope,
+    )
+    assert dk.list_datasets(store) == []
+    meta = dk.update_dataset(
+        _frame([1], [1]), store=store, dataset_uuid="new", partition_on="p", delete_scope=[{"p": 1}]
+    )
+    assert meta.version == 0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, float("nan"), np.float32("nan"), pd.NaT, pd.NA, np.datetime64("NaT")],
+    ids=repr,
+)
+def test_null_delete_scope_values_are_refused_alike(ds: Seeded, value: Any) -> None:
+    """pd.NaT and np.float32('nan') were accepted and deleted nothing; pd.NA got a
+    misleading type error."""
+    error = _raises(
+        exc.DeleteScopeError,
+        dk.update_dataset,
+        store=ds.store,
+        dataset_uuid=UUID,
+        delete_scope=[{"p": value}],
+    )
+    assert "null" in str(error)
+    ds.assert_untouched()
