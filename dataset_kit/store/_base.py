@@ -36,7 +36,8 @@ def validate_key(key: object) -> str:
     ------
     InvalidKeyError
         If the key is not a non-empty ``str``, starts or ends with ``/``, has an empty,
-        ``.`` or ``..`` component, or contains a control character or a backslash.
+        ``.`` or ``..`` component, contains a control character or a backslash, or is
+        not encodable as UTF-8 (a lone surrogate).
 
     Examples
     --------
@@ -51,6 +52,10 @@ def validate_key(key: object) -> str:
         raise InvalidKeyError(f"invalid key {key!r}: must be a non-empty str", key=None)
     if _CONTROL.search(key):
         raise InvalidKeyError(f"invalid key {key!r}: control character or backslash", key=key)
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no store can name it
+        raise InvalidKeyError(f"invalid key {key!r}: not encodable as UTF-8", key=key) from None
     parts = key.split("/")
     for part in parts:
         if not part:

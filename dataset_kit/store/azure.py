@@ -511,6 +511,47 @@ class AzureBlobStore(Store):
             # chain the SDK error for debugging, unless its text carries a secret
             raise error from (exc if self._mask(str(exc)) == str(exc) else None)
 
+    def _conditional_call(
+        self,
+        op: str,
+        key: str,
+        fn: Callable[..., _T],
+        *args: Any,
+        if_absent: bool = False,
+        if_match: str | None = None,
+        **kwargs: Any,
+    ) -> _T:
+        """:meth:`_call` for a conditional request, which the SDK's retry may repeat.
+
+        A repeated create-only or compare-and-swap request fails against the write its
+        first attempt made when only the answer was lost (a dropped connection, a
+        timeout): "exists" or "etag changed" then means nothing. So a condition that
+        fails *after a retry* is reported as :class:`StoreUnavailableError` (outcome
+        unknown): the callers check what is there, as for any lost answer, instead of
+        taking their own write for another writer's.
+        """
+        retried: list[int] = []
+        try:
+            return self._call(
+                op,
+                key,
+                fn,
+                *args,
+                if_absent=if_absent,
+                if_match=if_match,
+                retry_hook=lambda **_: retried.append(1),
+                **kwargs,
+            )
+        except (KeyExistsError, PreconditionFailedError) as exc:
+            if not retried:
+                raise
+            raise StoreUnavailableError(
+                f"azure {op} of {key!r} in {self!r}: its condition failed after the request "
+                f"was sent again ({exc}); the first attempt may have succeeded, so the "
+                "outcome is unknown",
+                key=key,
+            ) from exc
+
     def _translate(
         self,
         exc: BaseException,
@@ -628,20 +669,25 @@ class AzureBlobStore(Store):
         if length == 0:
             self._stat(key)  # a missing key is still an error
             return b""
+        from azure.core import exceptions as az
+
         blob = self._blob(key)
-        try:
-            return self._call(
-                "get_range",
-                key,
-                lambda: blob.download_blob(
+
+        def read() -> bytes | None:
+            try:
+                return blob.download_blob(
                     offset=start, length=length, max_concurrency=self._concurrency()
-                ).readall(),
-            )
-        except StoreError as exc:
-            # 416 InvalidRange: the range starts at or past the end of an existing blob
-            if _status(exc.__cause__) == 416 or "InvalidRange" in str(exc):
-                return b""
-            raise
+                ).readall()
+            except az.HttpResponseError as exc:
+                # 416 InvalidRange: the range starts at or past the end of an existing
+                # blob (decided by the answer's status and code, never by its text, which
+                # holds the key and the URL)
+                if _status(exc) == 416 or getattr(exc, "error_code", None) == "InvalidRange":
+                    return None
+                raise
+
+        data = self._call("get_range", key, read)
+        return b"" if data is None else data
 
     def _stat(self, key: str) -> BlobInfo:
         blob = self._blob(key)
@@ -734,7 +780,8 @@ class AzureBlobStore(Store):
             kwargs["etag"] = if_match
             kwargs["match_condition"] = MatchConditions.IfNotModified
         blob = self._blob(key)
-        result = self._call(
+        call = self._conditional_call if if_absent or if_match is not None else self._call
+        result = call(
             "put",
             key,
             blob.upload_blob,
@@ -756,7 +803,7 @@ class AzureBlobStore(Store):
 
         blob = self._blob(key)
         if if_match is not None:
-            self._call(
+            self._conditional_call(
                 "delete",
                 key,
                 blob.delete_blob,

@@ -20,6 +20,7 @@ from dataset_kit.exceptions import (
     KeyNotFoundError,
     PreconditionFailedError,
     StoreError,
+    StoreUnavailableError,
 )
 from dataset_kit.store import Capability, Store, open_store
 from dataset_kit.store.azure import AzureBlobStore
@@ -605,3 +606,81 @@ def test_default_credential_is_created_per_process_and_fails_clearly(
     assert time.monotonic() - started < 30
     with pytest.raises(ConfigError, match="secrets do not belong"):
         open_store(f"azure://tokens?account_url={endpoint}&credential=SECRETKEY")
+
+
+class _LoseAnswers:
+    """Wraps the SDK's HTTP transport: the first ``times`` requests with ``method`` reach
+    Azurite and are carried out, then their answer is lost (as on a dropped connection),
+    so the SDK's retry sends them again."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, method: str, times: int = 1) -> None:
+        from azure.core.pipeline.transport import RequestsTransport
+
+        self.method, self.left, self.lost = method, times, 0
+        real = RequestsTransport.send
+
+        def send(transport: Any, request: Any, **kwargs: Any) -> Any:
+            response = real(transport, request, **kwargs)
+            if request.method == self.method and self.left > 0 and "comp=" not in request.url:
+                from azure.core.exceptions import ServiceResponseError
+
+                self.left -= 1
+                self.lost += 1
+                raise ServiceResponseError("injected: the answer was lost")
+            return response
+
+        monkeypatch.setattr(RequestsTransport, "send", send)
+
+
+@pytest.mark.parametrize("operation", ["create-only", "compare-and-swap", "cas-delete"])
+def test_a_conditional_request_whose_answer_was_lost_is_outcome_unknown(
+    store: AzureBlobStore, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    """The SDK sends the request again; its condition then fails against the write the
+    first attempt made. That is not another writer's write (KeyExistsError /
+    PreconditionFailedError, which made a commit take its own snapshot for a lost race):
+    it is StoreUnavailableError, outcome unknown, and the callers look."""
+    first = store.put("cas", b"v1")
+    lose = _LoseAnswers(monkeypatch, "DELETE" if operation == "cas-delete" else "PUT")
+    with pytest.raises(StoreUnavailableError, match="outcome is unknown"):
+        if operation == "create-only":
+            store.put("new", b"mine", if_absent=True)
+        elif operation == "compare-and-swap":
+            store.put("cas", b"v2", if_match=first.etag)
+        else:
+            store.delete("cas", if_match=first.etag)
+    assert lose.lost == 1
+    if operation == "create-only":
+        assert store.get("new") == b"mine"  # the first attempt did it
+    elif operation == "compare-and-swap":
+        assert store.get("cas") == b"v2"
+    else:
+        assert not store.exists("cas")
+
+
+def test_a_commit_whose_snapshot_answer_was_lost_commits_once(
+    store: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: the snapshot write's answer is lost once; the commit reads the
+    snapshot back, finds its own commit id and goes on (it took the version for another
+    writer's and committed a second one)."""
+    from azure.core.exceptions import ServiceResponseError
+    from azure.core.pipeline.transport import RequestsTransport
+
+    dk.write_dataset(pd.DataFrame({"x": [1]}), store=store, dataset_uuid="d")
+    real = RequestsTransport.send
+    lost: list[str] = []
+
+    def send(transport: Any, request: Any, **kwargs: Any) -> Any:
+        response = real(transport, request, **kwargs)
+        if request.method == "PUT" and "/_versions/" in request.url and not lost:
+            lost.append(request.url)
+            raise ServiceResponseError("injected: the answer was lost")
+        return response
+
+    monkeypatch.setattr(RequestsTransport, "send", send)
+    meta = dk.update_dataset(pd.DataFrame({"x": [2]}), store=store, dataset_uuid="d")
+    assert len(lost) == 1 and meta.version == 1
+    history = dk.open_dataset(store=store, dataset_uuid="d").versions()
+    assert [v["version"] for v in history] == [0, 1]
+    assert sorted(dk.read_table(store=store, dataset_uuid="d")["x"]) == [1, 2]
