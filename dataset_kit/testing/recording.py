@@ -67,6 +67,10 @@ class ThreadRecordingStore(DelegatingStore):
     network
         Declare the store a network store (``Capability.CONCURRENT_IO``), as callers
         fan calls out over threads only there.
+    put_delay
+        Seconds each data-blob put sleeps: calls then overlap for certain, so a pool
+        that may use N threads does use them (without it, a loaded machine can let one
+        thread finish every quick call before the pool starts the next thread).
 
     Examples
     --------
@@ -77,17 +81,20 @@ class ThreadRecordingStore(DelegatingStore):
     True
     """
 
-    def __init__(self, inner: Store, *, network: bool = False) -> None:
+    def __init__(self, inner: Store, *, network: bool = False, put_delay: float = 0.0) -> None:
         caps = inner.capabilities | {Capability.CONCURRENT_IO} if network else None
         super().__init__(inner, capabilities=caps)
         self.threads: set[str] = set()
         self.stats: set[str] = set()
+        self.put_delay = put_delay
 
     def _put(
         self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
     ) -> BlobInfo:
         if key.endswith(".parquet"):
             self.threads.add(threading.current_thread().name)
+            if self.put_delay:
+                time.sleep(self.put_delay)
         return super()._put(key, data, if_absent=if_absent, if_match=if_match)
 
     def _stat(self, key: str) -> BlobInfo:

@@ -87,7 +87,7 @@ def test_copies_into_a_local_filesystem_use_two_threads_per_node(
 ) -> None:
     """A file's creation waits on the file system's journal: two threads per node (a
     memory store, pure CPU under the GIL, copies on the node's own thread)."""
-    local = ThreadRecordingStore(vault)
+    local = ThreadRecordingStore(vault, put_delay=0.02)  # overlapping puts: both threads work
     dk.pipelines.backup(UUID, source=live, target=local).compute(scheduler="sync")
     assert len(local.threads) == 2 and all(t.startswith("dk-io") for t in local.threads)
     pd.testing.assert_frame_equal(table(vault), table(live))
@@ -101,7 +101,7 @@ def test_network_stores_copy_and_verify_on_many_threads_per_node(
 ) -> None:
     """A dask node runs on one thread; on a network store it fans its blobs out over
     threads, or the threaded scheduler would keep only one request per CPU in flight."""
-    network = ThreadRecordingStore(vault, network=True)
+    network = ThreadRecordingStore(vault, network=True, put_delay=0.01)
     report = dk.pipelines.backup(UUID, source=live, target=network, batch_size=22).compute(
         scheduler="sync"
     )
