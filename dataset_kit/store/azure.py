@@ -744,13 +744,10 @@ class AzureBlobStore(Store):
                 yield self._info(props.name[n:], props)
 
     def _iter_keys(self, prefix: str) -> Iterator[str]:
-        client = self._container_client()
-        n = len(self._root)
-        for page in self._pages(
-            "list", prefix, lambda: client.list_blob_names(name_starts_with=self._name(prefix))
-        ):
-            for name in page:
-                yield name[n:]
+        # From the listing's XML, as _iter_infos reads it: the names list_blob_names
+        # returns are the raw XML text, still percent-encoded for the blobs the service
+        # marks Encoded="true" (names with characters XML cannot carry).
+        return (info.key for info in self._iter_infos(prefix))
 
     def _iter_shallow_keys(self, prefix: str) -> Iterator[str]:
         from azure.storage.blob import BlobPrefix
