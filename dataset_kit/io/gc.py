@@ -390,13 +390,31 @@ def find_released(
     >>> len(sizes), kept, other
     (2, [1], [0])
     """
+    sizes, kept, expired, _ = _released(
+        store,
+        naming.validate_uuid(dataset_uuid),
+        keep_versions=keep_versions,
+        retention=retention,
+        now=now,
+    )
+    return sizes, kept, expired
+
+
+def _released(
+    store: Store,
+    uuid: str,
+    *,
+    keep_versions: int | None,
+    retention: float | None,
+    now: float | None,
+) -> tuple[dict[str, int], list[int], list[int], int | None]:
+    """:func:`find_released`, plus the version it planned on (the pointer it read)."""
     if keep_versions is None and retention is None:
         raise InvalidInputError(
             "collecting without a scan needs keep_versions and/or retention: with every "
             "version retained no blob is ever released"
         )
-    uuid = naming.validate_uuid(dataset_uuid)
-    referenced, kept, expired, _ = _referenced(
+    referenced, kept, expired, latest = _referenced(
         store, uuid, keep_versions=keep_versions, retention=retention, now=now
     )
     sizes: dict[str, int] = {}
@@ -421,7 +439,7 @@ def find_released(
     for key, info in zip(looked_up, infos, strict=True):
         if info is not None:
             sizes[key] = info.size
-    return sizes, _numbers(kept), _numbers(expired)
+    return sizes, _numbers(kept), _numbers(expired), latest.version
 
 
 def referenced_since(store: Store, dataset_uuid: str, planned: int | None) -> set[str] | None:
@@ -479,8 +497,7 @@ def plan_garbage(
         )
         sizes = {info.key: info.size for info in candidates}
     else:
-        planned = _commit.resolve(store, uuid).meta.version
-        sizes, versions, others = find_released(
+        sizes, versions, others, planned = _released(
             store, uuid, keep_versions=keep_versions, retention=retention, now=now
         )
         too_young = 0
