@@ -184,6 +184,43 @@ def check_delete_scope(delete_scope: Any) -> list[Mapping[str, Any]]:
     return list(delete_scope)
 
 
+def check_scope_columns(
+    scopes: Sequence[Mapping[str, Any]],
+    *,
+    keys: list[str],
+    indices: Iterable[str],
+    names: Iterable[str] | None,
+    dataset: str,
+) -> None:
+    """Refuse a scope naming a column that is neither a partition column nor indexed.
+
+    ``names`` are the dataset's columns (None for a dataset not written yet), to tell an
+    unknown column from one without a secondary index.
+
+    Raises
+    ------
+    DeleteScopeError
+        Naming the column, what it is, and the columns that can select partitions.
+    """
+    indexed = sorted(indices)
+    known = None if names is None else set(names)
+    for scope in scopes:
+        for col in scope:
+            if col in keys or col in indexed:
+                continue
+            if known is None:
+                what = "not a partition column nor an indexed column"
+            elif col in known:
+                what = "a column without a secondary index"
+            else:
+                what = "unknown column"
+            raise DeleteScopeError(
+                f"delete_scope on {col!r} of {dataset}: {what}; only partition columns "
+                f"{keys} and indexed columns {indexed} can select partitions (refusing to "
+                "guess, which in kartothek deleted everything)"
+            )
+
+
 def delete_scope_labels(store: Store, meta: DatasetMetadata, delete_scope: Any) -> set[str]:
     """Labels of the partitions a ``delete_scope`` selects.
 
@@ -203,18 +240,14 @@ def delete_scope_labels(store: Store, meta: DatasetMetadata, delete_scope: Any) 
     if not scopes:
         return set()
     keys = list(meta.partition_keys)
-    names = meta.schema.names if meta.schema is not None else []
-    dnf = []
-    for scope in scopes:
-        for col in scope:
-            if col not in keys and col not in meta.indices:
-                known = "a column without a secondary index" if col in names else "unknown column"
-                raise DeleteScopeError(
-                    f"delete_scope on {col!r}: {known}; only partition columns {keys} and "
-                    f"indexed columns {sorted(meta.indices)} can select partitions (refusing "
-                    "to guess, which in kartothek deleted everything)"
-                )
-        dnf.append([(col, "==", value) for col, value in scope.items()])
+    check_scope_columns(
+        scopes,
+        keys=keys,
+        indices=meta.indices,
+        names=meta.schema.names if meta.schema is not None else [],
+        dataset=f"dataset {meta.uuid!r}",
+    )
+    dnf = [[(col, "==", value) for col, value in scope.items()] for scope in scopes]
     if not meta.partitions:
         return set()
     try:

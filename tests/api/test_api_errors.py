@@ -1224,3 +1224,38 @@ def test_null_delete_scope_values_are_refused_alike(ds: Seeded, value: Any) -> N
     )
     assert "null" in str(error)
     ds.assert_untouched()
+
+
+def test_delete_scope_column_errors_say_the_same_for_new_and_existing_datasets(
+    ds: Seeded,
+) -> None:
+    """One message, from one place: what the column is and which columns can select."""
+    unknown = _raises(
+        exc.DeleteScopeError,
+        dk.update_dataset,
+        store=ds.store,
+        dataset_uuid=UUID,
+        delete_scope=[{"nope": 1}],
+    )
+    plain = _raises(
+        exc.DeleteScopeError,
+        dk.update_dataset,
+        store=ds.store,
+        dataset_uuid=UUID,
+        delete_scope=[{"x": 1.0}],
+    )
+    new = _raises(
+        exc.DeleteScopeError,
+        dk.update_dataset,
+        _frame([1], [1]),
+        store=dk.open_store("memory://"),
+        dataset_uuid="new",
+        partition_on="p",
+        delete_scope=[{"x": 1}],
+    )
+    assert f"'nope' of dataset {UUID!r}: unknown column" in str(unknown)
+    assert "'x' of" in str(plain) and "a column without a secondary index" in str(plain)
+    assert "'x' of the new dataset 'new': not a partition column nor an indexed" in str(new)
+    for error in (unknown, plain, new):
+        assert "only partition columns ['p'] and indexed columns" in str(error)
+    ds.assert_untouched()
