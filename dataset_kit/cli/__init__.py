@@ -190,6 +190,11 @@ def _parser() -> argparse.ArgumentParser:
         help="keep the versions outside the rules listed in history: their blobs are "
         "deleted all the same, so they become unreadable",
     )
+    gc.add_argument(
+        "--prune-dirs",
+        action="store_true",
+        help="local stores: also remove the partition directories the deletes empty",
+    )
     gc.add_argument("--storage-concurrency", type=int, default=None)
     gc.add_argument("--yes", action="store_true", help="really delete")
     ex = sub.add_parser("expire-versions", help="forget old versions (dry run unless --yes)")
@@ -825,6 +830,7 @@ def _run(args: argparse.Namespace) -> int:
                 scan=args.scan,
                 expire=args.expire,
                 dry_run=not args.yes,
+                prune_dirs=args.prune_dirs,
                 storage_concurrency=args.storage_concurrency,
             ),
         )

@@ -532,10 +532,12 @@ def delete_planned(
     *,
     planned: int | None,
     grace_period: float = DEFAULT_GRACE_PERIOD,
+    prune_dirs: bool = False,
 ) -> DeleteOutcome:
     """Delete planned keys, except those a version committed after ``planned`` needs and
     those modified within ``grace_period`` seconds (checked by the store as it deletes:
-    a backup or restore may have written a planned key again meanwhile)."""
+    a backup or restore may have written a planned key again meanwhile). With
+    ``prune_dirs`` a local store also removes the directories the deletes emptied."""
     outcome = DeleteOutcome()
     if not keys:
         return outcome
@@ -550,7 +552,7 @@ def delete_planned(
                 len(outcome.spared),
             )
     since = time.time() - grace_period if grace_period > 0 else None
-    result = delete_many_on(store, keys, since)
+    result = delete_many_on(store, keys, since, prune_dirs=prune_dirs)
     outcome.failed = {key: repr(err) for key, err in result.failed.items()}
     outcome.young = list(result.kept)
     if outcome.young:
@@ -564,9 +566,18 @@ def delete_planned(
     return outcome
 
 
-def finish(store: Store, plan: GarbageReport, outcomes: list[DeleteOutcome]) -> GarbageReport:
+def finish(
+    store: Store,
+    plan: GarbageReport,
+    outcomes: list[DeleteOutcome],
+    *,
+    prune_dirs: bool = False,
+) -> GarbageReport:
     """The final report from the plan and the delete batches; expires the versions the
-    plan names if every planned blob was deleted (else none: the next run retries)."""
+    plan names if every planned blob was deleted (else none: the next run retries).
+
+    With ``prune_dirs`` after a scanning run, the empty directories below the dataset
+    (those earlier runs left) are removed too (:meth:`Store.remove_empty_dirs`)."""
     spared = {k for o in outcomes for k in o.spared}
     young = {k for o in outcomes for k in o.young}
     failed = {k: v for o in outcomes for k, v in o.failed.items()}
@@ -582,6 +593,10 @@ def finish(store: Store, plan: GarbageReport, outcomes: list[DeleteOutcome]) -> 
     )
     if report.expired and not report.dry_run:
         _commit.expire(store, plan.dataset_uuid, report.expired)
+    if prune_dirs and plan.scanned and not report.dry_run:
+        removed = store.remove_empty_dirs(naming.dataset_prefix(plan.dataset_uuid))
+        if removed:
+            logger.info("dataset %s: %d empty directories removed", plan.dataset_uuid, removed)
     logger.info(
         "dataset %s: garbage %d blobs (%d bytes)%s, %d too young, %d spared, %d failed%s",
         plan.dataset_uuid,
@@ -606,6 +621,7 @@ def collect_garbage(
     scan: bool = True,
     expire: bool = False,
     dry_run: bool = False,
+    prune_dirs: bool = False,
 ) -> GarbageReport:
     """Find and (unless ``dry_run``) delete a dataset's garbage; see the module docstring."""
     plan = plan_garbage(
@@ -627,9 +643,10 @@ def collect_garbage(
                 plan.keys,
                 planned=plan.planned,
                 grace_period=grace_period,
+                prune_dirs=prune_dirs,
             )
         )
-    return finish(store, plan, outcomes)
+    return finish(store, plan, outcomes, prune_dirs=prune_dirs)
 
 
 def expire_versions(

@@ -83,7 +83,11 @@ class ThrottledStore(DelegatingStore):
         return self.inner._copies_inside(source)
 
     def delete_many(
-        self, keys: Iterable[str], *, unmodified_since: float | None = None
+        self,
+        keys: Iterable[str],
+        *,
+        unmodified_since: float | None = None,
+        prune_dirs: bool = True,
     ) -> DeleteReport:
         """The inner store's batch delete, 256 keys (one Azure batch request) at a time,
         each holding one lease: never more requests in flight than leases (the inner
@@ -93,7 +97,7 @@ class ThrottledStore(DelegatingStore):
 
         def flush() -> None:
             with throttled(self.throttle):
-                part = delete_many_on(self.inner, chunk, unmodified_since)
+                part = delete_many_on(self.inner, chunk, unmodified_since, prune_dirs=prune_dirs)
             report.deleted.extend(part.deleted)
             report.failed.update(part.failed)
             report.kept.extend(part.kept)

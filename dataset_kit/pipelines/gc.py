@@ -40,15 +40,26 @@ DEFAULT_BATCH_SIZE = 256
 
 
 def _delete_batch(
-    store: Store, uuid: str, keys: Sequence[str], planned: int | None, grace: float
+    store: Store,
+    uuid: str,
+    keys: Sequence[str],
+    planned: int | None,
+    grace: float,
+    prune_dirs: bool,
 ) -> _gc.DeleteOutcome:
-    return _gc.delete_planned(store, uuid, list(keys), planned=planned, grace_period=grace)
+    return _gc.delete_planned(
+        store, uuid, list(keys), planned=planned, grace_period=grace, prune_dirs=prune_dirs
+    )
 
 
 def _merge(
-    batches: list[_gc.DeleteOutcome], *, store: Store, plan: _gc.GarbageReport
+    batches: list[_gc.DeleteOutcome],
+    *,
+    store: Store,
+    plan: _gc.GarbageReport,
+    prune_dirs: bool,
 ) -> _gc.GarbageReport:
-    return _gc.finish(store, plan, batches)
+    return _gc.finish(store, plan, batches, prune_dirs=prune_dirs)
 
 
 def garbage_collect(
@@ -61,6 +72,7 @@ def garbage_collect(
     scan: bool = True,
     expire: bool = False,
     dry_run: bool = False,
+    prune_dirs: bool = False,
     batch_size: int | None = None,
     storage_concurrency: int | Throttle | None = None,
 ) -> Job[_gc.GarbageReport]:
@@ -92,6 +104,13 @@ def garbage_collect(
         deletion, or one too young): the next run retries.
     dry_run
         Plan and report only; the job deletes nothing.
+    prune_dirs
+        On a local filesystem, also remove the partition directories the deletes empty
+        and, in a scanning run, every empty directory below the dataset (left by earlier
+        runs). Each ``rmdir`` costs about 60-75 us here, serialized per parent directory:
+        more than deleting the blob in it. Off by default, as in plateau and deltalake:
+        an empty directory holds no data, and a later write into that partition reuses
+        it.
     batch_size
         Keys per delete node (1..256). Default: 256 on network stores; on others (a
         local filesystem, memory) one node deletes everything, since deletes there are
@@ -144,7 +163,9 @@ def garbage_collect(
     plan.dry_run = dry_run
     import dask
 
-    token = (job_token("gc", kv.url, uuid, plan.planned, plan.keys, plan.expired, dry_run),)
+    token = (
+        job_token("gc", kv.url, uuid, plan.planned, plan.keys, plan.expired, dry_run, prune_dirs),
+    )
     if batch_size is None:
         concurrent = Capability.CONCURRENT_IO in kv.capabilities
         batch_size = DEFAULT_BATCH_SIZE if concurrent else max(1, len(plan.keys))
@@ -161,9 +182,17 @@ def garbage_collect(
             batch,
             plan.planned,
             grace,
+            prune_dirs,
             dask_key_name=task_key("gc", f"delete{i}", *token),
         )
         for i, batch in enumerate(batches)
     ]
-    final = final_node(_merge, nodes, key=task_key("gc", "report", *token), store=kv, plan=plan)
+    final = final_node(
+        _merge,
+        nodes,
+        key=task_key("gc", "report", *token),
+        store=kv,
+        plan=plan,
+        prune_dirs=prune_dirs,
+    )
     return Job(final, name=f"garbage_collect {uuid}", tasks=len(nodes))

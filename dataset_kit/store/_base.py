@@ -131,14 +131,21 @@ class DeleteReport:
 
 
 def delete_many_on(
-    store: Store, keys: Iterable[str], unmodified_since: float | None
+    store: Store,
+    keys: Iterable[str],
+    unmodified_since: float | None,
+    *,
+    prune_dirs: bool = True,
 ) -> DeleteReport:
-    """``store.delete_many(keys, unmodified_since=...)``, passing the condition only when
-    there is one: a store subclass written before the option existed still works for
-    unconditional deletes."""
-    if unmodified_since is None:
-        return store.delete_many(keys)
-    return store.delete_many(keys, unmodified_since=unmodified_since)
+    """``store.delete_many(keys, unmodified_since=..., prune_dirs=...)``, passing each
+    option only when it differs from the default: a store subclass written before the
+    options existed still works for plain deletes."""
+    options: dict[str, Any] = {}
+    if unmodified_since is not None:
+        options["unmodified_since"] = unmodified_since
+    if not prune_dirs:
+        options["prune_dirs"] = False
+    return store.delete_many(keys, **options)
 
 
 class Store(abc.ABC):
@@ -313,7 +320,11 @@ class Store(abc.ABC):
         self._delete(key, if_match=if_match)
 
     def delete_many(
-        self, keys: Iterable[str], *, unmodified_since: float | None = None
+        self,
+        keys: Iterable[str],
+        *,
+        unmodified_since: float | None = None,
+        prune_dirs: bool = True,
     ) -> DeleteReport:
         """Delete many blobs (missing ones count as deleted); never raises per key.
 
@@ -330,6 +341,11 @@ class Store(abc.ABC):
             delete are one request (Azure: ``If-Unmodified-Since``); otherwise the blob
             is deleted only if its etag is still the one whose age was checked
             (compare-and-swap stores), or right after the check.
+        prune_dirs
+            Stores with real directories (the local filesystem) remove the directories
+            this deletion empties (the default). ``False`` lets them leave those behind,
+            which saves a serialized ``rmdir`` per directory; garbage collection passes
+            it unless asked to prune. Stores without directories ignore it.
         """
         report = DeleteReport()
         for key in keys:
@@ -425,6 +441,22 @@ class Store(abc.ABC):
         validate_key(src)
         validate_key(dst)
         return self._copy_from(source, src, dst, source_info=source_info)
+
+    def remove_empty_dirs(self, prefix: str = "") -> int:
+        """Remove the empty directories below ``prefix`` (never the store's root).
+
+        Only stores with real directories (the local filesystem) have any; a flat
+        namespace returns 0. A directory that holds nothing but empty directories goes
+        too. Garbage collection calls it when asked to prune (``prune_dirs=True``), for
+        the directories that earlier runs left empty. A writer that finds its directory
+        gone creates it again.
+
+        Returns
+        -------
+        int
+            How many directories were removed.
+        """
+        return 0
 
     def touch(self, key: str) -> None:
         """Renew ``key``'s modification time, content unchanged (one request on Azure).

@@ -815,7 +815,11 @@ class AzureBlobStore(Store):
             pass  # deleting a missing key is a no-op
 
     def delete_many(
-        self, keys: Iterable[str], *, unmodified_since: float | None = None
+        self,
+        keys: Iterable[str],
+        *,
+        unmodified_since: float | None = None,
+        prune_dirs: bool = True,
     ) -> DeleteReport:
         """Delete many blobs with the Blob Batch API (256 per request), up to
         ``_DELETE_THREADS`` batches at once (bounded by ``max_connections``).
@@ -825,6 +829,7 @@ class AzureBlobStore(Store):
         :attr:`DeleteReport.failed`, never raised. ``unmodified_since`` goes into each
         sub-request as ``If-Unmodified-Since`` (whole seconds, as HTTP dates are), so the
         service itself keeps newer blobs (412: :attr:`DeleteReport.kept`).
+        ``prune_dirs`` does nothing: a flat namespace has no directories to remove.
         """
         since = None if unmodified_since is None else _http_date_floor(unmodified_since)
         report = DeleteReport()

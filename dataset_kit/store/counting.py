@@ -131,13 +131,17 @@ class CountingStore(DelegatingStore):
         super()._delete(key, if_match=if_match)
 
     def delete_many(
-        self, keys: Iterable[str], *, unmodified_since: float | None = None
+        self,
+        keys: Iterable[str],
+        *,
+        unmodified_since: float | None = None,
+        prune_dirs: bool = True,
     ) -> DeleteReport:
         """Count the call and its keys, then use the wrapped store's batch delete."""
         keys = list(keys)
         self._count("delete_many")
         self._count("delete_many_keys", len(keys))
-        return delete_many_on(self.inner, keys, unmodified_since)
+        return delete_many_on(self.inner, keys, unmodified_since, prune_dirs=prune_dirs)
 
     def _touch(self, key: str) -> None:
         self._count("touch")

@@ -142,8 +142,16 @@ class DelegatingStore(Store):
             return super()._copies_inside(source)
         return self.inner._copies_inside(source)
 
+    def remove_empty_dirs(self, prefix: str = "") -> int:
+        """The wrapped store's (a local store may have empty directories to remove)."""
+        return self.inner.remove_empty_dirs(prefix)
+
     def delete_many(
-        self, keys: Iterable[str], *, unmodified_since: float | None = None
+        self,
+        keys: Iterable[str],
+        *,
+        unmodified_since: float | None = None,
+        prune_dirs: bool = True,
     ) -> DeleteReport:
         """Delete many blobs: the wrapped store's batch delete, unless ``_delete`` is wrapped.
 
@@ -153,8 +161,8 @@ class DelegatingStore(Store):
         if type(self)._delete is DelegatingStore._delete and (
             unmodified_since is None or type(self)._stat is DelegatingStore._stat
         ):
-            return delete_many_on(self.inner, keys, unmodified_since)
-        return super().delete_many(keys, unmodified_since=unmodified_since)
+            return delete_many_on(self.inner, keys, unmodified_since, prune_dirs=prune_dirs)
+        return super().delete_many(keys, unmodified_since=unmodified_since, prune_dirs=prune_dirs)
 
 
 def read_origin(store: Store) -> Store:

@@ -251,6 +251,10 @@ class FaultInjectingStore(Store):
         self._inner.delete(key, if_match=if_match)
         self._after_write("delete", key)
 
+    def remove_empty_dirs(self, prefix: str = "") -> int:
+        """The wrapped store's (directories are not blobs: no faults injected)."""
+        return self._inner.remove_empty_dirs(prefix)
+
     def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
         self._before("copy", dst)
         info = self._inner.copy(src, dst, if_absent=if_absent)

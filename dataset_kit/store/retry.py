@@ -149,10 +149,14 @@ class RetryingStore(DelegatingStore):
         return self.inner._copies_inside(source)
 
     def delete_many(
-        self, keys: Iterable[str], *, unmodified_since: float | None = None
+        self,
+        keys: Iterable[str],
+        *,
+        unmodified_since: float | None = None,
+        prune_dirs: bool = True,
     ) -> DeleteReport:
         """The wrapped store's batch delete; keys that failed are retried one by one."""
-        first = delete_many_on(self.inner, keys, unmodified_since)
+        first = delete_many_on(self.inner, keys, unmodified_since, prune_dirs=prune_dirs)
         if not first.failed:
             return first
         report = DeleteReport(deleted=list(first.deleted), kept=list(first.kept))

@@ -54,7 +54,9 @@ class CrashingStore(DelegatingStore):
         self._step()
         return info
 
-    def delete_many(self, keys: Any, *, unmodified_since: float | None = None) -> DeleteReport:
+    def delete_many(
+        self, keys: Any, *, unmodified_since: float | None = None, prune_dirs: bool = True
+    ) -> DeleteReport:
         """Delete one key at a time, so that a crash can fall between any two."""
         report = DeleteReport()
         for key in keys:

@@ -703,6 +703,21 @@ class StoreConformanceSuite:
         assert isinstance(report.failed["../bad"], InvalidKeyError)
         assert sorted(store.iter_keys()) == ["m/2"]
 
+    def test_delete_many_without_pruning_and_remove_empty_dirs(self, store: Store) -> None:
+        """``prune_dirs=False`` deletes the same keys; ``remove_empty_dirs`` returns a
+        count and never touches a blob (stores without directories remove none)."""
+        for key in ("e/a/1", "e/a/2", "e/b/1", "f/1"):
+            store.put(key, b"x")
+        report = store.delete_many(["e/a/1", "e/a/2", "e/none"], prune_dirs=False)
+        assert sorted(report.deleted) == ["e/a/1", "e/a/2", "e/none"] and not report.failed
+        assert sorted(store.iter_keys()) == ["e/b/1", "f/1"]
+        removed = store.remove_empty_dirs("e/")
+        assert isinstance(removed, int) and removed >= 0
+        assert store.remove_empty_dirs("e/") == 0
+        assert sorted(store.iter_keys()) == ["e/b/1", "f/1"]
+        store.put("e/a/3", b"y")  # the prefix is usable again
+        assert store.get("e/a/3") == b"y"
+
     def test_delete_many_unmodified_since(self, store: Store) -> None:
         """With ``unmodified_since`` only blobs modified before it go; newer ones, and
         those of unknown age, are kept and reported (garbage collection's grace period

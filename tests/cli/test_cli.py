@@ -380,3 +380,20 @@ def test_ingest_command(tmp_path: Path) -> None:
     assert out.returncode == 5 and "--schema: expected 'column:type'" in out.stderr
     out = cli("--store", lake, "ingest", "u", str(tmp_path / "missing.jsonl"))
     assert out.returncode == 9 and "does not exist" in out.stderr
+
+
+def test_gc_prune_dirs(store: Path) -> None:
+    """``gc`` leaves the partition directories it empties; ``--prune-dirs`` removes them."""
+    args = ("--store", str(store), "gc", "sales", "--keep-versions", "1", "--grace-period", "0s")
+    table = store / "sales" / "table"
+
+    def dirs() -> list[str]:
+        return sorted(p.name for p in table.iterdir() if p.is_dir())
+
+    assert dirs() == ["p=1", "p=2"]
+    assert json.loads(cli("--json", *args, "--yes").stdout)["count"] == 1
+    assert dirs() == ["p=1", "p=2"] and not list((table / "p=1").iterdir())
+    done = cli(*args, "--prune-dirs", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert dirs() == ["p=2"]
+    assert "--prune-dirs" in cli("gc", "--help").stdout

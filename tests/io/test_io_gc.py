@@ -434,3 +434,52 @@ def test_a_planned_key_written_again_is_kept(store: LocalStore, scan: bool) -> N
     assert report.keys == plan.keys[1:] and report.too_young == 1 and not report.failed
     assert report.expired == []  # a planned blob is left: the versions stay for a rerun
     assert _commit.snapshot_versions(store, UUID, expired=False) == [0, 1, 2, 3]
+
+
+def partition_dirs(store: LocalStore) -> list[str]:
+    table = Path(store.root, UUID, "table")
+    return sorted(d.name for d in table.iterdir() if d.is_dir())
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_emptied_partition_directories_stay_unless_pruning_is_asked(
+    store: LocalStore, scan: bool
+) -> None:
+    """As in plateau and deltalake, a collection leaves the directories it empties
+    (an rmdir costs more than the unlink); ``prune_dirs=True`` removes them, and a
+    scanning run also those an earlier run left."""
+    dk.write_dataset(frame(1, 2, 3), store=store, dataset_uuid=UUID, partition_on="p")
+    dk.write_dataset(
+        frame(3, 4), store=store, dataset_uuid=UUID, partition_on="p", mode="overwrite"
+    )
+    age(store, 7200)
+    options = {"grace_period": 0, "keep_versions": 1, "scan": scan, "expire": True}
+    first = dk.garbage_collect(store=store, dataset_uuid=UUID, **options)
+    assert first.count == 3
+    assert partition_dirs(store) == ["p=1", "p=2", "p=3", "p=4"]  # p=1, p=2 are empty
+    assert dk.read_table(store=store, dataset_uuid=UUID)["p"].tolist() == [3, 4]
+    dk.write_dataset(frame(4), store=store, dataset_uuid=UUID, partition_on="p", mode="overwrite")
+    age(store, 7200)
+    second = dk.garbage_collect(store=store, dataset_uuid=UUID, prune_dirs=True, **options)
+    assert second.count == 2  # the p=3 and p=4 blobs of the version before
+    # the run removes what it emptied (p=3); a scanning run also what the first left
+    assert partition_dirs(store) == (["p=4"] if scan else ["p=1", "p=2", "p=4"])
+    assert dk.read_table(store=store, dataset_uuid=UUID)["p"].tolist() == [4]
+
+
+def test_pruning_in_a_dry_run_removes_nothing(store: LocalStore) -> None:
+    dk.write_dataset(frame(1, 2), store=store, dataset_uuid=UUID, partition_on="p")
+    dk.write_dataset(frame(2), store=store, dataset_uuid=UUID, partition_on="p", mode="overwrite")
+    age(store, 7200)
+    dk.garbage_collect(store=store, dataset_uuid=UUID, grace_period=0, keep_versions=1)
+    dry = dk.garbage_collect(
+        store=store, dataset_uuid=UUID, grace_period=0, prune_dirs=True, dry_run=True
+    )
+    assert dry.count == 0 and partition_dirs(store) == ["p=1", "p=2"]
+
+
+def test_delete_dataset_removes_its_directories(store: LocalStore) -> None:
+    """Only the snapshots stay (the numbering of a dataset written again continues)."""
+    dk.write_dataset(frame(1, 2), store=store, dataset_uuid=UUID, partition_on="p")
+    dk.delete_dataset(store=store, dataset_uuid=UUID)
+    assert os.listdir(Path(store.root, UUID)) == ["_versions"]

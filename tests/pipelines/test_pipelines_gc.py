@@ -240,3 +240,25 @@ def test_without_a_scan_needs_a_retention_rule(store: LocalStore) -> None:
     make_orphans(store, 2)
     with pytest.raises(InvalidInputError, match="keep_versions and/or retention"):
         dk.pipelines.garbage_collect(UUID, store=store, scan=False)
+
+
+@pytest.mark.parametrize("concurrency", [None, 2])
+def test_prune_dirs_through_the_pipeline(store: LocalStore, concurrency: int | None) -> None:
+    """The option reaches the local store through the throttling wrapper: without it
+    the emptied directories stay, with it they go."""
+    make_orphans(store, 30)
+    table = Path(store.root, UUID, "table")
+
+    def dirs() -> list[str]:
+        return sorted(d.name for d in table.iterdir() if d.is_dir())
+
+    job = dk.pipelines.garbage_collect(
+        UUID, store=store, keep_versions=1, storage_concurrency=concurrency
+    )
+    assert job.compute().count == 30
+    assert len(dirs()) == 30  # p=0 holds the new blob; p=1..29 are empty
+    assert dk.read_table(store=store, dataset_uuid=UUID)["p"].tolist() == [0]
+    pruned = dk.pipelines.garbage_collect(
+        UUID, store=store, keep_versions=1, storage_concurrency=concurrency, prune_dirs=True
+    ).compute()
+    assert pruned.count == 0 and dirs() == ["p=0"]

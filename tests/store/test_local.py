@@ -285,6 +285,52 @@ def test_delete_many_of_many_keys_unlinks_on_threads_and_prunes(
     assert sorted(os.listdir(root / "t")) == ["p=7"]
 
 
+def test_delete_many_can_leave_the_emptied_directories(store: LocalStore, root: Path) -> None:
+    """``prune_dirs=False`` (what garbage collection passes) skips the ``rmdir``s; a
+    later write into such a directory just uses it, and listings ignore it."""
+    keys = [f"t/p={i}/blob.parquet" for i in range(100)]
+    for key in keys:
+        store.put(key, b"x")
+    report = store.delete_many(keys, prune_dirs=False)
+    assert sorted(report.deleted) == sorted(keys) and not report.failed
+    assert len(os.listdir(root / "t")) == 100
+    assert list(store.iter_keys()) == [] and list(store.iter_infos("t/")) == []
+    store.put("t/p=3/again.parquet", b"y")
+    assert list(store.iter_keys()) == ["t/p=3/again.parquet"]
+    small = store.delete_many(["t/p=3/again.parquet"], prune_dirs=False)  # one thread
+    assert small.deleted == ["t/p=3/again.parquet"] and (root / "t" / "p=3").is_dir()
+
+
+def test_remove_empty_dirs(store: LocalStore, root: Path) -> None:
+    """Empty directories below the prefix go, deepest first, with their emptied
+    parents; a directory with a blob, a writer's temporary file, a lock file or a
+    symlink stays; the root and what lies outside the prefix never go."""
+    for key in ("ds/t/p=1/a", "ds/t/p=2/q=1/b", "ds/t/p=3/c", "ds/t/p=4/d", "dsx/t/p=1/e"):
+        store.put(key, b"x")
+    store.put("other/k", b"x")
+    store.delete_many(
+        ["ds/t/p=1/a", "ds/t/p=2/q=1/b", "ds/t/p=3/c", "ds/t/p=4/d", "dsx/t/p=1/e"],
+        prune_dirs=False,
+    )
+    (root / "ds" / "t" / "p=3" / ".dk-tmp-writer").write_bytes(b"")  # a write in progress
+    os.makedirs(root / "ds" / "t" / "p=5" / "deep" / "er")
+    os.symlink(root / "other", root / "ds" / "t" / "p=4" / "link")
+    assert store.remove_empty_dirs("ds/") == 6  # p=1, q=1, p=2, er, deep, p=5
+    assert sorted(os.listdir(root / "ds" / "t")) == ["p=3", "p=4"]
+    assert (root / "dsx" / "t" / "p=1").is_dir()  # "dsx/" does not start with "ds/"
+    assert store.remove_empty_dirs("ds/") == 0
+    assert store.remove_empty_dirs("dsx") == 3  # a plain prefix: dsx/t/p=1, dsx/t, dsx
+    assert not (root / "dsx").exists()
+    for bad in ("../", "ds/../", ".dk-lock/", "nothing/here/"):
+        assert store.remove_empty_dirs(bad) == 0
+    os.unlink(root / "ds" / "t" / "p=3" / ".dk-tmp-writer")
+    os.unlink(root / "ds" / "t" / "p=4" / "link")
+    assert store.remove_empty_dirs() == 4  # p=3, p=4, t, ds; never the root
+    assert sorted(os.listdir(root)) == ["other"]
+    store.delete("other/k")
+    assert store.remove_empty_dirs() == 0 and root.is_dir()
+
+
 def test_create_only_across_processes(store: LocalStore) -> None:
     outcomes = race_create_only_in_processes(store, "ds/_metadata/00000000000000000001.json", 4)
     assert sorted(outcomes.values()) == ["exists", "exists", "exists", "won"], outcomes
