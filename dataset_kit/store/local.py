@@ -230,15 +230,7 @@ class LocalStore(Store):
         ``follow=False``: the caller never follows a symlink at the key itself (unlink,
         rename onto it), so it need not be checked; its directories always are.
         """
-        parts = key.split("/")
-        for part in parts:
-            if part.startswith(HIDDEN_PREFIX):
-                raise InvalidKeyError(
-                    f"invalid key {key!r}: components starting with {HIDDEN_PREFIX!r} are "
-                    "reserved for LocalStore's temporary and lock files",
-                    key=key,
-                )
-        path = os.path.join(self._root, *parts)
+        path = self._join(key)
         # Resolving every component costs an lstat each (0.1 ms per call, most of a small
         # put): directories already verified to lie inside the root are remembered. Only
         # a directory swapped for a symlink by someone with write access to the root
@@ -249,6 +241,18 @@ class LocalStore(Store):
         if follow and os.path.islink(path) and not self._inside(os.path.realpath(path)):
             raise self._escapes(key)
         return path
+
+    def _join(self, key: str) -> str:
+        """The file path of a valid ``key``, unchecked (hidden components refused)."""
+        parts = key.split("/")
+        for part in parts:
+            if part.startswith(HIDDEN_PREFIX):
+                raise InvalidKeyError(
+                    f"invalid key {key!r}: components starting with {HIDDEN_PREFIX!r} are "
+                    "reserved for LocalStore's temporary and lock files",
+                    key=key,
+                )
+        return os.path.join(self._root, *parts)
 
     def _check_dirs(self, directory: str, key: str) -> None:
         """Verify the directories from the nearest verified ancestor down to ``directory``.
@@ -394,6 +398,9 @@ class LocalStore(Store):
                     if entry.is_dir(follow_symlinks=False):
                         sub = key + "/"
                         if recursive and (sub.startswith(prefix) or prefix.startswith(sub)):
+                            # a real directory below a verified one: the keys in it need
+                            # no lstat of their directories (a GC deletes them next)
+                            self._remember_dir(entry.path)
                             stack.append((entry.path, sub))
                         continue
                     if not key.startswith(prefix):
@@ -743,13 +750,27 @@ class LocalStore(Store):
         one again, and garbage collection checks for their commits just before deleting.
         """
         report = DeleteReport()
-        paths: list[tuple[str, str]] = []
+        # Paths are checked here, not in the unlink threads: there they contend for the
+        # GIL with the unlinks (measured 30% slower). The key itself is never followed
+        # (unlink removes a symlink, not its target); its directories are checked.
+        staged: list[tuple[str, str]] = []
         for key in keys:
             try:
-                paths.append((key, self._unlink_path(validate_key(key))))
+                staged.append((key, self._join(validate_key(key))))
             except Exception as exc:  # reported per key, like Store.delete_many
                 report.failed[key] = exc
-
+        if len(staged) >= _PARALLEL_UNLINK_MIN:
+            self._verify_siblings({os.path.dirname(path) for _, path in staged})
+        todo: list[tuple[str, str]] = []
+        for key, path in staged:
+            parent = os.path.dirname(path)
+            if parent not in self._safe_dirs:
+                try:
+                    self._check_dirs(parent, key)
+                except Exception as exc:
+                    report.failed[key] = exc
+                    continue
+            todo.append((key, path))
         kept: list[str] = []
 
         def unlink(chunk: list[tuple[str, str]]) -> list[tuple[str, str | None, Exception | None]]:
@@ -775,10 +796,10 @@ class LocalStore(Store):
                     done.append((key, os.path.dirname(path), None))
             return done
 
-        if len(paths) < _PARALLEL_UNLINK_MIN:
-            results = unlink(paths)
+        if len(todo) < _PARALLEL_UNLINK_MIN:
+            results = unlink(todo)
         else:
-            chunks = [paths[i::_UNLINK_THREADS] for i in range(_UNLINK_THREADS)]
+            chunks = [todo[i::_UNLINK_THREADS] for i in range(_UNLINK_THREADS)]
             with ThreadPoolExecutor(_UNLINK_THREADS, thread_name_prefix="dk-unlink") as pool:
                 results = [r for part in pool.map(unlink, chunks) for r in part]
         report.kept = kept
@@ -801,6 +822,28 @@ class LocalStore(Store):
         for directory in sorted(parents, key=lambda d: d.count(os.sep), reverse=True):
             self._prune(directory, busy)
         return report
+
+    def _verify_siblings(self, directories: set[str]) -> None:
+        """Verify many directories with one ``scandir`` of each parent that holds many of
+        them, instead of an ``lstat`` each (the 2,000 partition directories of a table
+        are one listing). Those left unverified get the per-key check."""
+        by_parent: dict[str, set[str]] = {}
+        for directory in directories:
+            if directory not in self._safe_dirs:
+                by_parent.setdefault(os.path.dirname(directory), set()).add(directory)
+        for parent, children in by_parent.items():
+            if len(children) < _PARALLEL_UNLINK_MIN or not parent.startswith(self._root):
+                continue
+            try:
+                self._check_dirs(parent, parent)
+                with os.scandir(parent) as it:
+                    real = {e.path for e in it if e.is_dir(follow_symlinks=False)}
+            except (OSError, InvalidKeyError):
+                continue
+            if parent not in self._safe_dirs:
+                continue  # missing or not a real directory: nothing to learn here
+            for directory in children & real:
+                self._remember_dir(directory)
 
     def remove_empty_dirs(self, prefix: str = "") -> int:
         """Remove the empty directories below ``prefix`` (never the root); return how many.
@@ -868,10 +911,6 @@ class LocalStore(Store):
                     os.rmdir(start)
                     removed += 1
         return removed
-
-    def _unlink_path(self, key: str) -> str:
-        """The path of ``key`` for unlinking (which removes a symlink, never its target)."""
-        return self._path(key, follow=False)
 
     def _rmdir(self, directory: str) -> bool:
         """Remove ``directory`` if it is empty and not the root; True if it was removed."""

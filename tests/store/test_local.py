@@ -301,6 +301,31 @@ def test_delete_many_can_leave_the_emptied_directories(store: LocalStore, root: 
     assert small.deleted == ["t/p=3/again.parquet"] and (root / "t" / "p=3").is_dir()
 
 
+def test_delete_many_never_unlinks_through_a_symlinked_directory(
+    store: LocalStore, root: Path, tmp_path: Path
+) -> None:
+    """Among many sibling directories (verified with one listing of their parent), one
+    that is a symlink out of the root still fails its key; one inside works."""
+    keys = [f"ds/t/p={i}/blob" for i in range(100)]
+    for key in keys:
+        store.put(key, b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "blob").write_bytes(b"secret")
+    os.unlink(root / "ds" / "t" / "p=5" / "blob")
+    os.rmdir(root / "ds" / "t" / "p=5")
+    (root / "ds" / "t" / "p=5").symlink_to(outside, target_is_directory=True)
+    os.unlink(root / "ds" / "t" / "p=6" / "blob")
+    os.rmdir(root / "ds" / "t" / "p=6")
+    (root / "ds" / "t" / "p=6").symlink_to(root / "ds" / "t" / "p=7", target_is_directory=True)
+    fresh = LocalStore(root)  # nothing verified yet
+    report = fresh.delete_many(keys, prune_dirs=False)
+    assert list(report.failed) == ["ds/t/p=5/blob"]
+    assert isinstance(report.failed["ds/t/p=5/blob"], InvalidKeyError)
+    assert (outside / "blob").read_bytes() == b"secret"
+    assert len(report.deleted) == 99 and list(fresh.iter_keys("ds/")) == []
+
+
 def test_remove_empty_dirs(store: LocalStore, root: Path) -> None:
     """Empty directories below the prefix go, deepest first, with their emptied
     parents; a directory with a blob, a writer's temporary file, a lock file or a
