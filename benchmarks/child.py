@@ -415,7 +415,7 @@ def _prepare(
     plain = split_rtt(key)[0]
     if plain in ("W6", "W8", "W9-local", "W9-azure") or plain.startswith("W10-"):
         return _prepare_pipeline(contender, spec, params, stack, notes)
-    if key == "W7":
+    if key in ("W7", "W7-lite"):
         garbage, replacement = load_input("w7_garbage"), load_input("w7_replacement")
         os.makedirs(path, exist_ok=True)
         contender.make_garbage(garbage, replacement, path, "part")
@@ -429,7 +429,7 @@ def _prepare(
             removed = files_before - _count_data_files(path)
             return {"removed": removed, "rows": contender.count_rows(path)}
 
-        return (lambda: contender.gc(path)), gc_check
+        return (lambda: contender.gc(path, lite=key == "W7-lite")), gc_check
     assert base is not None, f"{key} needs a base dataset"
     if key == "W2":
         return (lambda: contender.read_all(base)), _frame_check

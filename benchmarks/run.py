@@ -205,11 +205,12 @@ def build_inputs(args: argparse.Namespace, data_dir: Path, workloads: list[str])
             "columns": sorted([*columns, "part"]),
         }
         del w5, hit
-    if "W7" in need:
+    if need & {"W7", "W7-lite"}:
         save("w7_garbage", data.make_partitioned(args.w7_blobs, 5, args.seed + 3))
         replacement = data.make_partitioned(10, 10, args.seed + 4, first_part=args.w7_blobs)
         save("w7_replacement", replacement)
-        params.expected["W7"] = {"removed": args.w7_blobs, "rows": replacement.num_rows}
+        for key in ("W7", "W7-lite"):
+            params.expected[key] = {"removed": args.w7_blobs, "rows": replacement.num_rows}
     if "W8" in need:
         from benchmarks.compute import revenue_arrow
 

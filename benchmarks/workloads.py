@@ -73,7 +73,16 @@ WORKLOADS: dict[str, Workload] = {
                 "deltalake:stream",
             ),
         ),
-        Workload("W7", "garbage collection of {w7_blobs:,} unreferenced blobs"),
+        Workload(
+            "W7",
+            "garbage collection of {w7_blobs:,} unreferenced blobs, listing the dataset "
+            "(finds the orphans of failed writers too)",
+        ),
+        Workload(
+            "W7-lite",
+            "garbage collection of the same {w7_blobs:,} blobs from the metadata alone "
+            "(no listing: deltalake's default vacuum)",
+        ),
         Workload(
             "W8",
             "per-partition compute (revenue = sales * price, filter) over {w8_partitions:,} "
@@ -140,6 +149,7 @@ WORKLOADS: dict[str, Workload] = {
 }
 GROUPS: dict[str, list[str]] = {
     "W5": ["W5-write", "W5-open", "W5-read"],
+    "W7": ["W7", "W7-lite"],
     "W9": ["W9-local", "W9-azure"],
     "W10": ["W10-local", "W10-local-incr", "W10-azure", "W10-azure-azure", "W10-azure-incr"],
 }

@@ -75,8 +75,13 @@ class Contender(ABC):
         """Read the rows matching ``predicate`` (one partition)."""
 
     @abstractmethod
-    def gc(self, path: str) -> None:
-        """Delete unreferenced data files (raise :class:`Unsupported` if impossible)."""
+    def gc(self, path: str, *, lite: bool = False) -> None:
+        """Delete unreferenced data files (raise :class:`Unsupported` if impossible).
+
+        Default: the library's GC that lists the dataset, so it also finds the files of
+        writers that died before committing. ``lite``: only what the metadata says the
+        newest version no longer needs, without a listing (W7-lite).
+        """
 
     # Untimed helpers used for setup and verification.
 

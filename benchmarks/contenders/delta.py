@@ -56,9 +56,12 @@ class DeltaLakeContender(Contender):
         dataset = DeltaTable(path).to_pyarrow_dataset(file_pruning_predicate=_pruning(predicate))
         return dataset.to_table(filter=to_expression(predicate)).to_pandas()
 
-    def gc(self, path: str) -> None:
-        """``vacuum`` with zero retention."""
-        DeltaTable(path).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    def gc(self, path: str, *, lite: bool = False) -> None:
+        """``vacuum`` with zero retention: ``full=True`` lists the table (and deletes
+        orphans); the default "lite" mode deletes the files the log tombstoned."""
+        DeltaTable(path).vacuum(
+            retention_hours=0, enforce_retention_duration=False, dry_run=False, full=not lite
+        )
 
     def make_garbage(self, garbage: Frame, replacement: Frame, path: str, part: str) -> None:
         """Write, then overwrite: every file of the first version is tombstoned."""

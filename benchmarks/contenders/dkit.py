@@ -63,11 +63,13 @@ class DatasetKitContender(Contender):
         """``dk.read_table`` with predicates."""
         return self._read(path, predicate)
 
-    def gc(self, path: str) -> None:
+    def gc(self, path: str, *, lite: bool = False) -> None:
         """``dk.garbage_collect`` keeping the newest version only, with no grace period
-        (what deltalake's ``vacuum(retention_hours=0)`` and plateau's GC do)."""
+        (what deltalake's ``vacuum(retention_hours=0)`` and plateau's GC do); ``lite``:
+        ``scan=False, expire=True``, as the docs recommend for routine runs."""
+        options = {"scan": False, "expire": True} if lite else {}
         self._api("garbage_collect")(
-            store=self._store(path), dataset_uuid=UUID, grace_period=0, keep_versions=1
+            store=self._store(path), dataset_uuid=UUID, grace_period=0, keep_versions=1, **options
         )
 
     def make_garbage(self, garbage: Frame, replacement: Frame, path: str, part: str) -> None:

@@ -104,7 +104,7 @@ class NaiveContender(Contender):
         """Not a reader."""
         return _unsupported()
 
-    def gc(self, path: str) -> None:
+    def gc(self, path: str, *, lite: bool = False) -> None:
         """No GC."""
         _unsupported()
 

@@ -18,7 +18,14 @@ from plateau.io.eager import (
 )
 
 from benchmarks import compute
-from benchmarks.contenders.base import Contender, Frame, Location, Predicate, as_pandas
+from benchmarks.contenders.base import (
+    Contender,
+    Frame,
+    Location,
+    Predicate,
+    Unsupported,
+    as_pandas,
+)
 
 UUID = "bench"
 
@@ -82,8 +89,10 @@ class PlateauContender(Contender):
         """``read_table`` with predicates."""
         return read_table(dataset_uuid=UUID, store=_store(path), predicates=predicate)
 
-    def gc(self, path: str) -> None:
-        """``garbage_collect_dataset``."""
+    def gc(self, path: str, *, lite: bool = False) -> None:
+        """``garbage_collect_dataset`` (it always lists the dataset)."""
+        if lite:
+            raise Unsupported("plateau's garbage_collect_dataset always lists the dataset")
         garbage_collect_dataset(dataset_uuid=UUID, store=_store(path))
 
     def make_garbage(self, garbage: Frame, replacement: Frame, path: str, part: str) -> None:

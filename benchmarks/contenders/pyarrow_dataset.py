@@ -73,7 +73,7 @@ class PyArrowDatasetContender(Contender):
         """Discovery plus a filter expression."""
         return self._dataset(path).to_table(filter=to_expression(predicate)).to_pandas()
 
-    def gc(self, path: str) -> None:
+    def gc(self, path: str, *, lite: bool = False) -> None:
         """No metadata, so nothing is ever unreferenced."""
         raise Unsupported("pyarrow.dataset has no notion of unreferenced files")
 
