@@ -52,8 +52,12 @@ class IntervalRecordingStore(DelegatingStore):
             return self.inner.put(key, data, if_absent=if_absent, if_match=if_match)
         finally:
             end = time.time()
-            name = f"{os.getpid()}-{uuid.uuid4().hex}.interval"
-            Path(self.log_dir, name).write_text(f"{start!r} {end!r}")
+            name = f"{os.getpid()}-{uuid.uuid4().hex}"
+            # written aside, then renamed: a process killed mid-write (the reliability
+            # tests kill workers) leaves no half-written interval for readers to trip on
+            partial = Path(self.log_dir, name + ".partial")
+            partial.write_text(f"{start!r} {end!r}")
+            os.replace(partial, Path(self.log_dir, name + ".interval"))
 
 
 class ThreadRecordingStore(DelegatingStore):

@@ -3,7 +3,9 @@
 A resumable download (``job_id=``) of an SQLite table in many small chunks runs on a
 LocalCluster of 2 worker processes; every store ``put`` is slowed down and recorded
 (time and process), so the test can see the chunks stream and kill the worker that wrote
-last while the download is about a quarter done. The nanny restarts the worker; the
+last while the download is about a quarter done: the worker kills itself, in the same
+step of its event loop that reads which chunk it is executing (read here and killed from
+the test process, the chunk could finish in between). The nanny restarts the worker; the
 chunk that was streaming on it is downloaded again (its half-written blobs stay behind
 as uncommitted garbage), the chunks it had finished are reused from the job's staging
 area (their results died with the worker's memory), the ones queued on it move to the
@@ -16,7 +18,7 @@ after the kill, the scheduler ran that chunk again); only the cut chunk's blobs 
 as garbage (no finished chunk downloaded twice); a rerun with the same job id completes
 with exactly the table's rows.
 
-Measured (2 CPUs, load 4-10): killed after ~47 of ~152 puts, 2.6-4.6 s in; the run
+Measured (2 CPUs, load 4-10): killed after ~45 of ~170 puts, 2.6-4.6 s in; the run
 completed every time; 15 chunk tasks rescheduled: 1 cut short and downloaded again, 3-4
 finished and reused from staging, 10-11 queued on the killed worker and moved; 0-4
 orphan blobs.
@@ -24,6 +26,8 @@ orphan blobs.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -67,15 +71,9 @@ def make_source(path: Path) -> str:
 
 
 def written_so_far(log: Path) -> list[tuple[float, float, int]]:
-    """The puts recorded so far (a file being written right now is skipped)."""
-    out = []
-    for path in log.glob("*.interval"):
-        try:
-            start, end = (float(x) for x in path.read_text().split())
-        except ValueError:
-            continue
-        out.append((start, end, int(path.name.split("-", 1)[0])))
-    return out
+    """The puts recorded so far (each interval file appears whole: written aside and
+    renamed)."""
+    return read_intervals(log)
 
 
 def assert_exact_rows(store: LocalStore) -> None:
@@ -105,6 +103,31 @@ def first_attempt(states: list[str]) -> list[str]:
 def executing(dask_worker: Any) -> list[str]:
     """The keys a worker is executing right now (run on the worker)."""
     return [str(ts.key) for ts in dask_worker.state.executing]
+
+
+async def kill_while_executing(record: str, dask_worker: Any) -> None:
+    """Run on the victim worker's event loop: once it executes a chunk task, write the
+    keys it executes and the time to ``record`` and SIGKILL this process.
+
+    From reading the worker state to the kill nothing awaits, so nothing else runs on the
+    event loop in between: a task found executing may end on its executor thread, but
+    its result is handled (executing -> memory, "task-finished" to the scheduler) only
+    on this loop, which never gets to it. The keys are what the worker was really
+    executing when it died, and the scheduler never saw their results.
+    """
+    deadline = time.monotonic() + 60
+    keys = executing(dask_worker)
+    while not any("download-chunk" in key for key in keys) and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)  # between two chunks: the next one starts in a moment
+        keys = executing(dask_worker)
+    killed_at = time.time()
+    partial = f"{record}.partial"
+    with open(partial, "w") as f:
+        json.dump({"executing": keys, "killed_at": killed_at}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, record)  # the client sees the whole record or none
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def orphan_blobs(store: LocalStore, keep: set[str]) -> int:
@@ -166,9 +189,18 @@ def test_worker_killed_mid_download_loses_nothing_and_doubles_nothing(tmp_path: 
         assert runner.is_alive(), f"the download ended before the kill: {outcome}"
         victim = max(puts, key=lambda i: i[1])[2]  # the worker that wrote last
         address = next(a for a, pid in pids.items() if pid == victim)
-        streaming = client.run(executing, workers=[address])[address]
-        killed_at = time.time()
-        os.kill(victim, signal.SIGKILL)
+        record = tmp_path / "killed.json"
+        # on_error="ignore": the worker may die before it answers (the kill can run
+        # on its event loop before the answer is sent); a real failure shows as no record
+        client.run(
+            kill_while_executing, str(record), workers=[address], wait=False, on_error="ignore"
+        )
+        deadline = time.monotonic() + 120
+        while not record.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert record.exists(), f"the worker {address} did not kill itself: {outcome}"
+        killed = json.loads(record.read_text())
+        streaming, killed_at = killed["executing"], killed["killed_at"]
         runner.join(300)
         assert not runner.is_alive(), "the download hangs after the worker loss"
         after_workers = set(client.run(os.getpid).values())
@@ -176,7 +208,7 @@ def test_worker_killed_mid_download_loses_nothing_and_doubles_nothing(tmp_path: 
 
     intervals = read_intervals(log)
     before = [i for i in intervals if i[1] <= killed_at]
-    after = [i for i in intervals if i[0] > killed_at]
+    after = [i for i in intervals if i[0] > killed_at and i[2] != victim]
     by_victim = [i for i in before if i[2] == victim]
     # the kill landed mid-run: the victim was writing, and the work went on after it
     assert by_victim and killed_at - max(i[1] for i in by_victim) < 2.0
