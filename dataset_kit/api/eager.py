@@ -695,7 +695,7 @@ def garbage_collect(
     prune_dirs
         On a local filesystem, also remove the partition directories the deletes empty
         and, in a scanning run, every empty directory below the dataset. Off by
-        default, as in plateau and deltalake: an empty directory holds no data and a
+        default, as in deltalake's vacuum: an empty directory holds no data and a
         later write into that partition reuses it, while each ``rmdir`` costs about
         60-75 us here, serialized per parent directory (more than deleting the blob in
         it). :func:`delete_dataset` always removes the dataset's directories.

@@ -108,7 +108,7 @@ def garbage_collect(
         On a local filesystem, also remove the partition directories the deletes empty
         and, in a scanning run, every empty directory below the dataset (left by earlier
         runs). Each ``rmdir`` costs about 60-75 us here, serialized per parent directory:
-        more than deleting the blob in it. Off by default, as in plateau and deltalake:
+        more than deleting the blob in it. Off by default, as in deltalake's vacuum:
         an empty directory holds no data, and a later write into that partition reuses
         it.
     batch_size

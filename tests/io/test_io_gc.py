@@ -445,7 +445,7 @@ def partition_dirs(store: LocalStore) -> list[str]:
 def test_emptied_partition_directories_stay_unless_pruning_is_asked(
     store: LocalStore, scan: bool
 ) -> None:
-    """As in plateau and deltalake, a collection leaves the directories it empties
+    """As in deltalake, a collection leaves the directories it empties
     (an rmdir costs more than the unlink); ``prune_dirs=True`` removes them, and a
     scanning run also those an earlier run left."""
     dk.write_dataset(frame(1, 2, 3), store=store, dataset_uuid=UUID, partition_on="p")
