@@ -843,6 +843,7 @@ def _run(args: argparse.Namespace) -> int:
             "too_young": report.too_young,
             "spared": report.spared,
             "failed": report.failed,
+            "absent": report.absent,
             "expired": report.expired,
             "keys": report.keys,
         }

@@ -117,6 +117,12 @@ class GarbageReport:
         The dataset's version when the collection was planned (None: it did not exist).
     sizes
         Size in bytes of each key in ``keys``.
+    absent
+        Planned blobs that were already gone when this run deleted them (another run
+        got there first, or a run without a scan planned the blobs of versions it had
+        collected before without expiring them), where the store can tell (local
+        filesystem, Azure batch deletes). They are not in ``keys``, ``count`` or
+        ``nbytes``.
     """
 
     dataset_uuid: str
@@ -131,6 +137,7 @@ class GarbageReport:
     expired: list[int] = field(default_factory=list)
     planned: int | None = None
     sizes: dict[str, int] = field(default_factory=dict, repr=False)
+    absent: int = 0
 
     @property
     def count(self) -> int:
@@ -523,6 +530,7 @@ class DeleteOutcome:
     failed: dict[str, str] = field(default_factory=dict)
     spared: list[str] = field(default_factory=list)
     young: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
 
 
 def delete_planned(
@@ -555,13 +563,14 @@ def delete_planned(
     result = delete_many_on(store, keys, since, prune_dirs=prune_dirs)
     outcome.failed = {key: repr(err) for key, err in result.failed.items()}
     outcome.young = list(result.kept)
+    outcome.absent = list(result.absent)
     if outcome.young:
         logger.info(
             "dataset %s: %d blobs were modified within the grace period; kept",
             dataset_uuid,
             len(outcome.young),
         )
-    gone = set(outcome.failed).union(outcome.young)
+    gone = set(outcome.failed).union(outcome.young, outcome.absent)
     outcome.deleted = [k for k in keys if k not in gone]
     return outcome
 
@@ -581,7 +590,8 @@ def finish(
     spared = {k for o in outcomes for k in o.spared}
     young = {k for o in outcomes for k in o.young}
     failed = {k: v for o in outcomes for k, v in o.failed.items()}
-    left = spared | young
+    absent = {k for o in outcomes for k in o.absent}
+    left = spared | young | absent
     report = replace(
         plan,
         keys=[k for k in plan.keys if k not in left],
@@ -590,6 +600,7 @@ def finish(
         failed=failed,
         spared=len(spared),
         expired=[] if failed or young else list(plan.expired),
+        absent=len(absent),
     )
     if report.expired and not report.dry_run:
         _commit.expire(store, plan.dataset_uuid, report.expired)
@@ -598,7 +609,8 @@ def finish(
         if removed:
             logger.info("dataset %s: %d empty directories removed", plan.dataset_uuid, removed)
     logger.info(
-        "dataset %s: garbage %d blobs (%d bytes)%s, %d too young, %d spared, %d failed%s",
+        "dataset %s: garbage %d blobs (%d bytes)%s, %d too young, %d spared, %d failed, "
+        "%d already gone%s",
         plan.dataset_uuid,
         report.count,
         report.nbytes,
@@ -606,6 +618,7 @@ def finish(
         report.too_young,
         len(spared),
         len(failed),
+        len(absent),
         f", versions {report.expired} expired" if report.expired else "",
     )
     return report

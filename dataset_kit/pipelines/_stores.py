@@ -99,6 +99,7 @@ class ThrottledStore(DelegatingStore):
             with throttled(self.throttle):
                 part = delete_many_on(self.inner, chunk, unmodified_since, prune_dirs=prune_dirs)
             report.deleted.extend(part.deleted)
+            report.absent.extend(part.absent)
             report.failed.update(part.failed)
             report.kept.extend(part.kept)
             chunk.clear()

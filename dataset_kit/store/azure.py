@@ -855,6 +855,7 @@ class AzureBlobStore(Store):
 
         def merge(part: DeleteReport) -> None:
             report.deleted.extend(part.deleted)
+            report.absent.extend(part.absent)
             report.failed.update(part.failed)
             report.kept.extend(part.kept)
 
@@ -938,6 +939,8 @@ class AzureBlobStore(Store):
             status = int(response.status_code)
             if status in (200, 202, 404):  # 404: already absent
                 report.deleted.append(key)
+                if status == 404:
+                    report.absent.append(key)
             elif status == 412 and since is not None:  # modified since: the service kept it
                 report.kept.append(key)
             else:

@@ -809,7 +809,9 @@ class LocalStore(Store):
                 report.failed[key] = error
                 continue
             report.deleted.append(key)
-            if directory is not None:
+            if directory is None:
+                report.absent.append(key)
+            else:
                 dirs.add(directory)
         for directory in dirs:
             self._fsync_dir(directory)

@@ -159,7 +159,9 @@ class RetryingStore(DelegatingStore):
         first = delete_many_on(self.inner, keys, unmodified_since, prune_dirs=prune_dirs)
         if not first.failed:
             return first
-        report = DeleteReport(deleted=list(first.deleted), kept=list(first.kept))
+        report = DeleteReport(
+            deleted=list(first.deleted), kept=list(first.kept), absent=list(first.absent)
+        )
         for key in first.failed:
             try:
                 if unmodified_since is None:

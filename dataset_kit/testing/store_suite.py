@@ -699,6 +699,8 @@ class StoreConformanceSuite:
         report = store.delete_many(keys)
         assert isinstance(report, DeleteReport)
         assert sorted(report.deleted) == ["m/1", "m/3", "m/other/missing", "missing"]
+        # stores that can tell at no cost say which were gone already; none lie
+        assert set(report.absent) <= {"m/other/missing", "missing"}
         assert list(report.failed) == ["../bad"]
         assert isinstance(report.failed["../bad"], InvalidKeyError)
         assert sorted(store.iter_keys()) == ["m/2"]

@@ -483,3 +483,21 @@ def test_delete_dataset_removes_its_directories(store: LocalStore) -> None:
     dk.write_dataset(frame(1, 2), store=store, dataset_uuid=UUID, partition_on="p")
     dk.delete_dataset(store=store, dataset_uuid=UUID)
     assert os.listdir(Path(store.root, UUID)) == ["_versions"]
+
+
+def test_blobs_already_gone_are_not_counted_again(store: LocalStore) -> None:
+    """Collecting without a scan and without expiring plans the same released blobs on
+    the next run; the report says they were already gone instead of deleting them again
+    (count and bytes only cover what this run deleted)."""
+    dk.write_dataset(frame(1, 2, 3), store=store, dataset_uuid=UUID, partition_on="p")
+    dk.write_dataset(frame(4), store=store, dataset_uuid=UUID, partition_on="p", mode="overwrite")
+    age(store, 7200)
+    options = {"grace_period": 0, "keep_versions": 1, "scan": False}
+    first = dk.garbage_collect(store=store, dataset_uuid=UUID, **options)
+    assert first.count == 3 and first.nbytes > 0 and first.absent == 0
+    again = dk.garbage_collect(store=store, dataset_uuid=UUID, **options)
+    assert again.count == 0 and again.nbytes == 0 and again.keys == []
+    assert again.absent == 3 and not again.failed
+    piped = dk.pipelines.garbage_collect(UUID, store=store, storage_concurrency=1, **options)
+    report = piped.compute()
+    assert report.count == 0 and report.absent == 3

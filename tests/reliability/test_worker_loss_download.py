@@ -86,8 +86,12 @@ def assert_exact_rows(store: LocalStore) -> None:
 def chunk_attempts(client: Any) -> dict[str, list[str]]:
     """Per chunk task: the states the scheduler moved it to, in order (its transition log;
     the LocalCluster's scheduler runs in this process)."""
+    log = client.cluster.scheduler.transition_log
+    # a bounded deque (distributed.admin.low-level-log-length): a full one has dropped
+    # the oldest transitions, and the counts below would be silently short
+    assert log.maxlen is None or len(log) < log.maxlen, "the transition log overflowed"
     out: dict[str, list[str]] = {}
-    for entry in list(client.cluster.scheduler.transition_log):
+    for entry in list(log):
         key, finish = str(entry[0]), entry[2]
         if "download-chunk" in key:
             out.setdefault(key, []).append(finish)

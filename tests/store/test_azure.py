@@ -264,6 +264,7 @@ def test_delete_many_in_several_batches(store: AzureBlobStore) -> None:
     store.put("keep", b"y")
     report = store.delete_many([*keys, "bulk/missing", "../bad"])
     assert sorted(report.deleted) == sorted([*keys, "bulk/missing"])
+    assert report.absent == ["bulk/missing"]  # the batch's 404 tells it apart
     assert list(report.failed) == ["../bad"]
     assert list(store.iter_keys()) == ["keep"]
 

@@ -279,6 +279,7 @@ def test_delete_many_of_many_keys_unlinks_on_threads_and_prunes(
     victims = [*keys, "t/p=999/missing.parquet", "../escape", "t/.dk-tmp-x"]
     report = store.delete_many(iter(victims))
     assert sorted(report.deleted) == sorted([*keys, "t/p=999/missing.parquet"])
+    assert report.absent == ["t/p=999/missing.parquet"]
     assert sorted(report.failed) == ["../escape", "t/.dk-tmp-x"]
     assert all(isinstance(e, InvalidKeyError) for e in report.failed.values())
     assert list(store.iter_keys()) == ["t/p=7/kept.parquet"]
