@@ -97,6 +97,8 @@ def _check_timeout(timeout: float | None, what: str) -> float | None:
         raise InvalidInputError(f"{what} must be a number of seconds or None, got {timeout!r}")
     if math.isnan(timeout) or timeout < 0:
         raise InvalidInputError(f"{what} must be >= 0 seconds, got {timeout!r}")
+    if timeout > threading.TIMEOUT_MAX:  # inf included: no backend takes it; wait forever
+        return None
     return float(timeout)
 
 

@@ -363,3 +363,22 @@ def test_dead_worker_frees_its_lease_after_lease_timeout(tmp_path: Path) -> None
     # The dead worker's lease blocked everyone for about lease-timeout, then expired.
     assert 2.0 < recovery < 20, recovery
     assert max(retried["acquired"], waited["acquired"]) - killed["kill_time"] < 20
+
+
+def test_an_infinite_timeout_waits_like_none() -> None:
+    """inf (or any timeout beyond what the platform can wait) passed validation, then
+    failed inside the backend with OverflowError (or, on a cluster, a KeyError from
+    distributed): it now means "wait forever", like None."""
+    throttle = Throttle("local-inf", 1, timeout=math.inf)
+    assert throttle.acquire(timeout=1e300)
+    waiter_got: list[bool] = []
+    waiter = threading.Thread(target=lambda: waiter_got.append(throttle.acquire()))
+    waiter.start()
+    time.sleep(0.1)
+    assert waiter.is_alive() and not waiter_got  # waiting, no error
+    throttle.release()
+    waiter.join(5)
+    assert waiter_got == [True]
+    throttle.release()
+    with pytest.raises(InvalidInputError):
+        Throttle("local-inf", 1, timeout=-math.inf)

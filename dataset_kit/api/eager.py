@@ -580,6 +580,7 @@ def delete_dataset(*, store: StoreInput, dataset_uuid: str) -> None:
     )
     if common in snapshots:
         _delete_common_metadata(kv, uuid, tomb.version, common)
+    kv.remove_empty_dirs(naming.dataset_prefix(uuid))  # also those a GC left empty
     if report.failed:
         logger.warning(
             "dataset %s: %d blobs could not be deleted (garbage now)", uuid, len(report.failed)

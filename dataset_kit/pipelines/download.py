@@ -981,6 +981,14 @@ def download_table(
     _commit.require_atomic(dst)
     db = as_throttle(db_concurrency, name="db")
     storage = as_throttle(storage_concurrency, name="storage")
+    if db is not None and storage is not None and db.name == storage.name:
+        # a chunk holds its database lease while its blobs are written, and each write
+        # takes a storage lease: one throttle for both would wait on itself forever
+        raise InvalidInputError(
+            f"db_concurrency and storage_concurrency share the throttle {db.name!r}: a "
+            "chunk keeps its database lease while it writes, so it would wait on itself; "
+            "pass two throttles"
+        )
     options = WriteOptions(compression=compression, row_group_size=row_group_size)
 
     import dask

@@ -71,7 +71,10 @@ def open_store(
           installed;
         * any other URL: built with ``minimalkv.get_store_from_url`` and wrapped in a
           :class:`KVStoreAdapter` (needs ``pip install dataset-kit[kv]``); so is a
-          ``hfs://`` URL with minimalkv wrappers (``hfs+readonly://``, ``#wrap:...``);
+          ``hfs://`` URL with minimalkv wrappers (``#wrap:urlencode``). A read-only
+          wrapper (``#wrap:readonly``) is refused with :class:`ConfigError`: every
+          store here must write. (minimalkv 1.11 builds ``hfs+readonly://`` as a
+          writable store: it is not read-only either.)
         * a simplekv/minimalkv ``KeyValueStore`` object: its filesystem stores become a
           :class:`LocalStore` on their root, any other a :class:`KVStoreAdapter`;
         * a zero-argument callable returning any of the above.

@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from dataset_kit.exceptions import ConfigError, StoreUnavailableError
-from dataset_kit.store._base import BlobInfo, Store
+from dataset_kit.store._base import BlobInfo, DeleteReport, Store, delete_many_on
 
 __all__ = ["FaultInjectingStore", "InjectedTimeoutError", "OperationStats"]
 
@@ -250,6 +250,32 @@ class FaultInjectingStore(Store):
         self._before("delete", key)
         self._inner.delete(key, if_match=if_match)
         self._after_write("delete", key)
+
+    def delete_many(
+        self,
+        keys: Iterable[str],
+        *,
+        unmodified_since: float | None = None,
+        prune_dirs: bool = True,
+    ) -> DeleteReport:
+        """One key at a time, each a fault-injectable ``delete`` (failures reported per
+        key), through the wrapped store's ``delete_many`` so that its options hold."""
+        report = DeleteReport()
+        for key in keys:
+            try:
+                self._before("delete", key)
+                part = delete_many_on(self._inner, [key], unmodified_since, prune_dirs=prune_dirs)
+                if part.failed:
+                    raise next(iter(part.failed.values()))
+                if part.deleted:
+                    self._after_write("delete", key)
+            except Exception as exc:  # reported per key, like Store.delete_many
+                report.failed[key] = exc
+                continue
+            report.deleted.extend(part.deleted)
+            report.kept.extend(part.kept)
+            report.absent.extend(part.absent)
+        return report
 
     def remove_empty_dirs(self, prefix: str = "") -> int:
         """The wrapped store's (directories are not blobs: no faults injected)."""

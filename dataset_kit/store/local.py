@@ -878,40 +878,47 @@ class LocalStore(Store):
                 return 0
         removed = 0
 
-        def empty(directory: str, rel: str) -> bool:
-            """Remove the empty directories below ``directory``; True if it is empty now."""
-            nonlocal removed
+        def listing(directory: str, rel: str) -> list[os.DirEntry[str]] | None:
             try:
                 with os.scandir(directory) as it:
-                    entries = list(it)
+                    return list(it)
             except (FileNotFoundError, NotADirectoryError):
-                return False  # vanished, or not a directory: nothing of ours to remove
+                return None  # vanished, or not a directory: nothing of ours to remove
             except OSError as exc:
                 raise _translate_oserror(exc, "list", rel or prefix) from exc
-            nothing = True
-            for entry in entries:
-                sub = rel + entry.name + "/"
+
+        first = listing(start, rel)
+        if first is None:
+            return 0
+        # post-order with an explicit stack (trees deeper than the recursion limit are
+        # fine); a frame is [path, its key prefix, its remaining entries, empty so far]
+        stack: list[list[Any]] = [[start, rel, iter(first), True]]
+        start_empty = False
+        while stack:
+            frame = stack[-1]
+            for entry in frame[2]:
+                sub = frame[1] + entry.name + "/"
                 if (
                     not entry.name.startswith(HIDDEN_PREFIX)
                     and entry.is_dir(follow_symlinks=False)
                     and sub.startswith(prefix)
-                    and empty(entry.path, sub)
                 ):
-                    try:
-                        os.rmdir(entry.path)
-                    except OSError:
-                        pass  # a writer put something there meanwhile
-                    else:
-                        removed += 1
-                        continue
-                nothing = False
-            return nothing
-
-        with _oserrors("list", prefix):
-            if empty(start, rel) and start != self._root and rel.startswith(prefix):
-                with contextlib.suppress(OSError):
-                    os.rmdir(start)
+                    below = listing(entry.path, sub)
+                    if below is not None:
+                        stack.append([entry.path, sub, iter(below), True])
+                        break  # descend; this frame's loop resumes after it
+                frame[3] = False
+            else:
+                stack.pop()
+                if not stack:
+                    start_empty = frame[3]
+                    break
+                if frame[3] and self._rmdir(frame[0]):
                     removed += 1
+                else:
+                    stack[-1][3] = False  # not empty (or a writer put something there)
+        if start_empty and rel.startswith(prefix) and self._rmdir(start):
+            removed += 1
         return removed
 
     def _rmdir(self, directory: str) -> bool:
@@ -923,6 +930,9 @@ class LocalStore(Store):
             os.rmdir(directory)
         except OSError:
             return False
+        # a directory created again under this name is verified again (it could now be
+        # a symlink out of the root)
+        self._safe_dirs.discard(directory)
         return True
 
     def _prune(self, directory: str, busy: set[str] | None = None) -> None:
@@ -933,6 +943,7 @@ class LocalStore(Store):
                 return
             try:
                 os.rmdir(directory)
+                self._safe_dirs.discard(directory)
             except OSError:
                 if busy is not None:  # not empty: neither are its parents
                     while directory.startswith(root_slash) and directory not in busy:

@@ -17,7 +17,7 @@ import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from dataset_kit.store import BlobInfo, DelegatingStore, DeleteReport, Store
+from dataset_kit.store import BlobInfo, DelegatingStore, DeleteReport, Store, delete_many_on
 
 __all__ = ["CrashingStore", "crash_points"]
 
@@ -57,15 +57,18 @@ class CrashingStore(DelegatingStore):
     def delete_many(
         self, keys: Any, *, unmodified_since: float | None = None, prune_dirs: bool = True
     ) -> DeleteReport:
-        """Delete one key at a time, so that a crash can fall between any two."""
+        """Delete one key at a time, so that a crash can fall between any two (each
+        through the wrapped store's ``delete_many``, so ``prune_dirs`` holds)."""
         report = DeleteReport()
         for key in keys:
-            if unmodified_since is None:
-                self.delete(key)
-            elif not self._delete_if_old(key, unmodified_since):
-                report.kept.append(key)
-                continue
-            report.deleted.append(key)
+            part = delete_many_on(self.inner, [key], unmodified_since, prune_dirs=prune_dirs)
+            if part.failed:
+                raise next(iter(part.failed.values()))
+            report.kept.extend(part.kept)
+            report.absent.extend(part.absent)
+            if part.deleted:
+                report.deleted.extend(part.deleted)
+                self._step()
         return report
 
 

@@ -501,3 +501,13 @@ def test_blobs_already_gone_are_not_counted_again(store: LocalStore) -> None:
     piped = dk.pipelines.garbage_collect(UUID, store=store, storage_concurrency=1, **options)
     report = piped.compute()
     assert report.count == 0 and report.absent == 3
+
+
+def test_delete_dataset_also_removes_directories_a_gc_left(store: LocalStore) -> None:
+    dk.write_dataset(frame(1, 2, 3), store=store, dataset_uuid=UUID, partition_on="p")
+    dk.update_dataset(store=store, dataset_uuid=UUID, delete_scope=[{"p": 1}])
+    age(store, 7200)
+    assert dk.garbage_collect(store=store, dataset_uuid=UUID, grace_period=0, keep_versions=1).count
+    assert "p=1" in partition_dirs(store)  # left empty by the GC
+    dk.delete_dataset(store=store, dataset_uuid=UUID)
+    assert os.listdir(Path(store.root, UUID)) == ["_versions"]

@@ -40,6 +40,7 @@ from dataset_kit.exceptions import (
 )
 from dataset_kit.pipelines.download import STATE_KEY, download_table, staging_prefix
 from dataset_kit.store import DelegatingStore, LocalStore, MemoryStore, Store
+from dataset_kit.throttle import Throttle
 
 LOGGER = "dataset_kit.pipelines.download"
 
@@ -341,6 +342,13 @@ def test_bad_options_are_refused_before_anything_runs(tmp_path: Path, store: Sto
         {"table": "t", "chunk_by": "s"},  # text keys need chunking="rows"
         {"table": "t", "partition_on": "nope"},
         {"table": "t", "chunks": []},
+        # one throttle for both: a chunk keeps its database lease while it writes (and
+        # each write takes a storage lease), so at its limit it waited on itself forever
+        {
+            "table": "t",
+            "db_concurrency": Throttle("io", 1),
+            "storage_concurrency": Throttle("io", 1),
+        },
     ]
     for kwargs in bad:
         with pytest.raises(InvalidInputError):

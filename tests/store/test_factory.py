@@ -257,6 +257,8 @@ def test_other_schemes_go_through_minimalkv(tmp_path: Path) -> None:
     assert list(store.iter_keys()) == ["a/b"]
     readonly = open_store(f"hfs+readonly://{tmp_path}")
     assert isinstance(readonly, KVStoreAdapter)
+    with pytest.raises(ConfigError, match="put"):  # a store that cannot write is refused
+        open_store(f"hfs://{tmp_path}#wrap:readonly")
 
 
 def test_minimalkv_deprecation_warnings_are_suppressed(tmp_path: Path) -> None:

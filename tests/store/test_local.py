@@ -397,3 +397,67 @@ def test_url_of_unusual_root_round_trips(tmp_path: Path) -> None:
     reopened = open_store(store.url)
     assert isinstance(reopened, LocalStore)
     assert reopened.root == str(root)
+
+
+def test_a_removed_directory_is_verified_again(
+    store: LocalStore, root: Path, tmp_path: Path
+) -> None:
+    """A directory the store removed and someone recreated as a symlink out of the root
+    is not trusted from the store's cache of verified directories."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    for prune in ("delete_many", "remove_empty_dirs"):
+        store.put("ds/t/p=5/blob", b"x")
+        assert store.exists("ds/t/p=5/blob")  # the directory is verified (and cached)
+        if prune == "delete_many":
+            store.delete_many(["ds/t/p=5/blob"])
+        else:
+            store.delete_many(["ds/t/p=5/blob"], prune_dirs=False)
+            assert store.remove_empty_dirs("ds/") == 3
+        assert not (root / "ds").exists()
+        (root / "ds" / "t").mkdir(parents=True)
+        (root / "ds" / "t" / "p=5").symlink_to(outside, target_is_directory=True)
+        report = store.delete_many(["ds/t/p=5/secret"])
+        assert isinstance(report.failed["ds/t/p=5/secret"], InvalidKeyError)
+        with pytest.raises(InvalidKeyError):
+            store.get("ds/t/p=5/secret")
+        assert (outside / "secret").read_bytes() == b"secret"
+        os.unlink(root / "ds" / "t" / "p=5")
+        os.rmdir(root / "ds" / "t")
+        os.rmdir(root / "ds")
+
+
+def test_remove_empty_dirs_of_a_very_deep_tree(store: LocalStore, root: Path) -> None:
+    """Deeper than Python's recursion limit (the walk keeps its own stack)."""
+    path = str(root / "ds")
+    os.mkdir(path)
+    for _ in range(1500):  # os.makedirs itself recurses per level
+        path = os.path.join(path, "d")
+        os.mkdir(path)
+    store.put("ds/keep", b"x")
+    assert store.remove_empty_dirs("ds/") == 1500
+    assert sorted(os.listdir(root / "ds")) == ["keep"]
+
+
+@pytest.mark.parametrize("wrapper", ["faults", "crash", "retry"])
+def test_wrappers_leave_emptied_directories_when_asked(
+    store: LocalStore, root: Path, wrapper: str
+) -> None:
+    """``prune_dirs=False`` holds through the wrappers that delete key by key too."""
+    from dataset_kit.store import FaultInjectingStore, RetryingStore
+    from dataset_kit.testing.crash import CrashingStore
+
+    wrapped = {
+        "faults": lambda: FaultInjectingStore(store, fail_rate=0.0),
+        "crash": lambda: CrashingStore(store, None),
+        "retry": lambda: RetryingStore(store),
+    }[wrapper]()
+    keys = [f"w/p={i}/blob" for i in range(100)]
+    for key in keys:
+        store.put(key, b"x")
+    report = wrapped.delete_many([*keys, "w/p=200/missing"], prune_dirs=False)
+    assert sorted(report.deleted) == sorted([*keys, "w/p=200/missing"])
+    assert report.absent == ["w/p=200/missing"] and not report.failed
+    assert len(os.listdir(root / "w")) == 100 and list(store.iter_keys()) == []
+    assert wrapped.remove_empty_dirs("w/") == 101
