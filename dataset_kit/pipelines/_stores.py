@@ -98,10 +98,7 @@ class ThrottledStore(DelegatingStore):
         def flush() -> None:
             with throttled(self.throttle):
                 part = delete_many_on(self.inner, chunk, unmodified_since, prune_dirs=prune_dirs)
-            report.deleted.extend(part.deleted)
-            report.absent.extend(part.absent)
-            report.failed.update(part.failed)
-            report.kept.extend(part.kept)
+            report.merge(part)
             chunk.clear()
 
         for key in keys:

@@ -133,6 +133,13 @@ class DeleteReport:
     kept: list[str] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
 
+    def merge(self, part: DeleteReport) -> None:
+        """Add the outcome of another call (a batch, a key) to this report."""
+        self.deleted.extend(part.deleted)
+        self.failed.update(part.failed)
+        self.kept.extend(part.kept)
+        self.absent.extend(part.absent)
+
 
 def delete_many_on(
     store: Store,

@@ -853,19 +853,13 @@ class AzureBlobStore(Store):
             self._delete_batch(batch, part, since)
             return part
 
-        def merge(part: DeleteReport) -> None:
-            report.deleted.extend(part.deleted)
-            report.absent.extend(part.absent)
-            report.failed.update(part.failed)
-            report.kept.extend(part.kept)
-
         todo = batches()
         first = next(todo, None)
         if first is None:
             return report
         second = next(todo, None)
         if second is None:  # one request: no threads
-            merge(delete(first))
+            report.merge(delete(first))
             return report
         threads = max(1, min(_DELETE_THREADS, self._max_connections))
         with ThreadPoolExecutor(threads, thread_name_prefix="dk-azure-delete") as pool:
@@ -873,9 +867,9 @@ class AzureBlobStore(Store):
             for batch in todo:
                 pending.append(pool.submit(delete, batch))
                 while len(pending) >= 2 * threads:
-                    merge(pending.popleft().result())
+                    report.merge(pending.popleft().result())
             while pending:
-                merge(pending.popleft().result())
+                report.merge(pending.popleft().result())
         return report
 
     def _delete_each(

@@ -272,9 +272,7 @@ class FaultInjectingStore(Store):
             except Exception as exc:  # reported per key, like Store.delete_many
                 report.failed[key] = exc
                 continue
-            report.deleted.extend(part.deleted)
-            report.kept.extend(part.kept)
-            report.absent.extend(part.absent)
+            report.merge(part)
         return report
 
     def remove_empty_dirs(self, prefix: str = "") -> int:

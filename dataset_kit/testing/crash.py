@@ -64,10 +64,8 @@ class CrashingStore(DelegatingStore):
             part = delete_many_on(self.inner, [key], unmodified_since, prune_dirs=prune_dirs)
             if part.failed:
                 raise next(iter(part.failed.values()))
-            report.kept.extend(part.kept)
-            report.absent.extend(part.absent)
+            report.merge(part)
             if part.deleted:
-                report.deleted.extend(part.deleted)
                 self._step()
         return report
 
