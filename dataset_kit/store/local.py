@@ -366,20 +366,10 @@ class LocalStore(Store):
 
         With ``recursive=False`` only the directory that holds the prefix is listed.
         """
-        dir_part = prefix.rpartition("/")[0]
-        if dir_part:
-            parts = dir_part.split("/")
-            if any(
-                not p or p in (".", "..") or p.startswith(HIDDEN_PREFIX) or _BAD_NAME.search(p)
-                for p in parts
-            ):
-                return  # no valid key can start with this prefix
-            start = os.path.join(self._root, *parts)
-            if not self._inside(os.path.realpath(start)):
-                return
-            stack = [(start, dir_part + "/")]
-        else:
-            stack = [(self._root, "")]
+        top = self._prefix_dir(prefix)
+        if top is None:
+            return
+        stack = [top]
         while stack:
             directory, rel = stack.pop()
             try:
@@ -415,6 +405,23 @@ class LocalStore(Store):
                 except OSError:
                     continue  # vanished
                 yield key, entry
+
+    def _prefix_dir(self, prefix: str) -> tuple[str, str] | None:
+        """The directory holding every key that starts with ``prefix``, and its key
+        prefix (``""`` for the root); None if no valid key inside the root can."""
+        dir_part = prefix.rpartition("/")[0]
+        if not dir_part:
+            return self._root, ""
+        parts = dir_part.split("/")
+        if any(
+            not p or p in (".", "..") or p.startswith(HIDDEN_PREFIX) or _BAD_NAME.search(p)
+            for p in parts
+        ):
+            return None
+        start = os.path.join(self._root, *parts)
+        if not self._inside(os.path.realpath(start)):
+            return None
+        return start, dir_part + "/"
 
     def _iter_keys(self, prefix: str) -> Iterator[str]:
         for key, _entry in self._walk(prefix):
@@ -864,18 +871,10 @@ class LocalStore(Store):
         >>> store.remove_empty_dirs("ds/"), sorted(os.listdir(os.path.join(store.root, "ds/t")))
         (1, ['p=2'])
         """
-        dir_part = prefix.rpartition("/")[0]
-        start, rel = self._root, ""
-        if dir_part:
-            parts = dir_part.split("/")
-            if any(
-                not p or p in (".", "..") or p.startswith(HIDDEN_PREFIX) or _BAD_NAME.search(p)
-                for p in parts
-            ):
-                return 0  # no key can start with this prefix
-            start, rel = os.path.join(self._root, *parts), dir_part + "/"
-            if not self._inside(os.path.realpath(start)):
-                return 0
+        top = self._prefix_dir(prefix)
+        if top is None:
+            return 0
+        start, rel = top
         removed = 0
 
         def listing(directory: str, rel: str) -> list[os.DirEntry[str]] | None:
@@ -941,10 +940,7 @@ class LocalStore(Store):
         while directory.startswith(root_slash):
             if busy is not None and directory in busy:
                 return
-            try:
-                os.rmdir(directory)
-                self._safe_dirs.discard(directory)
-            except OSError:
+            if not self._rmdir(directory):
                 if busy is not None:  # not empty: neither are its parents
                     while directory.startswith(root_slash) and directory not in busy:
                         busy.add(directory)

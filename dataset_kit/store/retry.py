@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import TypeVar
 
 from dataset_kit.exceptions import StoreUnavailableError
@@ -159,9 +160,7 @@ class RetryingStore(DelegatingStore):
         first = delete_many_on(self.inner, keys, unmodified_since, prune_dirs=prune_dirs)
         if not first.failed:
             return first
-        report = DeleteReport(
-            deleted=list(first.deleted), kept=list(first.kept), absent=list(first.absent)
-        )
+        report = replace(first, failed={})  # the failed keys are retried below
         for key in first.failed:
             try:
                 if unmodified_since is None:
