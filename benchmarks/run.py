@@ -94,6 +94,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="per child, seconds")
     parser.add_argument(
+        "--prefault-mib",
+        type=int,
+        default=2048,
+        help="each child touches and frees this much memory just before its timed "
+        "operation (0: off); in a VM that hands freed memory back to its host, the first "
+        "touch of memory otherwise costs 0.02-2.5 s per GiB at random",
+    )
+    parser.add_argument(
         "--max-rep-seconds",
         type=float,
         default=None,
@@ -316,6 +324,7 @@ class Runner:
             "input_format": input_format(self.args, contender),
             "func_format": func_format(self.args, contender),
             "params": self.params.to_json(),
+            "prefault_mib": self.args.prefault_mib,
             "result": str(result_file),
         }
         spec_file = stem.with_suffix(".spec.json")
@@ -602,6 +611,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_rep_seconds is None
         else f"{args.reps} (fewer where one took > {args.max_rep_seconds:g} s)",
         "input": inputs,
+        "prefault": f"{args.prefault_mib} MiB per child before the timed operation"
+        if args.prefault_mib
+        else "off",
         "git commit": git_commit(),
         "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, "
         f"Python {platform.python_version()}",

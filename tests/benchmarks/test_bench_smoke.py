@@ -46,6 +46,7 @@ def run_bench(
         *TINY_PIPELINES,
         *("--workloads", ",".join(workloads)),
         *("--contenders", ",".join(contenders), "--timeout", "120", "--quiet"),
+        *("--prefault-mib", "8"),
         *("--out", str(out), "--json", str(results), "--workdir", str(tmp_path / "work")),
         *extra,
     ]
@@ -95,6 +96,9 @@ def test_runner_dataset_kit_end_to_end(tmp_path: Path) -> None:
         assert row["status"] == "ok", row
         assert row["verified"], row
         assert row["ratio"] == pytest.approx(1.0)
+    # every child touched its 8 MiB before the clock started, and the report says so
+    assert all(m["prefault_s"] >= 0 for rs in results["raw"].values() for m in rs["dataset_kit"])
+    assert "- prefault: 8 MiB per child before the timed operation" in markdown
 
 
 @pytest.mark.slow
