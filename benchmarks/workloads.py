@@ -47,6 +47,8 @@ class Workload:
 
 _BACKUP = ("dataset_kit", "naive:full")
 _BACKUP_INCR = ("dataset_kit", "naive:full", "naive:missing")
+_BACKUP_LOCAL = ("dataset_kit", "dataset_kit:link", "naive:full")
+_BACKUP_LOCAL_INCR = ("dataset_kit", "dataset_kit:link", "naive:full", "naive:missing")
 
 WORKLOADS: dict[str, Workload] = {
     w.key: w
@@ -115,13 +117,13 @@ WORKLOADS: dict[str, Workload] = {
             "W10-local",
             "backup of a {w10_partitions:,}-partition dataset, local -> local",
             base="W10-base",
-            entries=_BACKUP,
+            entries=_BACKUP_LOCAL,
         ),
         Workload(
             "W10-local-incr",
             "incremental backup after appending 1 partition, local -> local",
             base="W10-base",
-            entries=_BACKUP_INCR,
+            entries=_BACKUP_LOCAL_INCR,
         ),
         Workload(
             "W10-azure",
@@ -166,6 +168,7 @@ VARIANTS: dict[str, str] = {
     "to_parquet(partition_on), 2-worker LocalCluster",
     "stream": "single process, streaming rewrite (scanner -> partitioned writer)",
     "full": "sequential get/put of every blob",
+    "link": "link=True: hard links to the source's files (one file system)",
     "missing": "sequential get/put of the data blobs the target lacks, plus the metadata",
 }
 
@@ -198,9 +201,13 @@ TARGETS: tuple[Target, ...] = (
     Target("W9-local", "dataset_kit", "deltalake", None, "(no target)"),
     Target("W9-azure", "dataset_kit", "plateau", 5.0, ">= 5x faster than plateau"),
     Target("W10-local", "dataset_kit", "naive:full", 5.0, ">= 5x faster than the naive copy"),
+    Target("W10-local", "dataset_kit:link", "naive:full", 5.0, ">= 5x faster than the naive copy"),
     Target("W10-azure", "dataset_kit", "naive:full", 5.0, ">= 5x faster than the naive copy"),
     Target("W10-azure-azure", "dataset_kit", "naive:full", 5.0, ">= 5x faster than the naive copy"),
     Target("W10-local-incr", "dataset_kit", "naive:full", 5.0, ">= 5x faster than the naive copy"),
+    Target(
+        "W10-local-incr", "dataset_kit:link", "naive:full", 5.0, ">= 5x faster than the naive copy"
+    ),
     Target("W10-local-incr", "dataset_kit", "naive:missing", None, "(no target)"),
     Target("W10-azure-incr", "dataset_kit", "naive:full", 5.0, ">= 5x faster than the naive copy"),
     Target("W10-azure-incr", "dataset_kit", "naive:missing", None, "(no target)"),

@@ -159,9 +159,16 @@ class DatasetKitContender(Contender):
         return len(self._api("read_table")(store=self._store_at(location), dataset_uuid=UUID))
 
     def backup(self, source: Location, target: Location, *, variant: str) -> int:
-        """``dk.pipelines.backup(...).compute(scheduler="threads")``; blobs it copied."""
+        """``dk.pipelines.backup(...).compute(scheduler="threads")``; blobs it copied.
+
+        Variant ``link``: ``link=True`` (hard links where both stores are local)."""
+        if variant not in ("", "link"):
+            raise ValueError(f"unknown variant {variant!r}")
         job = self._pipelines().backup(
-            UUID, source=self._store_at(source), target=self._store_at(target)
+            UUID,
+            source=self._store_at(source),
+            target=self._store_at(target),
+            **({"link": True} if variant == "link" else {}),
         )
         copied: int = job.compute(scheduler="threads").copied
         return copied

@@ -71,6 +71,11 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SCREEN_ROWS = 200
 #: The commands whose ``--store`` may be created: they write a new dataset into it.
 _CREATES_STORE = frozenset({"download", "ingest", "restore"})
+_LINK_HELP = (
+    "hard-link data and index blobs where both stores are local directories on one file "
+    "system (copy otherwise): fast and needs no space, but the two datasets share those "
+    "files, so it is no copy against a failing disk"
+)
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _CONFIG_KEYS = frozenset({"store", "scheduler", "store_options"})
 
@@ -208,6 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     bk.add_argument("--target-uuid", default=None)
     bk.add_argument("--versions", choices=["all", "latest"], default="all")
     bk.add_argument("--check", choices=["size", "checksum"], default="size")
+    bk.add_argument("--link", action="store_true", help=_LINK_HELP)
     bk.add_argument("--storage-concurrency", type=int, default=None)
     rs = sub.add_parser("restore", help="copy a backed-up dataset back into --store")
     rs.add_argument("dataset")
@@ -215,6 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--target-uuid", default=None)
     rs.add_argument("--version", type=int, default=None, help="backup version (newest)")
     rs.add_argument("--check", choices=["size", "checksum"], default="size")
+    rs.add_argument("--link", action="store_true", help=_LINK_HELP)
     rs.add_argument("--storage-concurrency", type=int, default=None)
     qu = sub.add_parser(
         "query",
@@ -863,6 +870,7 @@ def _run(args: argparse.Namespace) -> int:
                 target_uuid=args.target_uuid,
                 versions=args.versions,
                 check=args.check,
+                link=args.link,
                 storage_concurrency=args.storage_concurrency,
             )
         else:
@@ -873,6 +881,7 @@ def _run(args: argparse.Namespace) -> int:
                 target_uuid=args.target_uuid,
                 version=args.version,
                 check=args.check,
+                link=args.link,
                 storage_concurrency=args.storage_concurrency,
             )
         copy = _compute(args, job)
@@ -880,8 +889,9 @@ def _run(args: argparse.Namespace) -> int:
             args,
             dataclasses.asdict(copy),
             f"{args.command} of {copy.source_uuid} -> {copy.target_uuid} version {copy.version}: "
-            f"copied {copy.copied} blobs ({copy.copied_bytes} bytes), "
-            f"{copy.skipped} already there",
+            f"copied {copy.copied} blobs ({copy.copied_bytes} bytes"
+            + (f", {copy.linked} of them hard links" if copy.linked else "")
+            + f"), {copy.skipped} already there",
         )
     elif args.command == "query":
         return _query(args, store)

@@ -130,11 +130,13 @@ class CopyPlan:
 
 @dataclass
 class CopyResult:
-    """What a batch of copies did: copied keys and bytes, per-key failures."""
+    """What a batch of copies did: copied keys and bytes, per-key failures, and how many
+    of the copies are hard links."""
 
     copied: list[str] = field(default_factory=list)
     nbytes: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    linked: int = 0
 
 
 def _relocate_key(key: str, uuid: str, target: str) -> str:
@@ -286,10 +288,13 @@ def plan_copy(
         raise InvalidInputError(f"versions must be 'all' or 'latest', got {versions!r}")
     if source.url == target.url and tuuid == uuid:
         raise InvalidInputError(f"source and target are the same dataset {uuid!r}")
+    # the source's snapshots only: its blobs are listed in the second round, and only if
+    # the target holds no version yet or older versions are to be copied (an incremental
+    # backup takes the sizes of its few new blobs from the newest snapshot instead)
     pointer, present, have, target_pointer = _run_all(
         [
             lambda: _get_or_none(source, naming.pointer_key(uuid)),
-            lambda: _infos(source, naming.dataset_prefix(uuid)),
+            lambda: _infos(source, naming.snapshot_prefix(uuid)),
             lambda: _sizes(target, naming.dataset_prefix(tuuid)),
             lambda: _commit.pointer_state(target, tuuid),
         ],
@@ -337,7 +342,9 @@ def plan_copy(
             target_newest += 1
     newest_key = None if target_newest is None else naming.snapshot_key(tuuid, target_newest)
     table = known[newest].table_name if newest in known else None
+    list_source = common is None or any(v != newest for v in wanted)
     calls: list[Callable[[], Any]] = [
+        lambda: _infos(source, naming.dataset_prefix(uuid)) if list_source else None,
         lambda: (
             _read_target_newest(target, tuuid, target_newest)
             if newest_key is not None and newest_key in have
@@ -357,7 +364,9 @@ def plan_copy(
             lambda: _get_or_none(source, cm),
             lambda: _get_or_none(target, tcm) if tcm in have else None,
         ]
-    newest_at_target, common_id, *rest = _run_all(calls, source, target)
+    source_listing, newest_at_target, common_id, *rest = _run_all(calls, source, target)
+    if source_listing is not None:
+        present = source_listing
     for v, meta in zip(to_read, rest[: len(to_read)], strict=False):
         if meta is not None:
             known[v] = meta
@@ -412,8 +421,13 @@ def plan_copy(
     plan = CopyPlan(uuid, tuuid, snapshots, [], incomplete_versions=incomplete)
     plan.existing, plan.target_pointer = existing, target_pointer
     plan.versions = sorted(set(held) | {m.version for m in snapshots if m.version is not None})
+    infos = source_listing
+    if infos is None:
+        infos = _recorded_infos(source, uuid, snapshots, have)
+    if infos is None:  # sizes not recorded, or many blobs to copy: list the source after all
+        infos = _infos(source, naming.dataset_prefix(uuid))
     plan.blobs, plan.skipped, plan.skipped_bytes = plan_blobs(
-        source, target, uuid, snapshots, source_infos=present, target_sizes=have
+        source, target, uuid, snapshots, source_infos=infos, target_sizes=have
     )
     if plan.skipped:
         needed = {key for meta in snapshots for key in references(meta)}
@@ -437,6 +451,52 @@ def plan_copy(
         plan.skipped,
     )
     return plan
+
+
+#: Most blobs an incremental backup stats one by one (concurrently) instead of listing
+#: the source's blobs: on Azure a listing page holds 5,000, so a few stats are cheaper
+#: only for a few blobs.
+MAX_STATS_INSTEAD_OF_LISTING = 64
+
+
+def _recorded_infos(
+    source: Store, source_uuid: str, metas: Sequence[DatasetMetadata], have: Mapping[str, int]
+) -> dict[str, BlobInfo] | None:
+    """Source blob infos for :func:`plan_blobs` without listing the source's blobs.
+
+    A blob the target holds at the size the snapshot records for it (each partition's
+    stats hold its blob's size) needs nothing from the source. The others are stat'ed
+    (for their size and etag), concurrently, if they are few. None if a referenced blob
+    has no recorded size (index files, plateau's snapshots) or too many are to be
+    copied: the caller lists the source instead.
+    """
+    recorded: dict[str, BlobInfo] = {}
+    todo: list[str] = []
+    for meta in metas:
+        if meta.indices and any(isinstance(ref, str) for ref in meta.indices.values()):
+            return None
+        for label, dst in meta.partitions.items():
+            stats = meta.stats.get(label)
+            if stats is None:
+                return None
+            src = _relocate_key(dst, meta.uuid, source_uuid)
+            if have.get(dst) == stats[1]:
+                recorded[src] = BlobInfo(src, stats[1], 0.0, "")  # skipped: etag unused
+            else:
+                todo.append(src)
+    if len(todo) > MAX_STATS_INSTEAD_OF_LISTING:
+        return None
+
+    def stat_or_none(key: str) -> BlobInfo | None:
+        try:
+            return source.stat(key)
+        except KeyNotFoundError:
+            return None  # plan_blobs stats it once more and reports it missing
+
+    for key, info in zip(todo, io_map(stat_or_none, todo, source), strict=True):
+        if info is not None:
+            recorded[key] = info
+    return recorded
 
 
 def plan_blobs(
@@ -519,22 +579,35 @@ def _copy_threads(source: Store, target: Store) -> int | None:
 
 
 def copy_blobs(
-    source: Store, target: Store, blobs: Iterable[BlobCopy], *, check: Check = "size"
+    source: Store,
+    target: Store,
+    blobs: Iterable[BlobCopy],
+    *,
+    check: Check = "size",
+    link: bool = False,
 ) -> CopyResult:
     """Copy blobs and check each copy (size, or SHA-256 of the content); never raises per key.
 
     Copies are made inside the storage service where the two stores allow it (see
     :meth:`Store.copy_from`: within one store, or between Azure containers of one
     account; conditional on the listed etag, so exactly the listed blob is copied);
-    otherwise the bytes pass through this process.
+    otherwise the bytes pass through this process. ``link``: hard-link instead where
+    both stores are local on one file system (:meth:`Store.link_from`), copy elsewhere.
     """
     result = CopyResult()
+    linked: list[str] = []  # list.append is atomic: the copy threads share it
 
     def copy_one(blob: BlobCopy) -> str | None:
         """Copy and check one blob; the error text, or None."""
         try:
-            listed = None if blob.etag is None else BlobInfo(blob.src, blob.size, 0.0, blob.etag)
-            info = target.copy_from(source, blob.src, blob.dst, source_info=listed)
+            info = target.link_from(source, blob.src, blob.dst) if link else None
+            if info is not None:
+                linked.append(blob.dst)
+            else:
+                listed = (
+                    None if blob.etag is None else BlobInfo(blob.src, blob.size, 0.0, blob.etag)
+                )
+                info = target.copy_from(source, blob.src, blob.dst, source_info=listed)
             if info.size != blob.size:
                 raise StoreError(f"copied {info.size} bytes, expected {blob.size}", key=blob.dst)
             if check == "checksum":
@@ -555,6 +628,7 @@ def copy_blobs(
             continue
         result.copied.append(blob.dst)
         result.nbytes += blob.size
+    result.linked = len(set(linked).intersection(result.copied))
     return result
 
 

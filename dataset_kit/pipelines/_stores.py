@@ -79,6 +79,12 @@ class ThrottledStore(DelegatingStore):
         with self.throttle:
             return self.inner.copy_from(source, src, dst, source_info=source_info)
 
+    def _link_from(self, source: Store, src: str, dst: str) -> BlobInfo | None:
+        if self._writes_hooked_below(ThrottledStore):
+            return None
+        with self.throttle:  # a link reads nothing of the source through its wrappers
+            return self.inner.link_from(source, src, dst)
+
     def _copies_inside(self, source: Store) -> bool:
         return self.inner._copies_inside(source)
 

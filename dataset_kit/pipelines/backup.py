@@ -63,6 +63,9 @@ class CopyReport:
         Blobs of the versions this run planned that the target already held identically
         (an incremental run skips them). Versions the target already holds whole are
         not planned again, so their blobs are not counted.
+    linked
+        How many of the copied blobs are hard links to the source's files
+        (``link=True``, both stores local on one file system).
     repaired
         Blobs that went missing at the target during the copy and were copied again.
     incomplete_versions
@@ -76,6 +79,7 @@ class CopyReport:
     versions: list[int] = field(default_factory=list)
     copied: int = 0
     copied_bytes: int = 0
+    linked: int = 0
     skipped: int = 0
     skipped_bytes: int = 0
     repaired: int = 0
@@ -111,7 +115,8 @@ def _copy_batches(
     return out
 
 
-def _gather(results: list[_backup.CopyResult], uuid: str) -> tuple[int, int]:
+def _gather(results: list[_backup.CopyResult], uuid: str) -> tuple[int, int, int]:
+    """Copied blobs, their bytes and how many are links; raises if any copy failed."""
     failed = {k: v for r in results for k, v in r.failed.items()}
     if failed:
         first = next(iter(failed.items()))
@@ -120,10 +125,13 @@ def _gather(results: list[_backup.CopyResult], uuid: str) -> tuple[int, int]:
             f"{first[1]}); the target is unchanged, run again to resume",
             failed=failed,
         )
-    return sum(len(r.copied) for r in results), sum(r.nbytes for r in results)
+    copied, nbytes = sum(len(r.copied) for r in results), sum(r.nbytes for r in results)
+    return copied, nbytes, sum(r.linked for r in results)
 
 
-def _repair(source: Store, target: Store, plan: _backup.CopyPlan, meta: DatasetMetadata) -> int:
+def _repair(
+    source: Store, target: Store, plan: _backup.CopyPlan, meta: DatasetMetadata, *, link: bool
+) -> int:
     """Copy again blobs that vanished at the target after they were planned as present.
 
     Not needed (no listing) when nothing was skipped, or when every skipped blob is
@@ -142,15 +150,20 @@ def _repair(source: Store, target: Store, plan: _backup.CopyPlan, meta: DatasetM
         "dataset %s: %d blobs vanished at the target; copying again", meta.uuid, len(missing)
     )
     blobs, _, _ = _backup.plan_blobs(source, target, plan.source_uuid, [meta])
-    result = _backup.copy_blobs(source, target, [b for b in blobs if b.dst in missing])
+    result = _backup.copy_blobs(source, target, [b for b in blobs if b.dst in missing], link=link)
     _gather([result], meta.uuid)
     return len(result.copied)
 
 
 def _finish_copy(
-    results: list[_backup.CopyResult], *, source: Store, target: Store, plan: _backup.CopyPlan
+    results: list[_backup.CopyResult],
+    *,
+    source: Store,
+    target: Store,
+    plan: _backup.CopyPlan,
+    link: bool,
 ) -> CopyReport:
-    copied, nbytes = _gather(results, plan.source_uuid)
+    copied, nbytes, linked = _gather(results, plan.source_uuid)
     newest = _backup.finish_copy(target, plan)
     report = CopyReport(
         plan.source_uuid,
@@ -159,11 +172,12 @@ def _finish_copy(
         versions=plan.versions or [m.version for m in plan.snapshots if m.version is not None],
         copied=copied,
         copied_bytes=nbytes,
+        linked=linked,
         skipped=plan.skipped,
         skipped_bytes=plan.skipped_bytes,
         incomplete_versions=list(plan.incomplete_versions),
     )
-    report.repaired = _repair(source, target, plan, newest)
+    report.repaired = _repair(source, target, plan, newest, link=link)
     return report
 
 
@@ -173,6 +187,7 @@ def _copy_graph(
     target: Store,
     *,
     check: str,
+    link: bool,
     batch_size: int | None,
     throttle: Throttle | None,
     finish: Any,
@@ -191,12 +206,18 @@ def _copy_graph(
             [m.version for m in plan.snapshots],
             [b.dst for b in plan.blobs],
             check,
+            link,
         ),
     )
     reader, writer = with_throttle(source, throttle), with_throttle(target, throttle)
     nodes = [
         dask.delayed(_backup.copy_blobs, pure=False)(
-            reader, writer, batch, check=check, dask_key_name=task_key(name, f"copy{i}", *token)
+            reader,
+            writer,
+            batch,
+            check=check,
+            link=link,
+            dask_key_name=task_key(name, f"copy{i}", *token),
         )
         for i, batch in enumerate(
             _copy_batches(
@@ -208,7 +229,9 @@ def _copy_graph(
             )
         )
     ]
-    final = final_node(finish, nodes, key=task_key(name, "commit", *token), **finish_kwargs)
+    final = final_node(
+        finish, nodes, key=task_key(name, "commit", *token), link=link, **finish_kwargs
+    )
     return Job(final, name=f"{name} {plan.source_uuid} -> {plan.target_uuid}", tasks=len(nodes))
 
 
@@ -220,6 +243,7 @@ def backup(
     target_uuid: str | None = None,
     versions: Literal["all", "latest"] = "all",
     check: Literal["size", "checksum"] = "size",
+    link: bool = False,
     batch_size: int | None = None,
     storage_concurrency: int | Throttle | None = None,
 ) -> Job[CopyReport]:
@@ -239,6 +263,16 @@ def backup(
     check
         How each copy is checked: ``"size"`` (blobs are immutable and uniquely named) or
         ``"checksum"`` (SHA-256 of source and copy; reads both).
+    link
+        Hard-link the data and index blobs instead of copying them where both stores
+        are local directories on one file system (else copy them, as without it). A
+        1,000-blob backup then takes a few milliseconds per hundred blobs, and needs no
+        space for the data. The two datasets share those files: dataset_kit never
+        changes a blob in place, so overwriting, garbage collecting or deleting either
+        dataset leaves the other intact, but a link is no copy against a failing disk
+        or a program that writes into the files. Linking sets the shared file's
+        modification time to now (the target's garbage collection must see the new
+        blob as young). Metadata (snapshots, schema, pointer) is always written anew.
     batch_size
         Blobs per copy node. Default: 64 on network stores (each node fans out over 16
         threads); on others (a local filesystem, memory) nodes of up to 64 MiB, since
@@ -287,6 +321,7 @@ def backup(
         src,
         dst,
         check=check,
+        link=bool(link),
         batch_size=batch_size,
         throttle=throttle,
         finish=_finish_copy,
@@ -302,15 +337,16 @@ def _finish_restore(
     target: Store,
     plan: _backup.CopyPlan,
     base: _commit.Resolved | None,
+    link: bool,
 ) -> CopyReport:
-    copied, nbytes = _gather(results, plan.source_uuid)
+    copied, nbytes, linked = _gather(results, plan.source_uuid)
     wanted = plan.snapshots[-1]
     # Skipped blobs may be garbage at the target (an older version's, the dataset's
     # before an overwrite): a GC there may delete them at any time until the commit
     # references them. So they are looked for before the commit (never commit a version
     # whose blobs are gone) and again after it (a GC that planned before the commit),
     # and copied again if gone.
-    repaired = _repair(source, target, plan, wanted)
+    repaired = _repair(source, target, plan, wanted, link=link)
 
     def build(current: DatasetMetadata | None) -> DatasetMetadata:
         if current is None:  # a new dataset (perhaps after a deleted one): fresh history
@@ -335,7 +371,7 @@ def _finish_restore(
         operation="restore",
         commit_info={"restored_version": wanted.version, "from": source.url},
     )
-    repaired += _repair(source, target, plan, meta)
+    repaired += _repair(source, target, plan, meta, link=link)
     report = CopyReport(
         plan.source_uuid,
         plan.target_uuid,
@@ -343,6 +379,7 @@ def _finish_restore(
         versions=[meta.version] if meta.version is not None else [],
         copied=copied,
         copied_bytes=nbytes,
+        linked=linked,
         skipped=plan.skipped,
         skipped_bytes=plan.skipped_bytes,
     )
@@ -358,6 +395,7 @@ def restore(
     target_uuid: str | None = None,
     version: int | None = None,
     check: Literal["size", "checksum"] = "size",
+    link: bool = False,
     batch_size: int | None = None,
     storage_concurrency: int | Throttle | None = None,
 ) -> Job[CopyReport]:
@@ -380,7 +418,7 @@ def restore(
         Its name at the target (default: the same).
     version
         Version of the backup to restore (default: the newest).
-    check, batch_size, storage_concurrency
+    check, link, batch_size, storage_concurrency
         As for :func:`backup`.
 
     Returns
@@ -430,6 +468,7 @@ def restore(
         src,
         dst,
         check=check,
+        link=bool(link),
         batch_size=batch_size,
         throttle=throttle,
         finish=finish,

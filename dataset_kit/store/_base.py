@@ -453,6 +453,45 @@ class Store(abc.ABC):
         validate_key(dst)
         return self._copy_from(source, src, dst, source_info=source_info)
 
+    def link_from(self, source: Store, src: str, dst: str) -> BlobInfo | None:
+        """Hard-link blob ``src`` of ``source`` as ``dst`` here, if both share a filesystem.
+
+        Only local filesystem stores can; others (and a local store whose ``source`` lies
+        on another filesystem, or which cannot hard-link) return None, and the caller
+        copies instead (:meth:`copy_from`). The two keys then name one file: it is never
+        changed in place (writes replace files by rename), so deleting or overwriting
+        either key leaves the other intact. Its modification time becomes now, for both
+        keys, so that garbage collection treats the new key as young (the grace period
+        protects it until a commit references it).
+
+        Returns
+        -------
+        BlobInfo or None
+            ``dst``'s info, or None if nothing was linked.
+
+        Raises
+        ------
+        KeyNotFoundError
+            If ``src`` does not exist (only stores that try to link say so; the others
+            return None).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from dataset_kit.store import LocalStore, MemoryStore
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> live, vault = LocalStore(tmp.name + "/live"), LocalStore(tmp.name + "/vault")
+        >>> _ = live.put("k", b"bytes")
+        >>> vault.link_from(live, "k", "copy/k").size, vault.get("copy/k")
+        (5, b'bytes')
+        >>> MemoryStore().link_from(live, "k", "k") is None
+        True
+        >>> tmp.cleanup()
+        """
+        validate_key(src)
+        validate_key(dst)
+        return self._link_from(source, src, dst)
+
     def remove_empty_dirs(self, prefix: str = "") -> int:
         """Remove the empty directories below ``prefix`` (never the store's root).
 
@@ -571,6 +610,10 @@ class Store(abc.ABC):
         if Store._copies_inside(self, source):
             return self.copy(src, dst)
         return self.put(dst, source.get(src))
+
+    def _link_from(self, source: Store, src: str, dst: str) -> BlobInfo | None:
+        # Stores with hard links (the local filesystem) override this.
+        return None
 
     def _copies_inside(self, source: Store) -> bool:
         """True if :meth:`copy_from` ``source`` makes no call on ``source`` (the copy is

@@ -24,7 +24,8 @@ class CountingStore(DelegatingStore):
     Kinds: ``get``, ``get_range``, ``stat``, ``exists``, ``list`` (each listing started),
     ``put``, ``put_if_absent``, ``put_if_match``, ``delete``, ``delete_many`` (calls) and
     ``delete_many_keys`` (keys in them), ``touch``, ``copy``, ``copy_from`` (a copy from another
-    store: one request to the service, or a read there and a put here); ``bytes_read``
+    store: one request to the service, or a read there and a put here), ``link_from`` (a
+    hard link, on local stores); ``bytes_read``
     and ``bytes_written`` count payload bytes.
 
     Parameters
@@ -156,6 +157,12 @@ class CountingStore(DelegatingStore):
     ) -> BlobInfo:
         self._count("copy_from")
         return self.inner.copy_from(source, src, dst, source_info=source_info)
+
+    def _link_from(self, source: Store, src: str, dst: str) -> BlobInfo | None:
+        if self._writes_hooked_below(CountingStore):
+            return None
+        self._count("link_from")
+        return self.inner.link_from(source, src, dst)
 
     def _copies_inside(self, source: Store) -> bool:
         return self.inner._copies_inside(source)

@@ -137,6 +137,12 @@ class DelegatingStore(Store):
             return super()._copy_from(source, src, dst, source_info=source_info)
         return self.inner.copy_from(source, src, dst, source_info=source_info)
 
+    def _link_from(self, source: Store, src: str, dst: str) -> BlobInfo | None:
+        # a subclass that changes writes sees every new blob: it copies through them
+        if self._writes_hooked_below(DelegatingStore):
+            return None
+        return self.inner.link_from(source, src, dst)
+
     def _copies_inside(self, source: Store) -> bool:
         if self._writes_hooked_below(DelegatingStore):
             return super()._copies_inside(source)

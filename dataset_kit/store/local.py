@@ -39,6 +39,7 @@ from dataset_kit.exceptions import (
     StoreUnavailableError,
 )
 from dataset_kit.store._base import BlobInfo, Capability, DeleteReport, Store, validate_key
+from dataset_kit.store.delegate import read_origin
 
 if sys.platform != "win32":
     import fcntl
@@ -65,6 +66,12 @@ _PARALLEL_UNLINK_MIN = 64
 
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 _TRANSIENT_ERRNOS = frozenset({errno.ETIMEDOUT, errno.ESTALE})
+# link(2) refusals after which the blob is copied instead: another mount (EXDEV), a file
+# system without hard links (EPERM/ENOTSUP on some), a file with the most links (EMLINK),
+# a file of another user under protected_hardlinks (EPERM)
+_NO_LINK_ERRNOS = frozenset(
+    {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
+)
 _BAD_NAME = re.compile(r"[\x00-\x1f\x7f\\]")
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -183,6 +190,7 @@ class LocalStore(Store):
         self._real_root_slash = real if real.endswith(os.sep) else real + os.sep
         self._safe_dirs: set[str] = set()
         self._fsync = bool(fsync)
+        self._links_to: dict[str, bool] = {}  # source real root -> can link from there
 
     # ------------------------------------------------------------------ identity
     @property
@@ -694,6 +702,76 @@ class LocalStore(Store):
             info = self._install(tmp, path, key, st, if_absent=if_absent, if_match=if_match)
         _log.debug("put %r (%d bytes) in %s", key, info.size, self._root)
         return info
+
+    def _can_link(self, origin: LocalStore) -> bool:
+        """Whether files of ``origin`` may be hard-linked here (one file system)."""
+        known = self._links_to.get(origin._real_root)
+        if known is None:
+            try:
+                same = os.stat(origin._real_root).st_dev == os.stat(self._real_root).st_dev
+            except OSError:
+                same = False
+            known = self._links_to[origin._real_root] = same
+        return known
+
+    def _link_from(self, source: Store, src: str, dst: str) -> BlobInfo | None:
+        origin = read_origin(source)
+        if not isinstance(origin, LocalStore) or not self._can_link(origin):
+            return None
+        src_path = origin._path(src)
+        # like a plain put: the link is renamed onto the key, never followed
+        dst_path = self._path(dst, follow=False)
+        directory, name = os.path.split(dst_path)
+        with _oserrors("link", dst):
+            for _attempt in range(_DIR_RETRIES):
+                dfd = self._open_dir(directory, dst)
+                try:
+                    tmp = _TMP_PREFIX + secrets.token_hex(8)
+                    try:
+                        os.link(src_path, tmp, dst_dir_fd=dfd, follow_symlinks=True)
+                    except FileNotFoundError:
+                        if not os.path.lexists(src_path):
+                            raise origin._not_found(src) from None
+                        continue  # this directory was pruned by a concurrent delete: retry
+                    except OSError as exc:
+                        if exc.errno not in _NO_LINK_ERRNOS:
+                            raise
+                        if exc.errno in (errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP):
+                            self._links_to[origin._real_root] = False
+                        _log.info("cannot hard-link %r from %r (%s): copying", dst, origin, exc)
+                        return None
+                    placed = False
+                    try:
+                        fd = os.open(tmp, os.O_RDONLY | _O_CLOEXEC | _O_BINARY, dir_fd=dfd)
+                        try:
+                            if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                                raise origin._not_found(src)
+                            # now: the grace period of a GC must protect the new key
+                            st = self._finish_temp(fd)
+                        except PermissionError as exc:  # another user's file: copy it
+                            _log.info("cannot stamp a link of %r (%s): copying", dst, exc)
+                            return None
+                        finally:
+                            os.close(fd)
+                        try:
+                            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                        except IsADirectoryError:
+                            raise StoreError(
+                                f"cannot write {dst!r}: keys with the prefix {dst + '/'!r} exist",
+                                key=dst,
+                            ) from None
+                        placed = True
+                    finally:
+                        if not placed:
+                            with contextlib.suppress(OSError):
+                                os.unlink(tmp, dir_fd=dfd)
+                    if self._fsync and sys.platform != "win32":
+                        os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+                _log.debug("linked %r (%d bytes) in %s", dst, st.st_size, self._root)
+                return _info(dst, st)
+        raise StoreError(f"cannot write {dst!r}: its directory keeps vanishing", key=dst)
 
     def _copy(self, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
         src_path = self._path(src)

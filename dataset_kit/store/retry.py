@@ -146,6 +146,11 @@ class RetryingStore(DelegatingStore):
             "copy", lambda: self.inner.copy_from(source, src, dst, source_info=source_info)
         )
 
+    def _link_from(self, source: Store, src: str, dst: str) -> BlobInfo | None:
+        if self._writes_hooked_below(RetryingStore):
+            return None
+        return self._retry("link", lambda: self.inner.link_from(source, src, dst))
+
     def _copies_inside(self, source: Store) -> bool:
         return self.inner._copies_inside(source)
 

@@ -690,6 +690,35 @@ class StoreConformanceSuite:
             assert info.value.key == "no/such/src"
         assert not store.exists("dst")
 
+    def test_link_from(self, store: Store) -> None:
+        """``link_from`` links (a store that can) or returns None with nothing written; a
+        link is young for garbage collection, and the two keys stay independent."""
+        from dataset_kit.store import MemoryStore
+
+        assert store.link_from(MemoryStore(), "o/blob", "in/none") is None  # nothing to link
+        data = bytes(range(256)) * 40
+        store.put("in/src", data)
+        before = time.time()
+        info = store.link_from(store, "in/src", "in/dst")
+        if info is None:
+            assert not store.exists("in/dst")
+            return
+        assert (info.key, info.size) == ("in/dst", len(data))
+        assert store.get("in/dst") == data
+        assert store.stat("in/dst").etag == info.etag
+        assert info.mtime >= before - 1.0  # young: a GC's grace period protects it
+        store.put("in/src", b"replaced")  # writes replace, never change the shared file
+        assert store.get("in/dst") == data
+        assert store.link_from(store, "in/src", "in/dst") is not None  # onto an existing key
+        assert store.get("in/dst") == b"replaced"
+        store.delete("in/src")
+        assert store.get("in/dst") == b"replaced"
+        with pytest.raises(KeyNotFoundError) as missing:
+            store.link_from(store, "no/such/src", "in/other")
+        assert missing.value.key == "no/such/src"
+        assert not store.exists("in/other")
+        assert sorted(store.iter_keys()) == ["in/dst"]  # no temporary file left behind
+
     # ------------------------------------------------------------------ delete_many
     def test_delete_many(self, store: Store) -> None:
         """``delete_many`` deletes present and missing keys, reports bad ones."""

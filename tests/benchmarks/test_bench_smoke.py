@@ -119,8 +119,8 @@ def test_runner_pipelines_end_to_end(tmp_path: Path) -> None:
             "plateau:threads",
         ],
         "W9-local": ["dataset_kit", "plateau", "deltalake"],
-        "W10-local": ["dataset_kit", "naive:full"],
-        "W10-local-incr": ["dataset_kit", "naive:full", "naive:missing"],
+        "W10-local": ["dataset_kit", "dataset_kit:link", "naive:full"],
+        "W10-local-incr": ["dataset_kit", "dataset_kit:link", "naive:full", "naive:missing"],
     }
     for key in PIPELINES:
         rows = results["summary"][key]
@@ -134,7 +134,8 @@ def test_runner_pipelines_end_to_end(tmp_path: Path) -> None:
     w8 = results["summary"]["W8"]
     assert w8["dataset_kit:cluster"]["notes"]["cluster_startup_s"] > 0
     assert "cluster_startup_s" not in w8["dataset_kit:threads"].get("notes", {})
-    assert results["summary"]["W10-local-incr"]["dataset_kit"]["notes"]["copied"] == 1
+    for entry in ("dataset_kit", "dataset_kit:link"):
+        assert results["summary"]["W10-local-incr"][entry]["notes"]["copied"] == 1
     assert "### Issue targets" in markdown
 
 

@@ -169,6 +169,23 @@ def test_backup_verify_restore(store: Path, tmp_path: Path) -> None:
     assert len(dk.read_table(store=str(store), dataset_uuid="sales")) == 2
 
 
+def test_backup_and_restore_by_hard_links(store: Path, tmp_path: Path) -> None:
+    vault = tmp_path / "vault"
+    out = cli("--store", str(store), "backup", "sales", "--target", str(vault), "--link")
+    assert out.returncode == 0, out.stderr
+    assert "copied 2 blobs" in out.stdout and "2 of them hard links" in out.stdout
+    blob = next(store.rglob("*.parquet"))
+    assert (vault / blob.relative_to(store)).stat().st_ino == blob.stat().st_ino
+    dk.delete_dataset(store=str(store), dataset_uuid="sales")
+    back = cli(
+        "--store", str(store), "--json", "restore", "sales", "--source", str(vault), "--link"
+    )
+    assert back.returncode == 0, back.stderr
+    restored = json.loads(back.stdout)
+    assert restored["linked"] == restored["copied"] >= 1
+    assert len(dk.read_table(store=str(store), dataset_uuid="sales")) == 2
+
+
 def test_verify_failure_exit_code(store: Path) -> None:
     victim = next(store.rglob("*.parquet"))
     victim.unlink()

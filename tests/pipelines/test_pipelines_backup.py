@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -221,9 +222,11 @@ def test_an_incremental_backup_makes_no_redundant_requests(
     live: LocalStore, vault: LocalStore
 ) -> None:
     """Each request is a round trip on Azure, so an incremental backup makes only these:
-    the source's pointer, listing and schema file, and the newest snapshot both sides
-    hold (compared by commit id); the target's listing, pointer (bytes and etag in one
-    read), that snapshot and schema file; then the new blob, snapshot and pointer. Older
+    the source's pointer, listing of snapshots and schema file, and the newest snapshot
+    both sides hold (compared by commit id), and a stat of the new blob (the others'
+    sizes are recorded in the snapshot and found at the target: the source's blobs are
+    not listed); the target's listing, pointer (bytes and etag in one read), that
+    snapshot and schema file; then the new blob, snapshot and pointer. Older
     snapshots are not read, the commit trusts the plan (create-only writes), an
     unchanged schema file is not written again, and nothing is listed after the commit
     when the skipped blobs belong to the target's newest version."""
@@ -237,8 +240,9 @@ def test_an_incremental_backup_makes_no_redundant_requests(
     v0, v1, v2 = (naming.snapshot_key(UUID, v) for v in range(3))
     prefix = naming.dataset_prefix(UUID)
     del v0  # held by both sides and older than v1: never read
-    source_wants = [("get", pointer), ("list", prefix), ("get", v1), ("get", schema)]
-    source_wants += [("get", "<blob>")]
+    versions = naming.snapshot_prefix(UUID)
+    source_wants = [("get", pointer), ("list", versions), ("get", v1), ("get", schema)]
+    source_wants += [("stat", "<blob>"), ("get", "<blob>")]
     target_wants = [("list", prefix), ("get_with_info", pointer), ("get", v1)]
     target_wants += [("get", schema), ("put", "<blob>"), ("put", v2), ("put", pointer)]
     assert source.keys() == sorted(source_wants)
@@ -494,6 +498,69 @@ def test_missing_source_blob_is_reported_before_copying(
     assert not report.ok and report.missing == [key]
 
 
+def test_an_incremental_backup_reports_a_missing_new_blob_before_copying(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    """Without the source's listing, the new blob's stat finds it missing."""
+    dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    before = sorted(vault.iter_keys())
+    meta = dk.update_dataset(frame(99), store=live, dataset_uuid=UUID)
+    live.delete(next(k for k in meta.partitions.values() if "p=99/" in k))
+    with pytest.raises(DataBlobMissingError):
+        dk.pipelines.backup(UUID, source=live, target=vault)
+    assert sorted(vault.iter_keys()) == before
+
+
+def test_an_incremental_backup_copies_a_blob_damaged_at_the_target_again(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    """A blob the target holds at another size than the snapshot records is copied."""
+    dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    dk.update_dataset(frame(99), store=live, dataset_uuid=UUID)
+    damaged = next(iter(dk.open_dataset(store=vault, dataset_uuid=UUID).meta.partitions.values()))
+    path = vault.local_path(damaged)
+    with open(path, "r+b") as fh:
+        fh.truncate(10)
+    report = dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    assert (report.copied, report.skipped) == (2, 21)
+    assert os.path.getsize(path) == os.path.getsize(live.local_path(damaged))
+    assert dk.pipelines.verify(UUID, store=vault, versions="all", deep=True).compute().ok
+
+
+def test_an_incremental_backup_lists_the_source_when_many_blobs_are_new(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    """Past MAX_STATS_INSTEAD_OF_LISTING new blobs, one listing beats that many stats."""
+    from dataset_kit.io.backup import MAX_STATS_INSTEAD_OF_LISTING
+
+    dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    many = MAX_STATS_INSTEAD_OF_LISTING + 1
+    dk.update_dataset(frame(*range(100, 100 + many)), store=live, dataset_uuid=UUID)
+    source = _RequestLog(live)
+    report = dk.pipelines.backup(UUID, source=source, target=vault).compute(scheduler="sync")
+    assert (report.copied, report.skipped) == (many, 22)
+    assert ("list", naming.dataset_prefix(UUID)) in source.requests
+    assert not any(op == "stat" for op, _ in source.requests)
+    pd.testing.assert_frame_equal(table(vault), table(live))
+
+
+def test_an_incremental_backup_of_an_indexed_dataset(tmp_path: Path) -> None:
+    """Index files have no recorded size: the source is listed, the new index copied."""
+    live, vault = LocalStore(tmp_path / "live"), LocalStore(tmp_path / "vault")
+    df = pd.DataFrame({"p": [1, 2], "c": ["a", "b"]})
+    dk.write_dataset(df, store=live, dataset_uuid=UUID, partition_on="p", secondary_indices="c")
+    dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    update = pd.DataFrame({"p": [3], "c": ["z"]})
+    dk.update_dataset(update, store=live, dataset_uuid=UUID, secondary_indices="c")
+    source = _RequestLog(live)
+    report = dk.pipelines.backup(UUID, source=source, target=vault).compute(scheduler="sync")
+    assert report.copied == 2  # the new data blob and the new index file
+    assert ("list", naming.dataset_prefix(UUID)) in source.requests
+    got = dk.read_table(store=vault, dataset_uuid=UUID, predicates=[[("c", "==", "z")]])
+    assert got["p"].tolist() == [3]
+    assert dk.pipelines.verify(UUID, store=vault, versions="all", deep=True).compute().ok
+
+
 def test_verify_finds_corrupt_and_truncated_blobs(live: LocalStore) -> None:
     keys = list(dk.open_dataset(store=live, dataset_uuid=UUID).meta.partitions.values())
     path = live.local_path(keys[0])
@@ -693,3 +760,120 @@ def test_backup_refuses_another_dataset_whose_versions_do_not_overlap() -> None:
         2,
         3,
     ]
+
+
+# ---------------------------------------------------------------------- link=True
+
+
+def _data_keys(store: Store, uuid: str = UUID) -> list[str]:
+    return sorted(k for k in store.iter_keys(uuid + "/") if k.endswith(".parquet"))
+
+
+def _inode(store: LocalStore, key: str) -> int:
+    return os.stat(store.local_path(key)).st_ino
+
+
+def _backdate(store: LocalStore, seconds: float = 2 * 86400) -> None:
+    past = time.time() - seconds
+    for key in store.iter_keys(UUID + "/"):
+        os.utime(store.local_path(key), (past, past))
+
+
+def test_a_linked_backup_shares_the_files_and_outlives_the_source(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    """Hard links: the backup holds the very files (same inodes); overwriting, garbage
+    collecting and deleting the source leave it whole, and a linked restore brings it
+    back."""
+    good = table(live)
+    report = dk.pipelines.backup(UUID, source=live, target=vault, link=True).compute()
+    assert (report.copied, report.linked, report.skipped) == (22, 22, 0)
+    keys = _data_keys(live)
+    assert _data_keys(vault) == keys
+    assert all(_inode(live, k) == _inode(vault, k) for k in keys)
+    # metadata is written anew, never linked
+    pointer = naming.pointer_key(UUID)
+    assert _inode(live, pointer) != _inode(vault, pointer)
+    dk.write_dataset(frame(0), store=live, dataset_uuid=UUID, mode="overwrite")
+    gc = dk.garbage_collect(store=live, dataset_uuid=UUID, grace_period=0, keep_versions=1)
+    assert gc.count == 22
+    pd.testing.assert_frame_equal(table(vault), good)
+    dk.delete_dataset(store=live, dataset_uuid=UUID)
+    assert dk.pipelines.verify(UUID, store=vault, versions="all", deep=True).compute().ok
+    restored = dk.pipelines.restore(UUID, source=vault, target=live, link=True).compute()
+    assert restored.linked == restored.copied == 22
+    pd.testing.assert_frame_equal(table(live), good)
+
+
+def test_an_incremental_linked_backup_links_only_the_new_blob(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    dk.pipelines.backup(UUID, source=live, target=vault, link=True).compute()
+    dk.update_dataset(frame(99), store=live, dataset_uuid=UUID)
+    report = dk.pipelines.backup(UUID, source=live, target=vault, link=True).compute()
+    assert (report.copied, report.linked, report.skipped) == (1, 1, 22)
+    pd.testing.assert_frame_equal(table(vault), table(live))
+
+
+def test_linked_blobs_are_young_for_a_gc_between_linking_and_the_commit(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    """A link would carry the source file's old modification time, and a GC at the
+    target (default grace period) would then delete the new, not yet referenced blob
+    before the backup commits. Linking makes the file young, so that GC keeps it."""
+    from dask.callbacks import Callback
+
+    dk.pipelines.backup(UUID, source=live, target=vault, link=True).compute()
+    dk.update_dataset(frame(98, 99), store=live, dataset_uuid=UUID)
+    _backdate(live)
+    reports: list[Any] = []
+
+    def before_commit(key: Any, *_: Any) -> None:
+        if "commit" in str(key) and not reports:
+            reports.append(dk.garbage_collect(store=vault, dataset_uuid=UUID))
+
+    with Callback(pretask=before_commit):
+        report = dk.pipelines.backup(UUID, source=live, target=vault, link=True).compute(
+            scheduler="sync"
+        )
+    assert report.linked == 2 and report.repaired == 0
+    (gc,) = reports
+    assert gc.count == 0 and gc.too_young == 2  # the two new links, unreferenced yet
+    pd.testing.assert_frame_equal(table(vault), table(live))
+    # the shared file is young for the source too (documented): a GC there waits longer
+    new = [k for k in _data_keys(live) if time.time() - live.stat(k).mtime < 600]
+    assert len(new) == 2
+
+
+def test_link_falls_back_to_copies_where_it_cannot_link(live: LocalStore, tmp_path: Path) -> None:
+    """Another file system (tmpfs /dev/shm), a memory store, a store wrapper that hooks
+    writes: copies, as without link=True, and the same dataset."""
+    good = table(live)
+    memory = dk.open_store("memory://link-fallback")
+    report = dk.pipelines.backup(UUID, source=live, target=memory, link=True).compute()
+    assert (report.copied, report.linked) == (22, 0)
+    pd.testing.assert_frame_equal(table(memory), good)
+    faulty = FaultInjectingStore(LocalStore(tmp_path / "faulty"), seed=1)
+    report = dk.pipelines.backup(UUID, source=live, target=faulty, link=True).compute()
+    assert (report.copied, report.linked) == (22, 0)
+    pd.testing.assert_frame_equal(table(faulty), good)
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        return  # no second file system on this machine (the rest is tested above)
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        report = dk.pipelines.backup(
+            UUID, source=live, target=LocalStore(other), link=True
+        ).compute()
+        assert (report.copied, report.linked) == (22, 0)
+        pd.testing.assert_frame_equal(table(LocalStore(other)), good)
+
+
+def test_a_linked_backup_through_throttles_and_retries(live: LocalStore, vault: LocalStore) -> None:
+    """The wrappers a pipeline puts around stores (a throttle, retries) forward links."""
+    from dataset_kit.store import RetryingStore
+
+    report = dk.pipelines.backup(
+        UUID, source=live, target=RetryingStore(vault), link=True, storage_concurrency=2
+    ).compute()
+    assert report.linked == 22
+    pd.testing.assert_frame_equal(table(vault), table(live))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+from pathlib import Path
 
 import pandas as pd
 
@@ -147,3 +148,16 @@ def test_wrappers_pass_touch_on_as_one_call() -> None:
 
     HookedPut(counted).touch("k")
     assert HookedPut.puts == 1 and counted.get("k") == b"x"
+
+
+def test_counts_links_and_forwards_them(tmp_path: Path) -> None:
+    from dataset_kit.store import LocalStore
+
+    source, target = LocalStore(tmp_path / "a"), CountingStore(LocalStore(tmp_path / "b"))
+    source.put("k", b"data")
+    info = target.link_from(source, "k", "k")
+    assert info is not None and target.get("k") == b"data"
+    assert target.counts["link_from"] == 1
+    assert (tmp_path / "a/k").stat().st_ino == (tmp_path / "b/k").stat().st_ino
+    retrying = RetryingStore(LocalStore(tmp_path / "c"))
+    assert retrying.link_from(target, "k", "k") is not None  # through both wrappers

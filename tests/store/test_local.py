@@ -216,6 +216,73 @@ def test_copy_is_a_real_copy_not_a_hardlink(store: LocalStore, root: Path) -> No
     assert store.get("src") == b"original"
 
 
+def test_link_from_hard_links_across_stores_of_one_file_system(
+    store: LocalStore, root: Path, tmp_path: Path
+) -> None:
+    other = LocalStore(tmp_path / "other")
+    other.put("part/blob", b"payload")
+    info = store.link_from(other, "part/blob", "copy/blob")
+    assert info is not None and info.size == 7
+    assert (root / "copy/blob").stat().st_ino == (tmp_path / "other/part/blob").stat().st_ino
+    assert (root / "copy/blob").stat().st_nlink == 2
+    assert _all_files(root) == ["copy/blob"]  # no temporary file left
+    assert store.stat("copy/blob") == info
+    other.delete("part/blob")
+    assert store.get("copy/blob") == b"payload"
+
+
+def test_link_from_a_symlink_escaping_the_source_root_is_refused(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    other = LocalStore(tmp_path / "other")
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"secret")
+    (tmp_path / "other" / "leak").symlink_to(secret)
+    with pytest.raises(InvalidKeyError, match="outside the store root"):
+        store.link_from(other, "leak", "stolen")
+    assert not store.exists("stolen")
+
+
+def test_link_from_falls_back_when_the_kernel_refuses(
+    store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EXDEV (another mount of the same device) is remembered: no more attempts from that
+    store; EPERM (e.g. another user's file under protected_hardlinks) is per file."""
+    import errno
+
+    import dataset_kit.store.local as local
+
+    other = LocalStore(tmp_path / "other")
+    other.put("a", b"1")
+    other.put("b", b"2")
+    calls: list[str] = []
+    refusal = [errno.EPERM]
+
+    def refuse(src: str, dst: str, **kwargs: object) -> None:
+        calls.append(src)
+        raise OSError(refusal[0], os.strerror(refusal[0]))
+
+    monkeypatch.setattr(local.os, "link", refuse)
+    assert store.link_from(other, "a", "a") is None
+    assert store.link_from(other, "b", "b") is None
+    assert len(calls) == 2  # EPERM: tried each time
+    refusal[0] = errno.EXDEV
+    assert store.link_from(other, "a", "a") is None
+    assert store.link_from(other, "b", "b") is None
+    assert len(calls) == 3  # EXDEV: once
+    assert _all_files(Path(store.root)) == []  # nothing written, no temp
+
+
+def test_link_from_with_fsync_and_a_missing_source(store: LocalStore, tmp_path: Path) -> None:
+    synced = LocalStore(tmp_path / "synced", fsync=True)
+    store.put("k", b"data")
+    info = synced.link_from(store, "k", "dir/k")
+    assert info is not None and synced.get("dir/k") == b"data"
+    with pytest.raises(KeyNotFoundError):
+        synced.link_from(store, "missing/k", "dir/m")
+    assert sorted(synced.iter_keys()) == ["dir/k"]
+
+
 def test_key_and_prefix_cannot_share_a_name(store: LocalStore) -> None:
     store.put("a/b", b"x")
     with pytest.raises(StoreError) as info:
