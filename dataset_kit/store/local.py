@@ -740,7 +740,6 @@ class LocalStore(Store):
                             self._links_to[origin._real_root] = False
                         _log.info("cannot hard-link %r from %r (%s): copying", dst, origin, exc)
                         return None
-                    placed = False
                     try:
                         fd = os.open(tmp, os.O_RDONLY | _O_CLOEXEC | _O_BINARY, dir_fd=dfd)
                         try:
@@ -760,11 +759,11 @@ class LocalStore(Store):
                                 f"cannot write {dst!r}: keys with the prefix {dst + '/'!r} exist",
                                 key=dst,
                             ) from None
-                        placed = True
                     finally:
-                        if not placed:
-                            with contextlib.suppress(OSError):
-                                os.unlink(tmp, dir_fd=dfd)
+                        # also after the rename: a rename onto another link of the same
+                        # file does nothing and leaves the temporary name in place
+                        with contextlib.suppress(OSError):
+                            os.unlink(tmp, dir_fd=dfd)
                     if self._fsync and sys.platform != "win32":
                         os.fsync(dfd)
                 finally:

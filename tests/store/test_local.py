@@ -227,6 +227,8 @@ def test_link_from_hard_links_across_stores_of_one_file_system(
     assert (root / "copy/blob").stat().st_nlink == 2
     assert _all_files(root) == ["copy/blob"]  # no temporary file left
     assert store.stat("copy/blob") == info
+    again = store.link_from(other, "part/blob", "copy/blob")  # onto a link of the same file
+    assert again is not None and _all_files(root) == ["copy/blob"]
     other.delete("part/blob")
     assert store.get("copy/blob") == b"payload"
 
