@@ -10,6 +10,7 @@ those itself (it reads the snapshot back and compares commit ids).
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -166,17 +167,19 @@ class RetryingStore(DelegatingStore):
         if not first.failed:
             return first
         report = replace(first, failed={})  # the failed keys are retried below
+
+        def one(key: str) -> DeleteReport:
+            # a batch of one: the same age check and directory rule as the batch
+            part = delete_many_on(self.inner, [key], unmodified_since, prune_dirs=prune_dirs)
+            if part.failed:
+                raise part.failed[key]
+            return part
+
         for key in first.failed:
             try:
-                if unmodified_since is None:
-                    self.delete(key)
-                elif not self._delete_if_old(key, unmodified_since):
-                    report.kept.append(key)
-                    continue
+                report.merge(self._retry("delete", functools.partial(one, key)))
             except Exception as exc:  # reported per key, never raised
                 report.failed[key] = exc
-            else:
-                report.deleted.append(key)
         return report
 
 

@@ -107,14 +107,15 @@ def test_retrying_store_retries_the_keys_a_batch_failed() -> None:
     class FailOnce(DelegatingStore):
         failed = False
 
-        def delete_many(self, keys):  # type: ignore[no-untyped-def]
+        def delete_many(self, keys, **options):  # type: ignore[no-untyped-def]
             keys = list(keys)
-            report = self.inner.delete_many(keys[1:])
-            if not self.failed:
-                from dataset_kit.exceptions import StoreUnavailableError
+            if self.failed:
+                return self.inner.delete_many(keys, **options)
+            from dataset_kit.exceptions import StoreUnavailableError
 
-                self.failed = True
-                report.failed[keys[0]] = StoreUnavailableError("503 ServerBusy")
+            self.failed = True
+            report = self.inner.delete_many(keys[1:], **options)
+            report.failed[keys[0]] = StoreUnavailableError("503 ServerBusy")
             return report
 
     backend = MemoryStore()
@@ -125,6 +126,36 @@ def test_retrying_store_retries_the_keys_a_batch_failed() -> None:
     assert isinstance(report, DeleteReport)
     assert sorted(report.deleted) == ["k0", "k1", "k2"] and not report.failed
     assert list(backend.iter_keys("")) == []
+
+
+def test_retried_keys_keep_the_directory_rule(tmp_path: Path) -> None:
+    """A key retried after a failed batch is deleted as in the batch: with
+    ``prune_dirs=False`` its emptied directory stays, as the others' do."""
+    from dataset_kit.exceptions import StoreUnavailableError
+    from dataset_kit.store import LocalStore
+
+    class FailFirst(DelegatingStore):
+        calls = 0
+
+        def delete_many(self, keys, **options):  # type: ignore[no-untyped-def]
+            keys = list(keys)
+            self.calls += 1
+            if self.calls > 1:
+                return self.inner.delete_many(keys, **options)
+            report = self.inner.delete_many(keys[1:], **options)
+            report.failed[keys[0]] = StoreUnavailableError("503 ServerBusy")
+            return report
+
+    for prune in (False, True):
+        backend = LocalStore(tmp_path / f"prune-{prune}")
+        keys = [f"t/p={i}/blob" for i in range(3)]
+        for key in keys:
+            backend.put(key, b"x")
+        store = RetryingStore(FailFirst(backend), base_delay=0.0)
+        report = store.delete_many(keys, prune_dirs=prune)
+        assert sorted(report.deleted) == keys and not report.failed
+        left = sorted(p.name for p in (tmp_path / f"prune-{prune}" / "t").glob("p=*"))
+        assert left == ([] if prune else ["p=0", "p=1", "p=2"])
 
 
 def test_wrappers_pass_touch_on_as_one_call() -> None:
