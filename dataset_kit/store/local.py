@@ -66,12 +66,11 @@ _PARALLEL_UNLINK_MIN = 64
 
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 _TRANSIENT_ERRNOS = frozenset({errno.ETIMEDOUT, errno.ESTALE})
-# link(2) refusals after which the blob is copied instead: another mount (EXDEV), a file
-# system without hard links (EPERM/ENOTSUP on some), a file with the most links (EMLINK),
-# a file of another user under protected_hardlinks (EPERM)
-_NO_LINK_ERRNOS = frozenset(
-    {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
-)
+# link(2) refusals that hold for every file of a source (another mount, a file system
+# without hard links): remembered, so no more attempts from there. Any other refusal
+# (EPERM for another user's file under protected_hardlinks, EMLINK, ...) is per file.
+# Either way the blob is copied instead.
+_NO_LINK_HERE_ERRNOS = frozenset({errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
 _BAD_NAME = re.compile(r"[\x00-\x1f\x7f\\]")
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -729,22 +728,24 @@ class LocalStore(Store):
                     tmp = _TMP_PREFIX + secrets.token_hex(8)
                     at: dict[str, Any] = {"dir_fd": dfd, "follow_symlinks": False}
                     try:
-                        os.link(src_path, tmp, dst_dir_fd=dfd, follow_symlinks=True)
+                        # never through a symlink at the key: it was checked above, but
+                        # could be swapped since; a symlinked key is copied (read checks)
+                        os.link(src_path, tmp, dst_dir_fd=dfd, follow_symlinks=False)
                     except FileNotFoundError:
-                        if not os.path.lexists(src_path):
+                        if not os.path.exists(src_path):
                             raise origin._not_found(src) from None
                         continue  # this directory was pruned by a concurrent delete: retry
-                    except OSError as exc:
-                        if exc.errno not in _NO_LINK_ERRNOS:
-                            raise
-                        if exc.errno in (errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    except (NotADirectoryError, IsADirectoryError):
+                        raise origin._not_found(src) from None
+                    except OSError as exc:  # EXDEV, EPERM, EMLINK, ENOSYS, ...: copy instead
+                        if exc.errno in _NO_LINK_HERE_ERRNOS:
                             self._links_to[origin._real_root] = False
                         _log.info("cannot hard-link %r from %r (%s): copying", dst, origin, exc)
                         return None
                     try:
                         # by name, no descriptor: 2 of the 8 calls a link takes otherwise
                         if not stat_mod.S_ISREG(os.stat(tmp, **at).st_mode):
-                            raise origin._not_found(src)
+                            return None  # a symlink (or other) at the key: copy it instead
                         now = time.time_ns()  # the grace period of a GC must protect it
                         try:
                             os.utime(tmp, ns=(now, now), **at)

@@ -527,6 +527,20 @@ def test_an_incremental_backup_copies_a_blob_damaged_at_the_target_again(
     assert dk.pipelines.verify(UUID, store=vault, versions="all", deep=True).compute().ok
 
 
+def test_an_incremental_latest_only_backup_does_not_list_the_source(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    dk.pipelines.backup(UUID, source=live, target=vault, versions="latest").compute()
+    dk.update_dataset(frame(99), store=live, dataset_uuid=UUID)
+    source = _RequestLog(live)
+    report = dk.pipelines.backup(UUID, source=source, target=vault, versions="latest").compute(
+        scheduler="sync"
+    )
+    assert (report.copied, report.skipped) == (1, 22)
+    assert ("list", naming.dataset_prefix(UUID)) not in source.requests
+    pd.testing.assert_frame_equal(table(vault), table(live))
+
+
 def test_an_incremental_backup_lists_the_source_when_many_blobs_are_new(
     live: LocalStore, vault: LocalStore
 ) -> None:

@@ -192,3 +192,6 @@ def test_counts_links_and_forwards_them(tmp_path: Path) -> None:
     assert (tmp_path / "a/k").stat().st_ino == (tmp_path / "b/k").stat().st_ino
     retrying = RetryingStore(LocalStore(tmp_path / "c"))
     assert retrying.link_from(target, "k", "k") is not None  # through both wrappers
+    memory = CountingStore(MemoryStore())
+    assert memory.link_from(source, "k", "k") is None
+    assert memory.counts["link_from"] == 0  # nothing linked: the copy is what counts

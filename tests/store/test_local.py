@@ -268,11 +268,32 @@ def test_link_from_falls_back_when_the_kernel_refuses(
     assert store.link_from(other, "a", "a") is None
     assert store.link_from(other, "b", "b") is None
     assert len(calls) == 2  # EPERM: tried each time
+    refusal[0] = errno.EINVAL  # any other refusal: copy this one, try the next
+    assert store.link_from(other, "a", "a") is None
+    assert store.link_from(other, "b", "b") is None
+    assert len(calls) == 4
     refusal[0] = errno.EXDEV
     assert store.link_from(other, "a", "a") is None
     assert store.link_from(other, "b", "b") is None
-    assert len(calls) == 3  # EXDEV: once
+    assert len(calls) == 5  # EXDEV: once
     assert _all_files(Path(store.root)) == []  # nothing written, no temp
+
+
+def test_link_from_never_links_through_a_symlink_at_the_key(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """A symlinked source key (inside the root, or dangling) is not linked: a swap of
+    the key for a symlink after its check must not link a file from elsewhere. The
+    caller copies it through the reads' checks; a key under a file is not found."""
+    other = LocalStore(tmp_path / "other")
+    other.put("real", b"data")
+    (tmp_path / "other" / "alias").symlink_to(tmp_path / "other" / "real")
+    (tmp_path / "other" / "dangling").symlink_to(tmp_path / "other" / "nowhere")
+    assert store.link_from(other, "alias", "alias") is None
+    assert store.link_from(other, "dangling", "dangling") is None
+    with pytest.raises(KeyNotFoundError):
+        store.link_from(other, "real/below", "below")
+    assert _all_files(Path(store.root)) == []
 
 
 def test_link_from_with_fsync_and_a_missing_source(store: LocalStore, tmp_path: Path) -> None:
