@@ -95,6 +95,11 @@ def _info(key: str, st: os.stat_result) -> BlobInfo:
     return BlobInfo(key=key, size=st.st_size, mtime=st.st_mtime, etag=_etag(st))
 
 
+def _prefix_taken(key: str, verb: str = "write") -> StoreError:
+    """The error for a key whose name is a directory of other keys."""
+    return StoreError(f"cannot {verb} {key!r}: keys with the prefix {key + '/'!r} exist", key=key)
+
+
 def _unlink_quiet(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
@@ -575,21 +580,14 @@ class LocalStore(Store):
                             )
                         except FileExistsError:
                             if os.path.isdir(path):
-                                raise StoreError(
-                                    f"cannot create {key!r}: keys with the prefix "
-                                    f"{key + '/'!r} exist",
-                                    key=key,
-                                ) from None
+                                raise _prefix_taken(key, "create") from None
                             raise KeyExistsError(f"key {key!r} already exists", key=key) from None
                     else:
                         try:
                             os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
                             placed = True
                         except IsADirectoryError:
-                            raise StoreError(
-                                f"cannot write {key!r}: keys with the prefix {key + '/'!r} exist",
-                                key=key,
-                            ) from None
+                            raise _prefix_taken(key) from None
                 finally:
                     if not placed:
                         with contextlib.suppress(OSError):
@@ -663,10 +661,7 @@ class LocalStore(Store):
                     os.link(tmp, path)
                 except FileExistsError:
                     if os.path.isdir(path):
-                        raise StoreError(
-                            f"cannot create {key!r}: keys with the prefix {key + '/'!r} exist",
-                            key=key,
-                        ) from None
+                        raise _prefix_taken(key, "create") from None
                     raise KeyExistsError(f"key {key!r} already exists", key=key) from None
             elif if_match is not None:
                 with self._locked(directory, key):
@@ -675,9 +670,7 @@ class LocalStore(Store):
             else:
                 os.replace(tmp, path)
         except IsADirectoryError:
-            raise StoreError(
-                f"cannot write {key!r}: keys with the prefix {key + '/'!r} exist", key=key
-            ) from None
+            raise _prefix_taken(key) from None
         finally:
             # After a link (or a failure) the temporary name is still there.
             _unlink_quiet(tmp)
@@ -762,10 +755,7 @@ class LocalStore(Store):
                         try:
                             os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
                         except IsADirectoryError:
-                            raise StoreError(
-                                f"cannot write {dst!r}: keys with the prefix {dst + '/'!r} exist",
-                                key=dst,
-                            ) from None
+                            raise _prefix_taken(dst) from None
                     finally:
                         # also after the rename: a rename onto another link of the same
                         # file does nothing and leaves the temporary name in place
