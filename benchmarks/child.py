@@ -129,7 +129,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         with contextlib.ExitStack() as stack:  # clusters, containers: closed after the check
             op, check = _prepare(contender, spec, params, stack, notes)
             gc.collect()
-            out["prefault_s"] = round(_prefault(int(spec.get("prefault_mib", 0))), 3)
+            out["prefault_mib"] = int(spec.get("prefault_mib", 0))
+            out["prefault_s"] = round(_prefault(out["prefault_mib"]), 3)
             reset = _reset_peak() and _hwm_bytes() is not None
             # Without a resettable VmHWM: peak minus the after-import baseline.
             before = _rss_bytes() if reset else int(out["baseline_after_imports_mib"] * MIB)

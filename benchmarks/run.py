@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import shutil
@@ -98,8 +99,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=2048,
         help="each child touches and frees this much memory just before its timed "
-        "operation (0: off); in a VM that hands freed memory back to its host, the first "
-        "touch of memory otherwise costs 0.02-2.5 s per GiB at random",
+        "operation, or 1.1x the largest peak measured so far in the workload if more (0: "
+        "off); in a VM that hands freed memory back to its host, the first touch of "
+        "memory otherwise costs 0.02-2.5 s per GiB at random",
     )
     parser.add_argument(
         "--max-rep-seconds",
@@ -302,6 +304,7 @@ class Runner:
         self.workdir = workdir
         self.bases: dict[tuple[str, str], str] = {}
         self.base_failures: dict[tuple[str, str], dict[str, Any]] = {}
+        self.peaks: dict[str, float] = {}  # workload -> largest peak MiB measured so far
         self.env = dict(os.environ)
         self.env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), self.env.get("PYTHONPATH", "")) if p
@@ -324,7 +327,7 @@ class Runner:
             "input_format": input_format(self.args, contender),
             "func_format": func_format(self.args, contender),
             "params": self.params.to_json(),
-            "prefault_mib": self.args.prefault_mib,
+            "prefault_mib": self.prefault_mib(key),
             "result": str(result_file),
         }
         spec_file = stem.with_suffix(".spec.json")
@@ -394,6 +397,13 @@ class Runner:
         trash.mkdir(exist_ok=True)
         os.replace(path, trash / f"{len(list(trash.iterdir()))}-{path.name}")
 
+    def prefault_mib(self, key: str) -> int:
+        """``--prefault-mib``, raised to 1.1x the largest peak measured so far in ``key``
+        (so that every contender's allocations fit in memory the guest holds)."""
+        if self.args.prefault_mib <= 0:
+            return 0
+        return max(self.args.prefault_mib, math.ceil(1.1 * self.peaks.get(key, 0.0)))
+
     def measure(self, entry: str, key: str, rep: int) -> dict[str, Any]:
         """One repetition of one workload for one entry (``contender[:variant]``)."""
         contender = split_entry(entry)[0]
@@ -444,6 +454,8 @@ class Runner:
                         continue
                     result = self.measure(entry, key, rep)
                     results[key][entry].append(result)
+                    peak = float(result.get("peak_mib") or 0.0)
+                    self.peaks[key] = max(self.peaks.get(key, 0.0), peak)
                     progress(f"[{key} rep {rep + 1}/{self.args.reps}] {entry}: {describe(result)}")
                     if result["status"] != "ok" or (cap and result["seconds"] > cap):
                         done.add((entry, key))
@@ -611,7 +623,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_rep_seconds is None
         else f"{args.reps} (fewer where one took > {args.max_rep_seconds:g} s)",
         "input": inputs,
-        "prefault": f"{args.prefault_mib} MiB per child before the timed operation"
+        "prefault": f"{args.prefault_mib} MiB per child before the timed operation, or 1.1x "
+        "the largest peak measured so far in the workload if more"
         if args.prefault_mib
         else "off",
         "git commit": git_commit(),
