@@ -32,6 +32,11 @@ Exit codes map the error hierarchy (documented in ``dataset-kit --help``)::
     7  refused: a destructive command without --yes
     8  verify found missing or corrupt blobs
     9  source error (database or input files: connection, query, malformed input)
+    141  stdout closed early (``query ... | head``): nothing more is written
+
+``--json`` prints one strict JSON document on stdout (RFC 8259: NaN and infinities are
+``null``, bytes base64, timestamps ISO 8601, durations ISO 8601 ``P...``); errors go to
+stderr as one ``error: <Type>: <message>`` line.
 """
 
 from __future__ import annotations
@@ -116,9 +121,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 commit conflict, "
         "5 invalid input/configuration/metadata/schema (e.g. a missing store directory), "
         "6 store error, 7 refused without --yes, 8 verify found missing or corrupt blobs, "
-        "9 source (database/files) error. Settings: command line, then $DATASET_KIT_STORE / "
-        "$DATASET_KIT_SCHEDULER, then the config file. Commands that only read never create "
-        "a missing store directory.",
+        "9 source (database/files) error, 141 stdout closed early. Settings: command "
+        "line, then $DATASET_KIT_STORE / $DATASET_KIT_SCHEDULER, then the config file. "
+        "Commands that only read never create a missing store directory.",
     )
     parser.add_argument(
         "--config",
@@ -347,8 +352,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    if args.json:  # strict JSON, keys in the order the data has them (a schema's order)
+        print(json.dumps(_json_value(data), indent=2, default=str, allow_nan=False))
     elif text:  # nothing to say (an empty store's ls): no blank line
         print(text)
 
@@ -625,17 +630,26 @@ _JSON_NATIVE = frozenset(
 
 
 def _json_value(value: Any) -> Any:
-    """A value of an object column as JSON-ready Python: timestamps in ISO 8601 at their
-    precision, dates as YYYY-MM-DD, bytes as base64, containers element by element."""
+    """A value as JSON-ready Python: timestamps in ISO 8601 at their precision, dates as
+    YYYY-MM-DD, durations in ISO 8601 (``P0DT0H0M1S``), bytes as base64, NaN and
+    infinities as None, containers element by element."""
     import base64
     import datetime as dt
     import decimal
+    import math
 
     import numpy as np
     import pandas as pd
 
     if value is None or value is pd.NaT or value is pd.NA:
         return None
+    if isinstance(value, np.generic) and not isinstance(value, np.datetime64 | np.timedelta64):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.timedelta64 | dt.timedelta):
+        value = pd.Timedelta(value)
+        return None if value is pd.NaT else value.isoformat()
     if isinstance(value, np.datetime64):
         value = pd.Timestamp(value)  # keeps the unit
         if value is pd.NaT:
@@ -650,10 +664,8 @@ def _json_value(value: Any) -> Any:
         return str(value)
     if isinstance(value, dict):
         return {str(k): _json_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
+    if isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
         return [_json_value(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
     return value
 
 
@@ -666,6 +678,8 @@ def _json_column(series: Any) -> Any:
     elif pd.api.types.is_datetime64_any_dtype(dtype):
         timespec = _TIMESPEC.get(series.dt.unit, "auto")
         return series.map(lambda v: None if v is pd.NaT else v.isoformat(timespec=timespec))
+    elif pd.api.types.is_timedelta64_dtype(dtype):
+        return series.map(_json_value).astype(object)
     if series.dtype != object or pd.api.types.infer_dtype(series, skipna=True) in _JSON_NATIVE:
         return series
     return series.map(_json_value).astype(object)
@@ -674,22 +688,14 @@ def _json_column(series: Any) -> Any:
 def _json_records(df: Any) -> str:
     """``query --json``: one object per row. Floats keep every digit (the shortest text
     that reads back as the same float; pandas' ``to_json`` keeps 10 to 15); NaN and
-    infinities are null."""
-    import math
-
+    infinities are null, also inside lists, structs and maps."""
     names = [str(name) for name in df.columns]
     columns = [_json_column(df[name]).tolist() for name in df.columns]
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        return _json_value(value)
-
     rows = [
-        dict(zip(names, (plain(v) for v in values), strict=True))
+        dict(zip(names, (_json_value(v) for v in values), strict=True))
         for values in zip(*columns, strict=True)
     ]
-    return json.dumps(rows, separators=(",", ":"))
+    return json.dumps(rows, separators=(",", ":"), allow_nan=False)
 
 
 def _query(args: argparse.Namespace, store: Any) -> int:
@@ -783,7 +789,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from dataset_kit.demo import main as demo_main
 
-        return demo_main(["--store", args.dir])
+        code = demo_main(["--store", args.dir])
+        _emit(args, {"ok": code == 0, "store": os.path.abspath(args.dir)}, "")
+        return code
     config = _load_config(args.config)
     # command line > environment > config file, for every setting
     args.scheduler = (
@@ -995,6 +1003,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
+    except BrokenPipeError:  # `query ... | head`: the reader has what it wanted
+        # point stdout at /dev/null, so the interpreter's final flush does not fail too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except exc.DatasetKitError as error:
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         for cls, code in EXIT_CODES:

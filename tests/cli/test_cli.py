@@ -186,6 +186,34 @@ def test_backup_and_restore_by_hard_links(store: Path, tmp_path: Path) -> None:
     assert len(dk.read_table(store=str(store), dataset_uuid="sales")) == 2
 
 
+def test_info_json_is_strict_and_keeps_the_schema_order(tmp_path: Path) -> None:
+    df = pd.DataFrame({"day": ["d1"], "store_id": [1], "sales": [float("nan")]})
+    dk.write_dataset(df, store=str(tmp_path), dataset_uuid="s")
+    out = cli("--store", str(tmp_path), "--json", "info", "s")
+    assert out.returncode == 0, out.stderr
+    assert "NaN" not in out.stdout
+    assert list(json.loads(out.stdout)["schema"]) == ["day", "store_id", "sales"]
+
+
+def test_json_output_is_strict_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """Whatever a command reports (metadata written by other tools included): NaN and
+    infinities become null, bytes base64, sets lists; never a Python repr."""
+    import argparse
+
+    from dataset_kit.cli import _emit
+
+    data = {"n": float("nan"), "i": float("-inf"), "b": b"\x00\x01", "s": {3}, "k": [1.5]}
+    _emit(argparse.Namespace(json=True), data, "")
+    text = capsys.readouterr().out
+    assert json.loads(text, parse_constant=lambda t: pytest.fail(f"not JSON: {t}")) == {
+        "n": None,
+        "i": None,
+        "b": "AAE=",
+        "s": [3],
+        "k": [1.5],
+    }
+
+
 def test_verify_failure_exit_code(store: Path) -> None:
     victim = next(store.rglob("*.parquet"))
     victim.unlink()

@@ -172,6 +172,13 @@ def test_demo_refuses_a_directory_it_did_not_create(lake: Path, tmp_path: Path) 
     assert MARKER in cli("demo", "--help").stdout
 
 
+def test_demo_with_json_prints_one_document(tmp_path: Path) -> None:
+    out = cli("--json", "demo", "--dir", str(tmp_path / "demo"))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"ok": True, "store": str(tmp_path / "demo")}
+    assert "demo OK" in out.stderr  # the story goes to stderr
+
+
 def test_demo_directory_is_cleared_only_with_its_marker(tmp_path: Path) -> None:
     new = tmp_path / "a" / "demo"
     prepare_directory(new)  # created, with the marker

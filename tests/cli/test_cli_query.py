@@ -184,3 +184,51 @@ def test_json_floats_keep_every_digit(tmp_path: Path) -> None:
     assert [r["x"] for r in rows] == [*values[:4], None, None]
     assert rows[0]["f32"] == float(df["f32"][0])  # the float32 value, exactly
     assert [r["n"] for r in rows] == [1, None, 3, 2**62, 5, 6]
+
+
+def _strict(text: str) -> object:
+    """Parse as strict JSON (RFC 8259): NaN and Infinity are errors, as in jq or JS."""
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_durations_and_non_finite_floats_inside_containers(tmp_path: Path) -> None:
+    """Durations are ISO 8601 (a crash before); NaN and infinities inside lists and
+    structs are null like top-level ones (bare NaN tokens before)."""
+    import pyarrow as pa
+
+    table = pa.table(
+        {
+            "dur": pa.array([dt.timedelta(seconds=1), None], pa.duration("us")),
+            "lst": pa.array([[1.0, float("nan")], [float("inf")]], pa.list_(pa.float64())),
+            "st": pa.array([{"x": float("nan")}, {"x": 2.5}], pa.struct([("x", pa.float64())])),
+        }
+    )
+    dk.write_dataset(table, store=str(tmp_path), dataset_uuid="t")
+    out = cli("--store", str(tmp_path), "--json", "query", "t")
+    assert out.returncode == 0, out.stderr
+    assert _strict(out.stdout) == [
+        {"dur": "P0DT0H0M1S", "lst": [1.0, None], "st": {"x": None}},
+        {"dur": None, "lst": [None], "st": {"x": 2.5}},
+    ]
+    assert cli("--store", str(tmp_path), "query", "t").returncode == 0  # text too
+
+
+def test_a_reader_that_stops_early_ends_the_query_quietly(tmp_path: Path) -> None:
+    """``query | head``: exit code 141 like other tools killed by SIGPIPE, no traceback."""
+    rows = pd.DataFrame({"k": range(50_000), "s": [f"value-{i}" for i in range(50_000)]})
+    dk.write_dataset(rows, store=str(tmp_path), dataset_uuid="big")  # > a pipe's 64 KiB
+    for json_flag in ((), ("--json",)):
+        command = [sys.executable, "-m", "dataset_kit.cli", "--store", str(tmp_path), *json_flag]
+        proc = subprocess.Popen(
+            [*command, "query", "big"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.read(10)
+        proc.stdout.close()  # the reader is gone
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141, err
+        assert "Traceback" not in err
