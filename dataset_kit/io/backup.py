@@ -29,6 +29,7 @@ from dataset_kit.core.metadata import (
     parse_json,
 )
 from dataset_kit.exceptions import (
+    DataBlobCorruptError,
     DataBlobMissingError,
     DatasetExistsError,
     InvalidInputError,
@@ -520,11 +521,18 @@ def plan_blobs(
     ------
     DataBlobMissingError
         A referenced blob is missing at the source.
+    DataBlobCorruptError
+        A blob to copy has another size at the source than its snapshot records
+        (truncated or overwritten there): a backup never copies damage silently.
     """
     wanted: dict[str, str] = {}  # target key -> source key
+    recorded: dict[str, int] = {}  # target key -> size its snapshot records
     for meta in metas:
         for dst in references(meta):
             wanted[dst] = _relocate_key(dst, meta.uuid, source_uuid)
+        for label, dst in meta.partitions.items():
+            if label in meta.stats:
+                recorded[dst] = meta.stats[label][1]
     if not metas:
         return [], 0, 0
     tuuid = metas[0].uuid
@@ -554,6 +562,13 @@ def plan_blobs(
             skipped_bytes += info.size
         else:
             blobs.append(BlobCopy(src, dst, info.size, info.etag))
+    damaged = [b.src for b in blobs if recorded.get(b.dst, b.size) != b.size]
+    if damaged:
+        raise DataBlobCorruptError(
+            f"dataset {source_uuid!r}: {len(damaged)} blob(s) to copy have another size at "
+            f"the source than their snapshot records (first: {damaged[0]!r}); nothing was "
+            "copied. Run verify on the source, and restore those blobs from a backup"
+        )
     return blobs, skipped, skipped_bytes
 
 

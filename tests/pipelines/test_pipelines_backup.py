@@ -511,6 +511,33 @@ def test_an_incremental_backup_reports_a_missing_new_blob_before_copying(
     assert sorted(vault.iter_keys()) == before
 
 
+def test_a_backup_refuses_to_copy_a_blob_damaged_at_the_source(
+    live: LocalStore, vault: LocalStore
+) -> None:
+    """A blob truncated at the source (its size differs from the one its snapshot
+    records) is never copied silently, with either check, first or incremental."""
+    from dataset_kit.exceptions import DataBlobCorruptError
+
+    meta = dk.update_dataset(frame(99), store=live, dataset_uuid=UUID)
+    new = next(k for k in meta.partitions.values() if "p=99/" in k)
+    good = live.get(new)
+    path = live.local_path(new)
+    with open(path, "r+b") as fh:
+        fh.truncate(len(good) // 2)
+    for check in ("size", "checksum"):
+        with pytest.raises(DataBlobCorruptError, match="another size at the source"):
+            dk.pipelines.backup(UUID, source=live, target=vault, check=check)
+    assert list(vault.iter_keys()) == []
+    live.put(new, good)  # repaired: the first backup goes through, then damage again
+    dk.pipelines.backup(UUID, source=live, target=vault, versions="latest").compute()
+    dk.update_dataset(frame(100), store=live, dataset_uuid=UUID)
+    newer = next(k for k in live.iter_keys(UUID + "/") if "p=100/" in k)
+    with open(live.local_path(newer), "r+b") as fh:
+        fh.truncate(10)
+    with pytest.raises(DataBlobCorruptError):
+        dk.pipelines.backup(UUID, source=live, target=vault, versions="latest")
+
+
 def test_an_incremental_backup_copies_a_blob_damaged_at_the_target_again(
     live: LocalStore, vault: LocalStore
 ) -> None:
