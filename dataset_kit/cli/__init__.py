@@ -871,6 +871,8 @@ def _run(args: argparse.Namespace) -> int:
         return 6 if report.failed else 0
     elif args.command in ("backup", "restore"):
         if args.command == "backup":
+            # a missing or unreadable source must not leave a new target behind
+            dk.open_dataset(store=store, dataset_uuid=args.dataset)
             job = dk.pipelines.backup(
                 args.dataset,
                 source=store,

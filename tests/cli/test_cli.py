@@ -214,6 +214,14 @@ def test_json_output_is_strict_json(capsys: pytest.CaptureFixture[str]) -> None:
     }
 
 
+def test_a_failed_backup_creates_no_target(store: Path, tmp_path: Path) -> None:
+    for dataset, code in (("nope", 3), ("../x", 5)):
+        target = tmp_path / f"vault-{code}"
+        out = cli("--store", str(store), "backup", dataset, "--target", str(target))
+        assert out.returncode == code, out.stderr
+        assert not target.exists()
+
+
 def test_verify_failure_exit_code(store: Path) -> None:
     victim = next(store.rglob("*.parquet"))
     victim.unlink()
