@@ -17,6 +17,13 @@ from dataset_kit.store import Store, open_store
 __all__ = ["Dataset", "open_dataset"]
 
 
+def _total_rows(meta: DatasetMetadata) -> int | None:
+    """A version's rows, if every partition's count is recorded (None otherwise)."""
+    if len(meta.stats) != len(meta.partitions):
+        return None
+    return sum(r for r, _ in meta.stats.values())
+
+
 class Dataset:
     """One version of a dataset: metadata, figures and reads pinned to that version.
 
@@ -60,9 +67,7 @@ class Dataset:
     @property
     def num_rows(self) -> int | None:
         """Total rows, if every partition's count is recorded (None otherwise)."""
-        if len(self.meta.stats) != len(self.meta.partitions):
-            return None
-        return sum(r for r, _ in self.meta.stats.values())
+        return _total_rows(self.meta)
 
     @property
     def nbytes(self) -> int | None:
@@ -72,11 +77,20 @@ class Dataset:
         return sum(b for _, b in self.meta.stats.values())
 
     def versions(self) -> list[dict[str, Any]]:
-        """The retained versions of the current history, oldest first, with commit info."""
-        return [
-            {"version": m.version, "partitions": m.num_partitions, **dict(m.commit)}
-            for m in _commit.iter_snapshots(self.store, self.uuid)
-        ]
+        """The retained versions of the current history, oldest first, with commit info.
+
+        Each entry has the commit's fields (``operation``, ``timestamp``, ``id``, ...),
+        then ``version``, ``partitions`` and ``rows`` of that version as :meth:`info`
+        counts them (``rows`` None if not recorded), and ``rows_added``: the rows its
+        commit wrote (None if it did not say).
+        """
+        out = []
+        for m in _commit.iter_snapshots(self.store, self.uuid):
+            entry = dict(m.commit)
+            entry["rows_added"] = entry.pop("rows", None)
+            entry.update(version=m.version, partitions=m.num_partitions, rows=_total_rows(m))
+            out.append(entry)
+        return out
 
     def info(self) -> dict[str, Any]:
         """A JSON-friendly summary: version, partitions, rows, bytes, schema, indices."""

@@ -822,7 +822,7 @@ def _run(args: argparse.Namespace) -> int:
         versions = dk.open_dataset(store=store, dataset_uuid=args.dataset).versions()
         text = "\n".join(
             f"{v['version']:>6}  {v.get('timestamp', '?')}  {v.get('operation', '?'):<14}"
-            f"{v['partitions']} partitions"
+            f"{v['partitions']} partitions" + ("" if v["rows"] is None else f", {v['rows']} rows")
             for v in versions
         )
         _emit(args, versions, text)

@@ -801,7 +801,7 @@ def test_open_dataset_info_and_versions(store: Store) -> None:
         (0, 2, "write"),
         (1, 3, "append"),
     ]
-    assert versions[1]["rows"] == 1
+    assert (versions[1]["rows"], versions[1]["rows_added"]) == (4, 1)  # total, as info()
     old = dk.open_dataset(store=store, dataset_uuid=UUID, version=0)
     assert (old.version, old.num_rows, old.num_partitions) == (0, 3, 2)
     pd.testing.assert_frame_equal(old.read_table(), df)

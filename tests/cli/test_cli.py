@@ -44,6 +44,11 @@ def test_ls_info_history(store: Path) -> None:
         cli("--json", "history", "sales", env={"DATASET_KIT_STORE": str(store)}).stdout
     )
     assert [h["operation"] for h in history] == ["write", "update"]
+    # rows and partitions of each version, as info counts them; what the commit wrote
+    assert [(h["rows"], h["partitions"], h["rows_added"]) for h in history] == [
+        (3, 2, 3),
+        (2, 1, 0),
+    ]
     assert "sales" in cli("--store", str(store), "info", "sales").stdout
 
 
