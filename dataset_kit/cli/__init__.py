@@ -175,9 +175,13 @@ def _parser() -> argparse.ArgumentParser:
         "the rules are expired too once their blobs are gone (--no-expire keeps them).",
     )
     gc.add_argument("dataset")
-    gc.add_argument("--grace-period", default="1h", help="duration, e.g. 90s, 30min, 1h (1h)")
-    gc.add_argument("--keep-versions", type=int, default=None)
-    gc.add_argument("--retention", default=None, help="duration: keep versions this young")
+    gc.add_argument(
+        "--grace-period", type=_duration, default="1h", help="duration, e.g. 90s, 30min, 1h (1h)"
+    )
+    gc.add_argument("--keep-versions", type=_positive_int, default=None)
+    gc.add_argument(
+        "--retention", type=_duration, default=None, help="duration: keep versions this young"
+    )
     gc.add_argument(
         "--no-scan",
         dest="scan",
@@ -209,8 +213,8 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument("--yes", action="store_true", help="really delete")
     ex = sub.add_parser("expire-versions", help="forget old versions (dry run unless --yes)")
     ex.add_argument("dataset")
-    ex.add_argument("--keep-versions", type=int, default=None)
-    ex.add_argument("--retention", default=None, help="duration, e.g. 7d")
+    ex.add_argument("--keep-versions", type=_positive_int, default=None)
+    ex.add_argument("--retention", type=_duration, default=None, help="duration, e.g. 7d")
     ex.add_argument("--yes", action="store_true", help="really expire")
     bk = sub.add_parser("backup", help="copy a dataset to another store/uuid (incremental)")
     bk.add_argument("dataset")
@@ -290,7 +294,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="column types 'col:type,...' (e.g. 'ts:timestamp[s],n:int64'; default: inferred)",
     )
-    ig.add_argument("--blocksize", default="64MiB", help="text per node, e.g. 64MiB (64MiB)")
+    ig.add_argument(
+        "--blocksize", type=_size, default="64MiB", help="text per node, e.g. 64MiB (64MiB)"
+    )
     ig.add_argument("--delimiter", default=",", help="CSV delimiter (,)")
     ig.add_argument("--no-header", action="store_true", help="CSV without a header (--schema)")
     ig.add_argument("--newlines-in-values", action="store_true", help="CSV: quoted line breaks")
@@ -408,6 +414,29 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _duration(text: str) -> float:
+    """argparse type: ``"90s"``, ``"30min"``, ``"1h"``, ``"7d"`` or seconds -> seconds."""
+    from dataset_kit.core.duration import parse_duration
+
+    try:
+        seconds = parse_duration(text, name="duration")
+    except exc.InvalidInputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    assert seconds is not None  # only None in, None out
+    return seconds
 
 
 def _column_list(text: str) -> list[str]:

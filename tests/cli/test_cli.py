@@ -127,8 +127,15 @@ def test_delete_needs_yes(store: Path) -> None:
         (["info", "missing"], 3),
         (["info", "sales", "--version", "99"], 3),
         (["info", "../x"], 5),
-        (["gc", "sales", "--grace-period", "-1"], 5),
+        (["query", "sales", "--where", "nosuch == 1"], 5),
         (["nosuchcommand"], 2),
+        # malformed option values are usage errors, whatever the option
+        (["gc", "sales", "--grace-period", "-1"], 2),
+        (["gc", "sales", "--grace-period", "bogus"], 2),
+        (["gc", "sales", "--keep-versions", "0"], 2),
+        (["expire-versions", "sales", "--retention", "soon"], 2),
+        (["ingest", "logs", "x.jsonl", "--blocksize", "lots"], 2),
+        (["query", "sales", "--limit", "-1"], 2),
     ],
 )
 def test_exit_codes_map_the_error_hierarchy(store: Path, args: list[str], code: int) -> None:
