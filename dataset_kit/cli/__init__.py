@@ -405,26 +405,25 @@ def _size(text: str) -> int:
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
+def _int_at_least(minimum: int, text: str) -> int:
+    """argparse type body: an integer >= ``minimum``."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(0, text)
 
 
 def _positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return _int_at_least(1, text)
 
 
 def _duration(text: str) -> float:

@@ -462,6 +462,13 @@ def plan_copy(
 MAX_STATS_INSTEAD_OF_LISTING = 64
 
 
+def _recorded_sizes(meta: DatasetMetadata) -> dict[str, int]:
+    """Data blob key -> the size ``meta``'s stats record for it (partitions with stats)."""
+    return {
+        key: meta.stats[label][1] for label, key in meta.partitions.items() if label in meta.stats
+    }
+
+
 def _recorded_infos(
     source: Store, source_uuid: str, metas: Sequence[DatasetMetadata], have: Mapping[str, int]
 ) -> dict[str, BlobInfo] | None:
@@ -478,13 +485,13 @@ def _recorded_infos(
     for meta in metas:
         if meta.indices and any(isinstance(ref, str) for ref in meta.indices.values()):
             return None
-        for label, dst in meta.partitions.items():
-            stats = meta.stats.get(label)
-            if stats is None:
-                return None
+        sizes = _recorded_sizes(meta)
+        if len(sizes) != len(meta.partitions):
+            return None
+        for dst, size in sizes.items():
             src = _relocate_key(dst, meta.uuid, source_uuid)
-            if have.get(dst) == stats[1]:
-                recorded[src] = BlobInfo(src, stats[1], 0.0, "")  # skipped: etag unused
+            if have.get(dst) == size:
+                recorded[src] = BlobInfo(src, size, 0.0, "")  # skipped: etag unused
             else:
                 todo.append(src)
     if len(todo) > MAX_STATS_INSTEAD_OF_LISTING:
@@ -530,9 +537,7 @@ def plan_blobs(
     for meta in metas:
         for dst in references(meta):
             wanted[dst] = _relocate_key(dst, meta.uuid, source_uuid)
-        for label, dst in meta.partitions.items():
-            if label in meta.stats:
-                recorded[dst] = meta.stats[label][1]
+        recorded.update(_recorded_sizes(meta))
     if not metas:
         return [], 0, 0
     tuuid = metas[0].uuid
