@@ -10,7 +10,8 @@ with spawn) and hands out chunks of partitions on demand; the calling thread wri
 too, so a helper that is slow to start only takes fewer chunks.
 
 Protocol (pickle frames with a length prefix, over the helper's stdin and stdout): the
-parent sends one configuration frame, then chunk frames (the rows of the chunk as an
+parent sends the writer (a picklable object with a ``write_many`` method, such as
+:class:`dataset_kit.io.write.BlobWriter`), then chunk frames (the rows of the chunk as an
 Arrow IPC stream plus the partition values); the helper answers each chunk with the
 partitions it wrote, or with an error text. Failure of any kind in a helper (it cannot
 start, dies, answers garbage) is never fatal: its chunk is written again by the caller,
@@ -32,8 +33,8 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import IO, Any
+from collections.abc import Iterable, Sequence
+from typing import IO, Any, Protocol
 
 import pyarrow as pa
 
@@ -109,7 +110,19 @@ def _from_ipc(data: bytes) -> pa.Table:
 # the sorted payload.
 Chunk = tuple[int, int]
 Group = tuple[list[str], int, int]
-WriteOne = Callable[[list[str], pa.Table], Any]
+
+
+class Writer(Protocol):
+    """What writes the partitions; pickled to the helpers."""
+
+    def write_many(self, items: Iterable[tuple[list[str], pa.Table]]) -> list[Any]:
+        """Write ``(partition values, rows)`` items; one result per item, in order."""
+        ...
+
+
+def _write_chunk(writer: Writer, table: pa.Table, parts: Sequence[Group]) -> list[Any]:
+    """Write the groups ``parts`` (their rows: ``table[first:end]``)."""
+    return writer.write_many((values, table.slice(a, b - a)) for values, a, b in parts)
 
 
 class _Pool:
@@ -140,7 +153,7 @@ class _Pool:
             self.results[chunk[0]] = written
 
 
-def _run_helper(pool: _Pool, payload: pa.Table, config: dict[str, Any], index: int) -> None:
+def _run_helper(pool: _Pool, payload: pa.Table, writer: Writer, index: int) -> None:
     """Feed one helper process until the chunks run out; never raises."""
     global _warned
     proc: subprocess.Popen[bytes] | None = None
@@ -156,7 +169,7 @@ def _run_helper(pool: _Pool, payload: pa.Table, config: dict[str, Any], index: i
             env=env,
         )
         assert proc.stdin is not None and proc.stdout is not None
-        _send(proc.stdin, config)
+        _send(proc.stdin, writer)
         while (chunk := pool.take()) is not None:
             first, end = chunk
             lo, hi = pool.groups[first][1], pool.groups[end - 1][2]
@@ -200,23 +213,23 @@ def write_groups(
     payload: pa.Table,
     groups: Sequence[Group],
     *,
-    write_one: WriteOne,
-    config: dict[str, Any],
+    writer: Writer,
     processes: int,
     caller_works: bool = True,
+    helper_writer: Writer | None = None,
 ) -> list[Any]:
-    """Write every group with ``write_one`` here and ``processes`` helpers; in order.
+    """Write every group with ``writer`` here and in ``processes`` helpers; in order.
 
-    ``payload`` holds the rows sorted by group; ``config`` is what a helper needs to
-    rebuild ``write_one`` (see :func:`dataset_kit.io.write.helper_write_one`). With
-    ``caller_works=False`` the calling thread only writes chunks no helper could.
+    ``payload`` holds the rows sorted by group. The helpers get ``helper_writer``
+    (default: ``writer``) pickled. With ``caller_works=False`` the calling thread only
+    writes chunks no helper could.
     """
     chunk_size = max(64, min(1024, len(groups) // (8 * (processes + 1)) or 1))
     pool = _Pool(groups, chunk_size)
     threads = [
         threading.Thread(
             target=_run_helper,
-            args=(pool, payload, config, i),
+            args=(pool, payload, writer if helper_writer is None else helper_writer, i),
             name=f"dk-write-helper-{i}",
             daemon=True,
         )
@@ -238,10 +251,7 @@ def write_groups(
                     t.join(timeout=0.01)
                 continue
             first, end = chunk
-            written = [
-                write_one(values, payload.slice(a, b - a)) for values, a, b in groups[first:end]
-            ]
-            pool.done(chunk, written)
+            pool.done(chunk, _write_chunk(writer, payload, groups[first:end]))
     except BaseException:
         pool.stop.set()
         raise
@@ -261,31 +271,22 @@ def write_groups(
     return written
 
 
-def _helper_writer(config: dict[str, Any]) -> WriteOne:
-    from dataset_kit.io.write import helper_write_one
-
-    return helper_write_one(config)
-
-
 def main() -> int:
-    """Helper process loop: configuration, then chunks until EOF."""
+    """Helper process loop: the writer, then chunks until EOF."""
     protocol_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the protocol
     stdin = sys.stdin.buffer
     try:
-        config = _receive(stdin)
+        writer: Writer = _receive(stdin)
     except EOFError:
         return 0
-    write_one = _helper_writer(config)
     while True:
         try:
             parts, data = _receive(stdin)
         except EOFError:
             return 0
         try:
-            table = _from_ipc(data)
-            written = [write_one(values, table.slice(a, b - a)) for values, a, b in parts]
-            answer: tuple[str, Any] = ("ok", written)
+            answer: tuple[str, Any] = ("ok", _write_chunk(writer, _from_ipc(data), parts))
         except Exception as exc:  # reported; the parent writes the chunk itself
             answer = ("error", f"{type(exc).__name__}: {exc}")
         _send(protocol_out, answer)

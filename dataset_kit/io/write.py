@@ -1,8 +1,11 @@
 """Writing data blobs: input -> Arrow, split by partition values, one Parquet blob each.
 
 The split uses Arrow dictionary indices and one stable (radix) sort of group ids instead of
-a pandas groupby; blobs are serialized and stored by a small thread pool (pyarrow releases
-the GIL). Nothing written here is visible until a commit references it.
+a pandas groupby. Large blobs, and blobs for network stores, are serialized and stored by a
+small thread pool (pyarrow releases the GIL); many small blobs for a local store are
+written in batches (all of a batch encoded, then all stored) by the calling thread and,
+for thousands of them, helper processes. Nothing written here is visible until a commit
+references it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from dataset_kit.io.parquet import COMPRESSIONS, dictionary_columns, table_to_pa
 from dataset_kit.store import Capability, LocalStore, Store
 
 __all__ = [
+    "BATCH_BLOBS",
+    "BATCH_BYTES",
+    "BlobWriter",
     "WriteOptions",
     "WrittenPartition",
     "check_partition_nulls",
@@ -382,35 +388,80 @@ def _split(table: pa.Table, partition_on: Sequence[str]) -> list[_Group]:
     return [_Group(encoded[g], int(starts[g]), int(ends[g]), order) for g in range(n_groups)]
 
 
-def _write_one(
-    store: Store,
-    uuid: str,
-    table_name: str,
-    encoded: list[str],
-    rows: pa.Table,
-    partition_on: Sequence[str],
-    options: WriteOptions,
-    file_metadata: dict[bytes, bytes] | None,
-    index_columns: Sequence[str],
-    use_dictionary: list[str],
-) -> WrittenPartition:
-    label = naming.make_label(list(zip(partition_on, encoded, strict=True)), naming.new_blob_name())
-    index_values = {
-        col: distinct_values(rows.column(col), rows.schema.field(col).type) for col in index_columns
-    }
-    if options.sort_partitions_by:
-        rows = sort_rows(rows, options.sort_partitions_by)
-    rows = rows.replace_schema_metadata(file_metadata)
-    data = table_to_parquet(
-        rows,
-        compression=options.compression,
-        row_group_size=options.row_group_size,
-        use_dictionary=use_dictionary,
-    )
-    key = naming.data_key(uuid, table_name, label)
-    store.put(key, data)
-    logger.debug("wrote %s (%d rows, %d bytes)", key, rows.num_rows, len(data))
-    return WrittenPartition(label, key, rows.num_rows, len(data), index_values)
+#: Small blobs are written in batches: up to this many are encoded, then all are stored.
+#: Parquet encoding and the file system's calls then each run with warm CPU caches
+#: instead of evicting each other for every blob (measured on 20,000 blobs of 10 rows,
+#: tmpfs: 186 µs of CPU per blob interleaved, 130-145 µs in batches of 16-256).
+BATCH_BLOBS = 128
+#: ... or until the encoded blobs of a batch hold this many bytes (bounds its memory).
+BATCH_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class BlobWriter:
+    """Encodes partitions as Parquet blobs and stores them (nothing is committed).
+
+    Picklable (the store travels as its spec), so a write helper process gets the same
+    writer (see :mod:`dataset_kit.io.encoder_processes`).
+    """
+
+    store: Store
+    dataset_uuid: str
+    table_name: str
+    partition_on: tuple[str, ...]
+    options: WriteOptions
+    file_metadata: dict[bytes, bytes] | None
+    index_columns: tuple[str, ...]
+    use_dictionary: list[str]
+
+    def encode(self, encoded: list[str], rows: pa.Table) -> tuple[WrittenPartition, bytes]:
+        """The blob of one partition (its encoded values, its rows) and its reference."""
+        label = naming.make_label(
+            list(zip(self.partition_on, encoded, strict=True)), naming.new_blob_name()
+        )
+        index_values = {
+            col: distinct_values(rows.column(col), rows.schema.field(col).type)
+            for col in self.index_columns
+        }
+        if self.options.sort_partitions_by:
+            rows = sort_rows(rows, self.options.sort_partitions_by)
+        rows = rows.replace_schema_metadata(self.file_metadata)
+        data = table_to_parquet(
+            rows,
+            compression=self.options.compression,
+            row_group_size=self.options.row_group_size,
+            use_dictionary=self.use_dictionary,
+        )
+        key = naming.data_key(self.dataset_uuid, self.table_name, label)
+        return WrittenPartition(label, key, rows.num_rows, len(data), index_values), data
+
+    def _put(self, part: WrittenPartition, data: bytes) -> WrittenPartition:
+        self.store.put(part.key, data)
+        logger.debug("wrote %s (%d rows, %d bytes)", part.key, part.rows, part.nbytes)
+        return part
+
+    def write(self, encoded: list[str], rows: pa.Table) -> WrittenPartition:
+        """Encode and store one partition."""
+        return self._put(*self.encode(encoded, rows))
+
+    def write_many(self, items: Iterable[tuple[list[str], pa.Table]]) -> list[WrittenPartition]:
+        """Encode and store many partitions in order, in batches (see :data:`BATCH_BLOBS`).
+
+        A failure leaves the blobs stored so far unreferenced, as any failed write does.
+        """
+        out: list[WrittenPartition] = []
+        batch: list[tuple[WrittenPartition, bytes]] = []
+        size = 0
+        for encoded, rows in items:
+            part, data = self.encode(encoded, rows)
+            batch.append((part, data))
+            size += len(data)
+            if len(batch) >= BATCH_BLOBS or size >= BATCH_BYTES:
+                out.extend(self._put(p, d) for p, d in batch)
+                batch.clear()
+                size = 0
+        out.extend(self._put(p, d) for p, d in batch)
+        return out
 
 
 def _sort_keys(table: pa.Table, columns: Sequence[str]) -> pa.Table:
@@ -498,19 +549,16 @@ def write_partitions(
         file_metadata = file_schema_metadata(logical_schema, [])
     use_dictionary = dictionary_columns(payload.schema)
 
-    def job(group: _Group) -> WrittenPartition:
-        return _write_one(
-            store,
-            dataset_uuid,
-            table_name,
-            group.encoded,
-            group.rows(payload),
-            partition_on,
-            options,
-            file_metadata,
-            secondary_indices,
-            use_dictionary,
-        )
+    writer = BlobWriter(
+        store,
+        dataset_uuid,
+        table_name,
+        tuple(partition_on),
+        options,
+        file_metadata,
+        tuple(secondary_indices),
+        use_dictionary,
+    )
 
     # Threads pay off for large blobs (Parquet encoding and I/O release the GIL) and on
     # network stores (their calls wait on the network: 1,000 blobs of 10 rows to Azurite
@@ -524,79 +572,23 @@ def write_partitions(
         # only: a wrapper's state, e.g. counters or throttles, would not cross over).
         helpers = encoder_processes.helper_count(len(groups), requested=options.processes)
         if helpers:
-            return _write_with_helpers(
-                store,
-                dataset_uuid,
-                table_name,
-                payload,
-                groups,
-                partition_on,
-                options,
-                file_metadata,
-                list(secondary_indices),
-                use_dictionary,
-                helpers,
+            order = groups[0].order
+            ordered = payload if order is None else payload.take(pa.array(order))
+            written: list[WrittenPartition] = encoder_processes.write_groups(
+                ordered,
+                [(g.encoded, g.start, g.stop) for g in groups],
+                writer=writer,
+                processes=helpers,
             )
+            return written
     if len(groups) == 1 or options.threads <= 1 or small:
-        return [job(g) for g in groups]
+        return writer.write_many((g.encoded, g.rows(payload)) for g in groups)
+
+    def job(group: _Group) -> WrittenPartition:
+        return writer.write(group.encoded, group.rows(payload))
+
     with ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="dk-write") as pool:
         return list(pool.map(job, groups))
-
-
-def _write_with_helpers(
-    store: Store,
-    uuid: str,
-    table_name: str,
-    payload: pa.Table,
-    groups: list[_Group],
-    partition_on: Sequence[str],
-    options: WriteOptions,
-    file_metadata: dict[bytes, bytes] | None,
-    index_columns: list[str],
-    use_dictionary: list[str],
-    helpers: int,
-) -> list[WrittenPartition]:
-    order = groups[0].order
-    ordered = payload if order is None else payload.take(pa.array(order))
-    config = {
-        "store": store,
-        "uuid": uuid,
-        "table_name": table_name,
-        "partition_on": list(partition_on),
-        "options": options,
-        "file_metadata": file_metadata,
-        "index_columns": index_columns,
-        "use_dictionary": use_dictionary,
-    }
-    written: list[WrittenPartition] = encoder_processes.write_groups(
-        ordered,
-        [(g.encoded, g.start, g.stop) for g in groups],
-        write_one=helper_write_one(config),
-        config=config,
-        processes=helpers,
-    )
-    return written
-
-
-def helper_write_one(config: dict[str, Any]) -> Any:
-    """``(partition values, rows) -> WrittenPartition`` from a helper configuration."""
-    store: Store = config["store"]
-
-    def write_one(encoded: list[str], rows: pa.Table) -> WrittenPartition:
-        return _write_one(
-            store,
-            config["uuid"],
-            config["table_name"],
-            encoded,
-            rows,
-            config["partition_on"],
-            config["options"],
-            config["file_metadata"],
-            config["index_columns"],
-            config["use_dictionary"],
-        )
-
-    return write_one
 
 
 def iter_tables(data: Any) -> Iterable[pa.Table]:

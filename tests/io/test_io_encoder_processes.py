@@ -10,6 +10,7 @@ import logging
 import multiprocessing
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import dataset_kit as dk
 from dataset_kit.core import naming
 from dataset_kit.exceptions import StoreError
 from dataset_kit.io import encoder_processes as ep
-from dataset_kit.io.write import WriteOptions, helper_write_one
+from dataset_kit.io.write import BlobWriter, WriteOptions, WrittenPartition
 from dataset_kit.store import LocalStore
 
 
@@ -55,17 +56,8 @@ def _frame(n: int, rows: int = 3) -> pd.DataFrame:
     return df.sample(frac=1.0, random_state=1).reset_index(drop=True)  # unsorted input
 
 
-def _config(store: LocalStore, uuid: str = "h") -> dict[str, object]:
-    return {
-        "store": store,
-        "uuid": uuid,
-        "table_name": naming.DEFAULT_TABLE,
-        "partition_on": ["p"],
-        "options": WriteOptions(),
-        "file_metadata": None,
-        "index_columns": [],
-        "use_dictionary": [],
-    }
+def _writer(store: LocalStore, uuid: str = "h") -> BlobWriter:
+    return BlobWriter(store, uuid, naming.DEFAULT_TABLE, ("p",), WriteOptions(), None, (), [])
 
 
 def _groups(n: int, rows: int) -> tuple[pa.Table, list[tuple[list[str], int, int]]]:
@@ -111,15 +103,9 @@ def test_helpers_write_every_partition_in_order(
 ) -> None:
     store = LocalStore(tmp_path)
     payload, groups = _groups(300, 2)
-    config = _config(store)
     with caplog.at_level(logging.INFO, logger=ep.__name__):
         written = ep.write_groups(
-            payload,
-            groups,
-            write_one=helper_write_one(config),
-            config=config,
-            processes=2,
-            caller_works=False,
+            payload, groups, writer=_writer(store), processes=2, caller_works=False
         )
     assert "300 of them by 2 helper processes" in caplog.text
     assert [w.label.split("/")[0] for w in written] == [f"p={i}" for i in range(300)]
@@ -137,14 +123,13 @@ def test_a_helper_failing_its_chunks_is_replaced_by_the_caller(
     store = LocalStore(tmp_path / "lake")
     elsewhere = LocalStore(tmp_path / "broken")
     (tmp_path / "broken" / "h").write_bytes(b"a file where a directory must be")
-    broken = _config(elsewhere)
     payload, groups = _groups(200, 1)
     with caplog.at_level(logging.INFO, logger=ep.__name__):
         written = ep.write_groups(
             payload,
             groups,
-            write_one=helper_write_one(_config(store)),
-            config=broken,
+            writer=_writer(store),
+            helper_writer=_writer(elsewhere),
             processes=1,
             caller_works=False,
         )
@@ -160,11 +145,8 @@ def test_a_helper_that_cannot_start_changes_nothing(
     monkeypatch.setattr(ep, "_warned", False)
     store = LocalStore(tmp_path / "lake")
     payload, groups = _groups(100, 1)
-    config = _config(store)
     with caplog.at_level(logging.WARNING, logger=ep.__name__):
-        written = ep.write_groups(
-            payload, groups, write_one=helper_write_one(config), config=config, processes=2
-        )
+        written = ep.write_groups(payload, groups, writer=_writer(store), processes=2)
     assert "write helper process unavailable" in caplog.text
     assert len(written) == 100 and all(store.exists(w.key) for w in written)
 
@@ -172,19 +154,21 @@ def test_a_helper_that_cannot_start_changes_nothing(
 def test_an_error_in_the_callers_chunk_stops_the_helpers(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "lake")
     payload, groups = _groups(2000, 1)
-    config = _config(store)
-    good = helper_write_one(config)
-    calls = 0
+    good = _writer(store)
 
-    def failing(values: list[str], rows: pa.Table) -> object:
-        nonlocal calls
-        calls += 1
-        if calls == 5:
-            raise StoreError("disk full (injected)")
-        return good(values, rows)
+    class Failing:
+        """Fails the caller's first chunk at its fifth partition."""
+
+        def write_many(self, items: Iterable[tuple[list[str], pa.Table]]) -> list[object]:
+            out: list[WrittenPartition] = []
+            for values, rows in items:
+                if len(out) == 4:
+                    raise StoreError("disk full (injected)")
+                out.append(good.write(values, rows))
+            return list(out)
 
     with pytest.raises(StoreError, match="injected"):
-        ep.write_groups(payload, groups, write_one=failing, config=config, processes=2)
+        ep.write_groups(payload, groups, writer=Failing(), helper_writer=good, processes=2)
     assert not _helpers_alive()
 
 
