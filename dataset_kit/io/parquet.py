@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dataset_kit.exceptions import (
@@ -18,6 +16,9 @@ from dataset_kit.exceptions import (
     MetadataFormatError,
 )
 from dataset_kit.store import Capability, Store
+
+if TYPE_CHECKING:
+    import pyarrow.compute as pc
 
 __all__ = [
     "COMPRESSIONS",
@@ -31,8 +32,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 COMPRESSIONS = frozenset({"zstd", "snappy", "gzip", "lz4", "brotli", "none"})
-_FORMAT = pads.ParquetFileFormat()
-_LOCAL_FS = pafs.LocalFileSystem()
+
+
+@functools.cache
+def _scanning() -> tuple[Any, Any]:
+    """pyarrow.dataset's Parquet format and the local file system, made once.
+
+    Imported on first use: ``pyarrow.dataset`` imports pandas (0.3 s), and write helper
+    processes, which import this module to encode blobs, never scan one.
+    """
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+
+    return pads.ParquetFileFormat(), pafs.LocalFileSystem()
 
 
 def dictionary_columns(schema: pa.Schema) -> list[str]:
@@ -123,10 +135,11 @@ def read_blob(
             if not present:  # keep the row count: a table without columns has rows too
                 return pa.table([pa.nulls(pf.metadata.num_rows)], names=["_"]).select([])
             return pf.read(columns=present, use_threads=use_threads)
+        parquet_format, local_fs = _scanning()
         if isinstance(source, str):
-            fragment = _FORMAT.make_fragment(source, filesystem=_LOCAL_FS)
+            fragment = parquet_format.make_fragment(source, filesystem=local_fs)
         else:
-            fragment = _FORMAT.make_fragment(source)
+            fragment = parquet_format.make_fragment(source)
         physical = fragment.physical_schema
         # columns added by schema evolution after this blob was written read as null
         extra = [f for f in payload_fields or [] if physical.get_field_index(f.name) < 0]

@@ -11,7 +11,7 @@ import pytest
 
 import dataset_kit as dk
 from dataset_kit.exceptions import InvalidInputError, StoreError
-from dataset_kit.io import write as write_mod
+from dataset_kit.io import blobs
 from dataset_kit.store import LocalStore, Store
 from dataset_kit.testing.recording import ThreadRecordingStore
 
@@ -86,13 +86,13 @@ def _logged_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int
 ) -> tuple[_PutLog, list[int]]:
     encoded = [0]
-    real = write_mod.table_to_parquet
+    real = blobs.table_to_parquet
 
     def counting(*args: object, **kw: object) -> bytes:
         encoded[0] += 1
         return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(write_mod, "table_to_parquet", counting)
+    monkeypatch.setattr(blobs, "table_to_parquet", counting)
     store = _PutLog(tmp_path, encoded)
     dk.write_dataset(_small_partitions(n), store=store, dataset_uuid="b", partition_on="p")
     return store, store.puts
@@ -102,7 +102,7 @@ def test_small_blobs_are_encoded_in_batches_before_they_are_stored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Batches of BATCH_BLOBS: every blob of a batch is encoded before the first is put."""
-    monkeypatch.setattr(write_mod, "BATCH_BLOBS", 4)
+    monkeypatch.setattr(blobs, "BATCH_BLOBS", 4)
     store, puts = _logged_write(tmp_path, monkeypatch, 10)
     data_puts = puts[:10]  # then the commit's metadata
     assert data_puts == [4, 4, 4, 4, 8, 8, 8, 8, 10, 10]
@@ -114,7 +114,7 @@ def test_a_batch_is_stored_once_its_blobs_reach_batch_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """BATCH_BYTES bounds a batch's memory: with a bound below one blob, each is put at once."""
-    monkeypatch.setattr(write_mod, "BATCH_BYTES", 1)
+    monkeypatch.setattr(blobs, "BATCH_BYTES", 1)
     _, puts = _logged_write(tmp_path, monkeypatch, 6)
     assert puts[:6] == [1, 2, 3, 4, 5, 6]
 
@@ -131,7 +131,7 @@ class _FullDisk(LocalStore):
 def test_a_failed_put_in_a_batch_fails_the_write_and_keeps_the_last_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(write_mod, "BATCH_BLOBS", 4)
+    monkeypatch.setattr(blobs, "BATCH_BLOBS", 4)
     store = _FullDisk(tmp_path)
     dk.write_dataset(_small_partitions(3), store=store, dataset_uuid="f", partition_on="p")
     with pytest.raises(StoreError, match="injected"):
