@@ -128,6 +128,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         notes: dict[str, Any] = {}
         with contextlib.ExitStack() as stack:  # clusters, containers: closed after the check
             op, check = _prepare(contender, spec, params, stack, notes)
+            _import_lazy_names()
             gc.collect()
             out["prefault_mib"] = int(spec.get("prefault_mib", 0))
             out["prefault_s"] = round(_prefault(out["prefault_mib"]), 3)
@@ -157,6 +158,16 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             traceback=traceback.format_exc()[-4000:],
         )
     return out
+
+
+def _import_lazy_names() -> None:
+    """Import the public names of dataset_kit, if loaded: it imports them on first use, and
+    imports are not part of the timed operation (they are not for the other contenders,
+    whose modules import everything up front). Without this, dataset_kit's first API call
+    paid for importing the API inside the clock."""
+    package = sys.modules.get("dataset_kit")
+    for name in getattr(package, "__all__", ()):
+        getattr(package, name)
 
 
 def _import_all(names: Iterable[str]) -> None:
