@@ -269,7 +269,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_output_file,
         default=None,
         help="write to a .csv or .parquet file (any case) instead of the screen; its "
-        "directory must exist",
+        "directory must exist. CSV and the screen show lists, structs and maps as JSON "
+        "and binary as base64, as --json does",
     )
     dl = sub.add_parser("download", help="a database table or query -> a dataset (in chunks)")
     dl.add_argument("dataset")
@@ -643,7 +644,7 @@ def _check_output(path: str) -> None:
 def _write_output(df: Any, path: str) -> None:
     try:
         if path.lower().endswith(".csv"):
-            df.to_csv(path, index=False)
+            _flat_frame(df).to_csv(path, index=False)
         else:
             df.to_parquet(path, index=False)
     except OSError as error:  # pyarrow's I/O errors are OSErrors too
@@ -713,6 +714,35 @@ def _json_column(series: Any) -> Any:
     return series.map(_json_value).astype(object)
 
 
+def _flat_cell(value: Any) -> Any:
+    """A nested or binary value as text: lists, structs and maps as JSON, bytes as base64."""
+    value = _json_value(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return value
+
+
+def _flat_frame(df: Any) -> Any:
+    """``df`` for CSV and the screen: lists, structs, maps and binary columns as the text
+    ``--json`` gives them (JSON, base64), never Python reprs such as ``b'..'``; other
+    columns unchanged."""
+    import pandas as pd
+
+    out = df
+    for name in df.columns:
+        series = df[name]
+        if isinstance(series.dtype, pd.ArrowDtype):
+            series = series.astype(object)
+        elif series.dtype != object:
+            continue
+        if pd.api.types.infer_dtype(series, skipna=True) in _JSON_NATIVE:
+            continue
+        if out is df:
+            out = df.copy(deep=False)
+        out[name] = series.map(lambda v: None if v is None else _flat_cell(v)).astype(object)
+    return out
+
+
 def _json_records(df: Any) -> str:
     """``query --json``: one object per row. Floats keep every digit (the shortest text
     that reads back as the same float; pandas' ``to_json`` keeps 10 to 15); NaN and
@@ -752,7 +782,7 @@ def _query(args: argparse.Namespace, store: Any) -> int:
     else:
         # every row into a file or pipe; a screenful on a terminal unless --limit says more
         cap = _SCREEN_ROWS if args.limit is None and sys.stdout.isatty() else None
-        print(df.to_string(index=False, max_rows=cap))
+        print(_flat_frame(df).to_string(index=False, max_rows=cap))
         if cap is not None and len(df) > cap:
             print(
                 f"showing {cap} of {len(df)} rows; use --limit or --output for all",

@@ -232,3 +232,28 @@ def test_a_reader_that_stops_early_ends_the_query_quietly(tmp_path: Path) -> Non
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=60) == 141, err
         assert "Traceback" not in err
+
+
+def test_csv_and_text_show_binary_as_base64_and_lists_as_json(lake: Path, tmp_path: Path) -> None:
+    """Never Python reprs (b'..', [b'..'], None inside lists): the text --json gives."""
+    target = tmp_path / "typed.csv"
+    out = cli(
+        "--store", str(lake), "query", "typed", "--columns", "id,b,bl", "--output", str(target)
+    )
+    assert out.returncode == 0, out.stderr
+    back = pd.read_csv(target, keep_default_na=False).sort_values("id")
+    assert back["b"].tolist() == [base64.b64encode(v).decode() for v in (b"\x00\xff", b"abc")]
+    assert back["bl"].tolist() == [json.dumps([base64.b64encode(b"\xfe").decode()]), "[]"]
+    text = cli("--store", str(lake), "query", "typed", "--columns", "id,b,bl")
+    assert text.returncode == 0, text.stderr
+    assert "b'" not in text.stdout and "AP8=" in text.stdout and '["/g=="]' in text.stdout
+
+
+def test_csv_nulls_inside_lists_are_json_null(tmp_path: Path) -> None:
+    df = pd.DataFrame({"id": [1, 2, 3], "xs": [[1.5, None], None, [float("nan")]]})
+    dk.write_dataset(df, store=str(tmp_path / "lake"), dataset_uuid="l")
+    target = tmp_path / "l.csv"
+    out = cli("--store", str(tmp_path / "lake"), "query", "l", "--output", str(target))
+    assert out.returncode == 0, out.stderr
+    back = pd.read_csv(target, keep_default_na=False).sort_values("id")
+    assert back["xs"].tolist() == ["[1.5,null]", "", "[null]"]
