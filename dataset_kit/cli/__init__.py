@@ -292,6 +292,7 @@ def _parser() -> argparse.ArgumentParser:
     ig.add_argument("--format", choices=["auto", "jsonl", "csv"], default="auto")
     ig.add_argument(
         "--schema",
+        type=_schema_spec,
         default=None,
         help="column types 'col:type,...' (e.g. 'ts:timestamp[s],n:int64'; default: inferred)",
     )
@@ -437,6 +438,28 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
     assert seconds is not None  # only None in, None out
     return seconds
+
+
+def _schema_spec(text: str) -> dict[str, str]:
+    """argparse type of ``ingest --schema``: ``col:type,...`` with Arrow type names."""
+    import pyarrow as pa
+
+    schema: dict[str, str] = {}
+    for item in text.split(","):
+        name, sep, type_name = (part.strip() for part in item.partition(":"))
+        if not sep or not name or not type_name:
+            raise argparse.ArgumentTypeError(f"expected 'column:type', got {item.strip()!r}")
+        if name in schema:
+            raise argparse.ArgumentTypeError(f"column {name!r} is given twice")
+        try:
+            pa.type_for_alias(type_name)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{type_name!r} (column {name!r}) is not an Arrow type name such as int64, "
+                "float64, string, bool, date32, timestamp[s]"
+            ) from None
+        schema[name] = type_name
+    return schema
 
 
 def _column_list(text: str) -> list[str]:
@@ -796,16 +819,6 @@ def _query(args: argparse.Namespace, store: Any) -> int:
 def _ingest(args: argparse.Namespace, store: Any) -> int:
     from dataset_kit.pipelines.ingest import STATE_KEY, ingest_files
 
-    schema: dict[str, str] | None = None
-    if args.schema is not None:
-        schema = {}
-        for item in args.schema.split(","):
-            name, sep, type_name = item.partition(":")
-            if not sep or not name.strip() or not type_name.strip():
-                raise exc.InvalidInputError(
-                    f"--schema: expected 'column:type', got {item.strip()!r}"
-                )
-            schema[name.strip()] = type_name.strip()
     meta = _compute(
         args,
         ingest_files(
@@ -813,7 +826,7 @@ def _ingest(args: argparse.Namespace, store: Any) -> int:
             store=store,
             dataset_uuid=args.dataset,
             format=args.format,
-            schema=schema,
+            schema=args.schema,
             blocksize=args.blocksize,
             delimiter=args.delimiter,
             header=not args.no_header,

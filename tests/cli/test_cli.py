@@ -135,6 +135,9 @@ def test_delete_needs_yes(store: Path) -> None:
         (["gc", "sales", "--keep-versions", "0"], 2),
         (["expire-versions", "sales", "--retention", "soon"], 2),
         (["ingest", "logs", "x.jsonl", "--blocksize", "lots"], 2),
+        (["ingest", "logs", "x.jsonl", "--schema", "day"], 2),
+        (["ingest", "logs", "x.jsonl", "--schema", "n:int65"], 2),
+        (["ingest", "logs", "x.jsonl", "--schema", "n:int64,n:string"], 2),
         (["query", "sales", "--limit", "-1"], 2),
     ],
 )
@@ -442,7 +445,9 @@ def test_ingest_command(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "2 rows" in out.stdout and "1 bad lines set aside under t.quarantine/" in out.stdout
     out = cli("--store", lake, "ingest", "u", str(bad), "--schema", "id")
-    assert out.returncode == 5 and "--schema: expected 'column:type'" in out.stderr
+    assert out.returncode == 2 and "--schema: expected 'column:type'" in out.stderr
+    out = cli("--store", lake, "ingest", "u", str(bad), "--schema", "id:int65")
+    assert out.returncode == 2 and "'int65' (column 'id') is not an Arrow type" in out.stderr
     out = cli("--store", lake, "ingest", "u", str(tmp_path / "missing.jsonl"))
     assert out.returncode == 9 and "does not exist" in out.stderr
 
