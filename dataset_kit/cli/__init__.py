@@ -254,8 +254,8 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="EXPR",
         help="'col OP value' with OP one of == != < <= > >= in 'not in' (values of in: "
-        "comma-separated); repeat to AND; values are parsed by the column's type and may "
-        "be quoted with matching ' or \"",
+        "comma-separated); repeat to AND; values are parsed by the column's type (binary: "
+        "base64, as --json prints it) and may be quoted with matching ' or \"",
     )
     qu.add_argument(
         "--filter", default=None, help='predicates as JSON DNF: [[["col", "==", 1]], ...]'
@@ -587,7 +587,12 @@ _OPS = ("not in", "==", "!=", "<=", ">=", "<", ">", "in")
 
 
 def _text_value(text: str, t: Any, column: str) -> Any:
-    """A command-line value parsed as the Python value of a column of Arrow type ``t``."""
+    """A command-line value parsed as the Python value of a column of Arrow type ``t``.
+
+    Binary values are given in base64, the form ``--json`` and CSV output print.
+    """
+    import base64
+    import binascii
     import datetime as dt
     import decimal
 
@@ -596,6 +601,7 @@ def _text_value(text: str, t: Any, column: str) -> Any:
 
     if pa.types.is_dictionary(t):
         t = t.value_type
+    binary = pa.types.is_binary(t) or pa.types.is_large_binary(t)
     try:
         if pa.types.is_boolean(t):
             lowered = text.lower()
@@ -612,9 +618,12 @@ def _text_value(text: str, t: Any, column: str) -> Any:
             return dt.date.fromisoformat(text)
         if pa.types.is_timestamp(t):
             return pd.Timestamp(text)
-    except (ValueError, decimal.InvalidOperation) as error:
+        if binary:
+            return base64.b64decode(text, validate=True)
+    except (ValueError, decimal.InvalidOperation, binascii.Error) as error:
+        how = ", given in base64" if binary else ""
         raise exc.PredicateError(
-            f"--where: {text!r} is not a value of column {column!r} ({t})"
+            f"--where: {text!r} is not a value of column {column!r} ({t}{how})"
         ) from error
     return text
 

@@ -257,3 +257,15 @@ def test_csv_nulls_inside_lists_are_json_null(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     back = pd.read_csv(target, keep_default_na=False).sort_values("id")
     assert back["xs"].tolist() == ["[1.5,null]", "", "[null]"]
+
+
+def test_where_takes_binary_values_in_base64(lake: Path) -> None:
+    """The form --json and CSV print, so a value can be copied from the output."""
+    base = ("--store", str(lake), "--json", "query", "typed", "--columns", "id")
+    out = cli(*base, "--where", "b == AP8=")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [{"id": 1}]
+    both = cli(*base, "--where", "b in AP8=,YWJj")
+    assert sorted(r["id"] for r in json.loads(both.stdout)) == [1, 2]
+    bad = cli(*base, "--where", "b == abc!")
+    assert bad.returncode == 5 and "given in base64" in bad.stderr, bad.stderr
