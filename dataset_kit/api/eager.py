@@ -521,6 +521,11 @@ def delete_dataset(*, store: StoreInput, dataset_uuid: str) -> None:
     are replaced by small stubs rather than deleted, so their version numbers are never
     committed again by a writer that planned on them.
 
+    A dataset whose metadata cannot be read (a corrupt pointer or snapshot) is deleted
+    too: its tombstone takes the next free version, and its blobs are those its readable
+    snapshots reference plus those older than the tombstone (on a store without
+    modification times, only the referenced ones).
+
     Raises
     ------
     DatasetNotFoundError
@@ -528,17 +533,23 @@ def delete_dataset(*, store: StoreInput, dataset_uuid: str) -> None:
     """
     kv = open_store(store)
     uuid = naming.validate_uuid(dataset_uuid)
-    base = _commit.resolve(kv, uuid)
-    tomb = _commit.commit(
-        kv,
-        uuid,
-        base=base,
-        build=lambda cur: DatasetMetadata(
-            uuid=uuid, table_name=base.meta.table_name, tombstone=True
-        ),
-        on_conflict=lambda old, new: None,
-        operation="delete",
-    )
+    base: _commit.Resolved | None
+    try:
+        base = _commit.resolve(kv, uuid)
+    except MetadataFormatError as error:
+        logger.warning("dataset %s: deleting it although its metadata is unreadable", uuid)
+        base = None
+        tomb = _commit.bury_unreadable(kv, uuid, reason=str(error))
+    if base is not None:
+        table_name = base.meta.table_name
+        tomb = _commit.commit(
+            kv,
+            uuid,
+            base=base,
+            build=lambda cur: DatasetMetadata(uuid=uuid, table_name=table_name, tombstone=True),
+            on_conflict=lambda old, new: None,
+            operation="delete",
+        )
     kv.delete(naming.pointer_key(uuid))
     kv.delete(naming.pointer_msgpack_key(uuid))
     assert tomb.version is not None
@@ -555,9 +566,10 @@ def delete_dataset(*, store: StoreInput, dataset_uuid: str) -> None:
     snapshots = {i.key: naming.parse_snapshot_key(uuid, i.key) for i in infos}
     # what the deleted history referenced is certainly ours, whatever its age (a store
     # with coarse or no modification times cannot tell the last commit's blobs apart)
-    old_refs = set(_gc.references(base.meta))
+    old_refs = set(_gc.references(base.meta)) if base is not None else set()
     old_refs.update(_old_history_references(kv, uuid, tomb.version, snapshots))
-    common = naming.common_metadata_key(uuid, base.meta.table_name)
+    # unreadable: the table's name is unknown, so its schema file goes by age like a blob
+    common = naming.common_metadata_key(uuid, table_name) if base is not None else None
     young = [
         i.key
         for i in infos
@@ -578,7 +590,7 @@ def delete_dataset(*, store: StoreInput, dataset_uuid: str) -> None:
     report = kv.delete_many(
         k for k in snapshots if snapshots[k] is None and k not in spare and k != common
     )
-    if common in snapshots:
+    if common is not None and common in snapshots:
         _delete_common_metadata(kv, uuid, tomb.version, common)
     kv.remove_empty_dirs(naming.dataset_prefix(uuid))  # also those a GC left empty
     if report.failed:

@@ -61,6 +61,7 @@ from dataset_kit.store import Capability, Store
 __all__ = [
     "ExpiredVersionError",
     "Resolved",
+    "bury_unreadable",
     "commit",
     "expire",
     "require_atomic",
@@ -642,6 +643,49 @@ def commit(
     raise CommitConflictError(
         f"dataset {dataset_uuid!r}: gave up after {tried} commit attempts "
         "(too many concurrent writers)"
+    )
+
+
+def bury_unreadable(store: Store, dataset_uuid: str, *, reason: str) -> DatasetMetadata:
+    """Commit a tombstone for a dataset whose metadata cannot be read (to delete it).
+
+    Like any commit it takes the next free version create-only, so a writer that planned
+    on an earlier state cannot commit past it, and a new dataset may start its history
+    after it. Unlike :func:`commit` it reads no earlier state and publishes no pointer
+    (the caller deletes the pointer).
+
+    Raises
+    ------
+    CommitConflictError
+        If other writers keep taking the next version.
+    """
+    require_atomic(store)
+    uuid = naming.validate_uuid(dataset_uuid)
+    info = {"id": _uuid.uuid4().hex, "operation": "delete", "unreadable": reason}
+    failures: list[BaseException] = []
+    for attempt in range(DEFAULT_MAX_ATTEMPTS):
+        version = _next_free_version(store, uuid)
+        tomb = (
+            DatasetMetadata(uuid=uuid, table_name=naming.DEFAULT_TABLE, tombstone=True)
+            .with_creation_time()
+            .evolve(
+                version=version,
+                parent=None,
+                history_start=version,
+                commit={**info, "timestamp": _dt.datetime.now(_dt.UTC).isoformat()},
+            )
+        )
+        try:
+            if _create_snapshot(store, tomb):
+                logger.info("dataset %s: unreadable, tombstone at version %d", uuid, version)
+                return tomb
+        except _Retry as retry:
+            failures.append(retry.__cause__ or retry)
+            if len(failures) >= MAX_STORE_FAILURES:
+                _give_up_on_store(uuid, None, failures)
+        _backoff(attempt)
+    raise CommitConflictError(
+        f"dataset {uuid!r}: gave up writing a tombstone (too many concurrent writers)"
     )
 
 

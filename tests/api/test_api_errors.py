@@ -11,6 +11,8 @@ import decimal
 import inspect
 import json
 import math
+import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -209,7 +211,6 @@ _READERS: list[Callable[[Store], Any]] = [
     lambda s: dk.update_dataset(store=s, dataset_uuid=UUID, metadata={"a": 1}),
     lambda s: dk.write_dataset(_frame([4], [9]), store=s, dataset_uuid=UUID, mode="overwrite"),
     lambda s: dk.write_dataset(_frame([4], [9]), store=s, dataset_uuid=UUID),
-    lambda s: dk.delete_dataset(store=s, dataset_uuid=UUID),
 ]
 _READER_IDS = [
     "read",
@@ -219,7 +220,6 @@ _READER_IDS = [
     "update_meta",
     "overwrite",
     "write",
-    "delete",
 ]
 
 
@@ -270,6 +270,55 @@ def test_corrupt_pointer_is_fatal(ds: Seeded, how: str) -> None:
         }, name
     ds.store.put(_POINTER, good)
     pd.testing.assert_frame_equal(_read(ds.store), ds.before)
+
+
+def _assert_deleted_and_reusable(store: Store) -> None:
+    """Gone for every reader, no data or index blob left, and the uuid free again."""
+    assert dk.list_datasets(store) == []
+    _raises(exc.DatasetNotFoundError, dk.open_dataset, store=store, dataset_uuid=UUID)
+    left = list(store.iter_keys(naming.dataset_prefix(UUID)))
+    assert [k for k in left if "/_versions/" not in k] == []
+    dk.write_dataset(_frame([7], [7]), store=store, dataset_uuid=UUID)
+    assert _read(store)["x"].tolist() == [7]
+
+
+@pytest.mark.parametrize("how", _CORRUPTIONS)
+def test_a_dataset_with_a_corrupt_pointer_can_be_deleted(ds: Seeded, how: str) -> None:
+    """Unreadable for everything else, yet an explicit delete removes it (the CLI's
+    ``delete --yes``): a tombstone at the next free version, then its blobs."""
+    ds.store.put(_POINTER, _corrupt(ds.store.get(_POINTER), how))
+    dk.delete_dataset(store=ds.store, dataset_uuid=UUID)
+    assert not ds.store.exists(_POINTER)
+    tomb = json.loads(ds.store.get(naming.snapshot_key(UUID, 2)))["dataset_kit"]
+    assert tomb["tombstone"] is True and tomb["commit"]["operation"] == "delete"
+    _assert_deleted_and_reusable(ds.store)
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "version5"])
+def test_a_dataset_with_a_corrupt_newer_snapshot_can_be_deleted(ds: Seeded, how: str) -> None:
+    v1_key = naming.snapshot_key(UUID, 1)
+    ds.store.put(_POINTER, ds.store.get(naming.snapshot_key(UUID, 0)))
+    ds.store.put(v1_key, _corrupt(ds.store.get(v1_key), how))
+    dk.delete_dataset(store=ds.store, dataset_uuid=UUID)
+    _assert_deleted_and_reusable(ds.store)
+
+
+def test_deleting_an_unreadable_dataset_spares_blobs_younger_than_its_tombstone(
+    local_ds: Seeded,
+) -> None:
+    """Without readable metadata its blobs are told apart by age: a blob written after the
+    tombstone (a new dataset's, under the same uuid) survives."""
+    store = local_ds.store
+    store.put(_POINTER, b"{broken")
+    young = f"{UUID}/table/p=9/theirs.parquet"
+    store.put(young, b"a new writer's blob")
+    future = time.time() + 3600
+    os.utime(store.local_path(young), (future, future))  # type: ignore[arg-type]
+    dk.delete_dataset(store=store, dataset_uuid=UUID)
+    assert store.exists(young)
+    left = [k for k in store.iter_keys(naming.dataset_prefix(UUID)) if "/_versions/" not in k]
+    assert left == [young]
+    assert dk.list_datasets(store) == []
 
 
 def test_corrupt_pointer_message_names_dataset(ds: Seeded) -> None:

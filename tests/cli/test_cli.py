@@ -121,6 +121,17 @@ def test_delete_needs_yes(store: Path) -> None:
     assert dk.list_datasets(str(store)) == []
 
 
+def test_delete_yes_removes_a_dataset_whose_pointer_is_corrupt(store: Path) -> None:
+    (store / "sales.by-dataset-metadata.json").write_bytes(b"{truncated")
+    info = cli("--store", str(store), "info", "sales")
+    assert info.returncode == 5 and "MetadataFormatError" in info.stderr
+    refused = cli("--store", str(store), "delete", "sales")
+    assert refused.returncode == 7 and dk.list_datasets(str(store)) == ["sales"]
+    done = cli("--store", str(store), "delete", "sales", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert dk.list_datasets(str(store)) == [] and not list(store.rglob("*.parquet"))
+
+
 @pytest.mark.parametrize(
     ("args", "code"),
     [
