@@ -353,6 +353,10 @@ class Runner:
                     "error_type": "Timeout",
                     "error": f"no result after {self.args.timeout:g} s",
                 }
+            except BaseException:  # interrupted (Ctrl-C, SIGTERM): the child goes too
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
         wall = time.perf_counter() - start
         if not result_file.exists():
             tail = log_file.read_text(errors="replace")[-1500:]
@@ -572,6 +576,16 @@ def load_text(load: tuple[float, float, float]) -> str:
     return " / ".join(f"{v:.2f}" for v in load)
 
 
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so that the running child is killed and the work
+    directory (gigabytes of datasets) is removed, as after Ctrl-C."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = parse_args(argv)
@@ -652,4 +666,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    _exit_on_sigterm()
     sys.exit(main())
