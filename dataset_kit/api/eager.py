@@ -540,13 +540,15 @@ def delete_dataset(*, store: StoreInput, dataset_uuid: str) -> None:
         logger.warning("dataset %s: deleting it although its metadata is unreadable", uuid)
         base = None
         tomb = _commit.bury_unreadable(kv, uuid, reason=str(error))
-    if base is not None:
-        table_name = base.meta.table_name
+    else:
+        meta = base.meta
         tomb = _commit.commit(
             kv,
             uuid,
             base=base,
-            build=lambda cur: DatasetMetadata(uuid=uuid, table_name=table_name, tombstone=True),
+            build=lambda cur: DatasetMetadata(
+                uuid=uuid, table_name=meta.table_name, tombstone=True
+            ),
             on_conflict=lambda old, new: None,
             operation="delete",
         )
@@ -569,7 +571,7 @@ def delete_dataset(*, store: StoreInput, dataset_uuid: str) -> None:
     old_refs = set(_gc.references(base.meta)) if base is not None else set()
     old_refs.update(_old_history_references(kv, uuid, tomb.version, snapshots))
     # unreadable: the table's name is unknown, so its schema file goes by age like a blob
-    common = naming.common_metadata_key(uuid, table_name) if base is not None else None
+    common = naming.common_metadata_key(uuid, base.meta.table_name) if base is not None else None
     young = [
         i.key
         for i in infos

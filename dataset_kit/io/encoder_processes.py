@@ -12,7 +12,7 @@ too, so a helper that is slow to start only takes fewer chunks.
 
 Protocol (pickle frames with a length prefix, over the helper's stdin and stdout): the
 parent sends the writer (a picklable object with a ``write_many`` method, such as
-:class:`dataset_kit.io.write.BlobWriter`), then chunk frames (the rows of the chunk as an
+:class:`dataset_kit.io.blobs.BlobWriter`), then chunk frames (the rows of the chunk as an
 Arrow IPC stream plus the partition values); the helper answers each chunk with the
 partitions it wrote, or with an error text. Failure of any kind in a helper (it cannot
 start, dies, answers garbage) is never fatal: its chunk is written again by the caller,
