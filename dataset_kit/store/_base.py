@@ -419,8 +419,10 @@ class Store(abc.ABC):
         """Copy blob ``src`` of ``source`` to ``dst`` in this store; return dst's info.
 
         The copy is made inside the storage service where the two stores allow it: within
-        one store with ``SERVER_COPY``, and between two Azure containers (or prefixes) of
-        one storage account. Otherwise the bytes pass through this process.
+        one store with ``SERVER_COPY``, between two Azure containers (or prefixes) of
+        one storage account, and between two local filesystem stores (a file copied to
+        another by the kernel, in constant memory). Otherwise the bytes pass through
+        this process.
 
         Parameters
         ----------

@@ -83,18 +83,55 @@ def test_default_copy_nodes_follow_the_store_kind(live: LocalStore, vault: Local
     pd.testing.assert_frame_equal(table(vault), table(live))
 
 
-def test_copies_into_a_local_filesystem_use_two_threads_per_node(
-    live: LocalStore, vault: LocalStore
+def test_copies_into_a_local_filesystem_add_a_thread_when_the_first_waits(
+    live: LocalStore, vault: LocalStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A file's creation waits on the file system's journal: two threads per node (a
-    memory store, pure CPU under the GIL, copies on the node's own thread)."""
+    """A node copies its first blobs on its own thread, timing them: puts that wait (on
+    a file system's journal; here a sleep) send the rest to two threads. A memory store,
+    pure CPU under the GIL, copies on the node's own thread."""
+    from dataset_kit.io import backup as io_backup
+
+    monkeypatch.setattr(io_backup, "LOCAL_COPY_PROBE", 4)
     local = ThreadRecordingStore(vault, put_delay=0.02)  # overlapping puts: both threads work
     dk.pipelines.backup(UUID, source=live, target=local).compute(scheduler="sync")
-    assert len(local.threads) == 2 and all(t.startswith("dk-io") for t in local.threads)
+    assert threading.current_thread().name in local.threads
+    assert len(local.threads) == 3 and sum(t.startswith("dk-io") for t in local.threads) == 2
     pd.testing.assert_frame_equal(table(vault), table(live))
     memory = ThreadRecordingStore(dk.open_store("memory://"))
     dk.pipelines.backup(UUID, source=live, target=memory).compute(scheduler="sync")
     assert memory.threads == {threading.current_thread().name}
+
+
+def test_local_copies_that_keep_the_cpu_busy_stay_on_one_thread(
+    live: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the first copies spent their wall time on the CPU (GIL-bound work, where a
+    second thread only contends), the rest stay on the node's thread; the thread's CPU
+    clock is made to follow the wall clock, as it does for such copies."""
+    import types
+
+    from dataset_kit.io import backup as io_backup
+
+    clock = types.SimpleNamespace(perf_counter=time.perf_counter, thread_time=time.perf_counter)
+    monkeypatch.setattr(io_backup, "time", clock)
+    monkeypatch.setattr(io_backup, "LOCAL_COPY_PROBE", 4)
+    local = ThreadRecordingStore(LocalStore(tmp_path / "v"), put_delay=0.02)
+    assert dk.pipelines.backup(UUID, source=live, target=local).compute(scheduler="sync").copied
+    assert local.threads == {threading.current_thread().name}
+
+
+def test_big_local_copies_run_on_two_threads_from_the_start(
+    live: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blobs big enough on average (a kernel copy that runs outside the GIL) need no
+    probe: two threads from the first blob."""
+    from dataset_kit.io import backup as io_backup
+
+    monkeypatch.setattr(io_backup, "LOCAL_COPY_PROBE", 10_000)  # no probe would decide
+    monkeypatch.setattr(io_backup, "LOCAL_PARALLEL_COPY_BYTES", 1)
+    local = ThreadRecordingStore(LocalStore(tmp_path / "v"), put_delay=0.02)
+    dk.pipelines.backup(UUID, source=live, target=local).compute(scheduler="sync")
+    assert len(local.threads) == 2 and all(t.startswith("dk-io") for t in local.threads)
 
 
 def test_network_stores_copy_and_verify_on_many_threads_per_node(

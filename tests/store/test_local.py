@@ -216,6 +216,132 @@ def test_copy_is_a_real_copy_not_a_hardlink(store: LocalStore, root: Path) -> No
     assert store.get("src") == b"original"
 
 
+def test_copy_from_another_local_store_copies_the_file_in_the_kernel(
+    store: LocalStore, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy between local stores is one file copied to another, not a get and a put:
+    memory stays flat whatever the blob's size, and nothing is read through ``get``."""
+    import tracemalloc
+
+    other = LocalStore(tmp_path / "other")
+    payload = os.urandom(1 << 20) * 24  # 24 MiB
+    other.put("part=1/blob", payload)
+    reads: list[str] = []
+    monkeypatch.setattr(other, "_get", lambda key: reads.append(key) or b"")
+    tracemalloc.start()
+    try:
+        info = store.copy_from(other, "part=1/blob", "copy/blob")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert reads == []
+    assert peak < 2 << 20, f"the copy allocated {peak} bytes"
+    assert info == store.stat("copy/blob") and info.size == len(payload)
+    assert store.get("copy/blob") == payload
+    assert _all_files(root) == ["copy/blob"]  # no temporary file left
+    assert (root / "copy/blob").stat().st_ino != (tmp_path / "other/part=1/blob").stat().st_ino
+    # within one store, create-only too
+    assert store.copy("copy/blob", "again", if_absent=True).size == len(payload)
+    with pytest.raises(KeyExistsError):
+        store.copy("copy/blob", "again", if_absent=True)
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    ["refuses", "stops early", "absent"],
+)
+def test_copy_from_without_a_kernel_copy_reads_and_writes(
+    store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel: str
+) -> None:
+    """Where copy_file_range is refused (another file system type, an old kernel),
+    stops early, or does not exist (Windows), the rest is copied by reads and writes."""
+    import errno
+
+    import dataset_kit.store.local as local
+
+    other = LocalStore(tmp_path / "other")
+    payload = os.urandom(3 * local._COPY_CHUNK + 123)
+    other.put("blob", payload)
+    real = os.copy_file_range
+    calls: list[int] = []
+
+    def refusing(src: int, dst: int, count: int) -> int:
+        calls.append(count)
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    def stopping(src: int, dst: int, count: int) -> int:
+        calls.append(count)
+        return real(src, dst, 1000) if len(calls) == 1 else 0  # 1,000 bytes, then "done"
+
+    fake = {"refuses": refusing, "stops early": stopping, "absent": None}[kernel]
+    monkeypatch.setattr(local, "_copy_file_range", fake)
+    info = store.copy_from(other, "blob", "dir/blob")
+    assert info.size == len(payload) and store.get("dir/blob") == payload
+    assert len(calls) == {"refuses": 1, "stops early": 2, "absent": 0}[kernel]
+    assert _all_files(Path(store.root)) == ["dir/blob"]
+
+
+def test_copy_from_a_source_that_shrinks_meanwhile_writes_nothing(
+    store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file truncated in place during the copy (not by a store: stores replace files)
+    fails the copy with StoreError; no partial blob appears at the target."""
+    import dataset_kit.store.local as local
+
+    other = LocalStore(tmp_path / "other")
+    other.put("blob", b"x" * 10_000)
+    real = os.copy_file_range
+
+    def truncating(src: int, dst: int, count: int) -> int:
+        os.truncate(tmp_path / "other" / "blob", 100)
+        return real(src, dst, count)
+
+    monkeypatch.setattr(local, "_copy_file_range", truncating)
+    with pytest.raises(StoreError, match="ended after 100 of its 10000 bytes") as err:
+        store.copy_from(other, "blob", "dir/blob")
+    assert not isinstance(err.value, KeyNotFoundError)
+    assert not store.exists("dir/blob")
+    assert _all_files(Path(store.root)) == []
+
+
+def test_copy_from_what_is_no_blob_at_the_source(store: LocalStore, tmp_path: Path) -> None:
+    """A missing key, a directory (a prefix of other keys) and a FIFO (opened without
+    hanging) are not found; a symlink out of the source's root is refused."""
+    other = LocalStore(tmp_path / "other")
+    other.put("dir/blob", b"data")
+    os.mkfifo(tmp_path / "other" / "fifo")
+    (tmp_path / "secret").write_bytes(b"secret")
+    (tmp_path / "other" / "leak").symlink_to(tmp_path / "secret")
+    for key in ("missing", "dir", "fifo", "dir/blob/below"):
+        with pytest.raises(KeyNotFoundError) as err:
+            store.copy_from(other, key, "copy")
+        assert err.value.key == key
+    with pytest.raises(InvalidKeyError, match="outside the store root"):
+        store.copy_from(other, "leak", "copy")
+    assert _all_files(Path(store.root)) == []
+
+
+def test_copy_from_reads_through_wrappers_that_hook_reads(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """Through a wrapper that only counts reads the file is copied directly (no ``get``
+    counted); a fault-injecting wrapper's failures still apply to the copy."""
+    from dataset_kit.exceptions import StoreUnavailableError
+    from dataset_kit.store import CountingStore, FaultInjectingStore
+
+    other = LocalStore(tmp_path / "other")
+    other.put("blob", b"payload")
+    counted = CountingStore(other)
+    assert store.copy_from(counted, "blob", "a").size == 7
+    assert counted.counts.get("get", 0) == 0
+    assert store._copies_inside(counted)
+    faulty = FaultInjectingStore(other, fail_rate=1.0, seed=1, operations=frozenset({"get"}))
+    assert not store._copies_inside(faulty)
+    with pytest.raises(StoreUnavailableError):
+        store.copy_from(faulty, "blob", "b")
+    assert sorted(store.iter_keys()) == ["a"]
+
+
 def test_link_from_hard_links_across_stores_of_one_file_system(
     store: LocalStore, root: Path, tmp_path: Path
 ) -> None:
