@@ -9,13 +9,15 @@ pass ``threads=``.)
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from dataset_kit.store import Capability, Store
 
-__all__ = ["IO_THREADS", "io_map"]
+__all__ = ["IO_THREADS", "ByteBudget", "io_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -48,3 +50,49 @@ def io_map(
             yield from pool.map(func, items)
     else:
         yield from map(func, items)
+
+
+class ByteBudget:
+    """Let the threads that share it hold at most ``limit`` bytes at once.
+
+    :meth:`hold` waits until its bytes fit; a request above ``limit`` waits until
+    nothing else is held and then runs alone. ``peak`` is the most ever held.
+
+    Examples
+    --------
+    >>> budget = ByteBudget(100)
+    >>> with budget.hold(60):
+    ...     budget.held
+    60
+    >>> with budget.hold(500):  # more than the limit: alone, counted as the limit
+    ...     budget.held
+    100
+    >>> budget.held, budget.peak
+    (0, 100)
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        self.limit = limit
+        self.held = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        """Hold ``nbytes`` (at most ``limit``) while the block runs."""
+        n = min(nbytes, self.limit)
+        if n <= 0:
+            yield
+            return
+        with self._cond:
+            self._cond.wait_for(lambda: self.held + n <= self.limit)
+            self.held += n
+            self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.held -= n
+                self._cond.notify_all()

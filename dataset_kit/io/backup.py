@@ -39,7 +39,7 @@ from dataset_kit.exceptions import (
     StoreError,
 )
 from dataset_kit.io import commit as _commit
-from dataset_kit.io._concurrent import io_map
+from dataset_kit.io._concurrent import ByteBudget, io_map
 from dataset_kit.io.gc import references
 from dataset_kit.store import BlobInfo, Capability, Store
 
@@ -629,6 +629,14 @@ def _local_copies(
     return out
 
 
+#: Most bytes of blob content one copy node holds in memory at once. A copy that passes
+#: through this process (from a local file to Azure, between storage accounts) holds
+#: its blob, and so does each read of a checksum check: with 16 threads per node, 1 GiB
+#: blobs would otherwise need 16 GiB. Copies wait for room; a bigger blob runs alone.
+#: Copies inside a service or by the kernel hold nothing here.
+COPY_MEMORY_BYTES = 512 * 2**20
+
+
 def _local_target(source: Store, target: Store) -> bool:
     """Whether copies go into a local filesystem and neither store does network I/O."""
     if any(Capability.CONCURRENT_IO in s.capabilities for s in (source, target)):
@@ -654,6 +662,8 @@ def copy_blobs(
     """
     result = CopyResult()
     linked: list[str] = []  # list.append is atomic: the copy threads share it
+    budget = ByteBudget(COPY_MEMORY_BYTES)
+    through_here = not target._copies_inside(source)
 
     def copy_one(blob: BlobCopy) -> str | None:
         """Copy and check one blob; the error text, or None."""
@@ -665,13 +675,17 @@ def copy_blobs(
                 listed = (
                     None if blob.etag is None else BlobInfo(blob.src, blob.size, 0.0, blob.etag)
                 )
-                info = target.copy_from(source, blob.src, blob.dst, source_info=listed)
+                with budget.hold(blob.size if through_here else 0):
+                    info = target.copy_from(source, blob.src, blob.dst, source_info=listed)
             if info.size != blob.size:
                 raise StoreError(f"copied {info.size} bytes, expected {blob.size}", key=blob.dst)
             if check == "checksum":
-                want = _digest(source.get(blob.src))
-                if _digest(target.get(blob.dst)) != want:
-                    raise StoreError("checksum of the copy differs from the source", key=blob.dst)
+                with budget.hold(blob.size):  # one blob at a time: its digest, then the other
+                    want = _digest(source.get(blob.src))
+                    if _digest(target.get(blob.dst)) != want:
+                        raise StoreError(
+                            "checksum of the copy differs from the source", key=blob.dst
+                        )
         except Exception as exc:  # reported per key; the caller decides
             return f"{type(exc).__name__}: {exc}"
         return None

@@ -134,6 +134,61 @@ def test_big_local_copies_run_on_two_threads_from_the_start(
     assert len(local.threads) == 2 and all(t.startswith("dk-io") for t in local.threads)
 
 
+class _BytesInPut(DelegatingStore):
+    """A network store whose data-blob puts take 20 ms; records the most bytes that
+    were inside puts at once (bytes a copy through this process holds)."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner, capabilities=inner.capabilities | {Capability.CONCURRENT_IO})
+        self.lock = threading.Lock()
+        self.now = self.most = self.most_calls = self.calls = 0
+
+    def _put(
+        self, key: str, data: bytes | memoryview, *, if_absent: bool, if_match: str | None
+    ) -> BlobInfo:
+        if not key.endswith(".parquet"):
+            return super()._put(key, data, if_absent=if_absent, if_match=if_match)
+        with self.lock:
+            self.now += len(data)
+            self.calls += 1
+            self.most = max(self.most, self.now)
+            self.most_calls = max(self.most_calls, self.calls)
+        try:
+            time.sleep(0.02)
+            return super()._put(key, data, if_absent=if_absent, if_match=if_match)
+        finally:
+            with self.lock:
+                self.now -= len(data)
+                self.calls -= 1
+
+
+@pytest.mark.parametrize("check", ["size", "checksum"])
+def test_copies_through_this_process_hold_a_bounded_number_of_bytes(
+    live: LocalStore, vault: LocalStore, monkeypatch: pytest.MonkeyPatch, check: str
+) -> None:
+    """16 threads per node on a network store, but the blobs in flight never exceed the
+    node's memory budget (COPY_MEMORY_BYTES); a blob above the budget runs alone."""
+    from dataset_kit.io import backup as io_backup
+
+    sizes = [info.size for info in live.iter_infos(UUID) if info.key.endswith(".parquet")]
+    limit = 3 * max(sizes)
+    monkeypatch.setattr(io_backup, "COPY_MEMORY_BYTES", limit)
+    network = _BytesInPut(vault)
+    report = dk.pipelines.backup(
+        UUID, source=live, target=network, batch_size=22, check=check
+    ).compute(scheduler="sync")
+    assert report.copied == 22
+    assert 1 < network.most_calls and network.most <= limit
+    pd.testing.assert_frame_equal(table(vault), table(live))
+
+    monkeypatch.setattr(io_backup, "COPY_MEMORY_BYTES", 1)  # every blob is bigger
+    alone = _BytesInPut(LocalStore(Path(vault.root).parent / "alone"))
+    report = dk.pipelines.backup(UUID, source=live, target=alone, batch_size=22).compute(
+        scheduler="sync"
+    )
+    assert report.copied == 22 and alone.most_calls == 1
+
+
 def test_network_stores_copy_and_verify_on_many_threads_per_node(
     live: LocalStore, vault: LocalStore
 ) -> None:
