@@ -337,7 +337,7 @@ def _parser() -> argparse.ArgumentParser:
     which = ve.add_mutually_exclusive_group()
     which.add_argument("--all-versions", action="store_true", help="every retained version")
     which.add_argument("--version", type=int, default=None, help="this version (the newest)")
-    ve.add_argument("--deep", action="store_true", help="also parse every Parquet footer")
+    ve.add_argument("--deep", action="store_true", help="also read and decode every blob")
     de = sub.add_parser(
         "delete", help="delete a dataset (asks on a terminal; elsewhere refused without --yes)"
     )

@@ -520,8 +520,10 @@ def verify(
     version
         Check just this version.
     deep
-        Also read each blob's Parquet footer and compare its row count with the record
-        (reads every blob; the default only checks existence and size).
+        Also read and decode every blob (one row group at a time, checking page
+        checksums where the writer stored them) and compare its rows with the record.
+        Reads every blob and costs the CPU of a full read; the default only checks
+        existence and size.
     batch_size, storage_concurrency
         Blobs per node; most concurrent store requests.
 

@@ -712,6 +712,26 @@ def test_verify_finds_corrupt_and_truncated_blobs(live: LocalStore) -> None:
     assert set(deep.corrupt) == {keys[0], keys[1]} and not deep.ok
 
 
+def test_deep_verify_decodes_the_data_not_only_the_footer(live: LocalStore) -> None:
+    """Garbage between an intact header and an intact footer (the blob's data pages) is
+    found by decoding: the footer alone would parse, with the recorded row count."""
+    import pyarrow.parquet as pq
+
+    keys = list(dk.open_dataset(store=live, dataset_uuid=UUID).meta.partitions.values())
+    path = live.local_path(keys[0])
+    assert path is not None
+    data = Path(path).read_bytes()
+    footer_len = int.from_bytes(data[-8:-4], "little")
+    body = len(data) - 8 - footer_len
+    with open(path, "r+b") as fh:
+        fh.seek(4)
+        fh.write(b"\xff" * (body - 4))
+    assert pq.read_metadata(path).num_rows == 1  # the footer still parses
+    report = dk.pipelines.verify(UUID, store=live, deep=True).compute()
+    assert list(report.corrupt) == [keys[0]] and "unreadable Parquet" in report.corrupt[keys[0]]
+    assert report.checked == 22 and not report.missing
+
+
 def test_restore_into_a_lost_dataset_recreates_its_history(
     live: LocalStore, vault: LocalStore, tmp_path: Path
 ) -> None:
