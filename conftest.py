@@ -12,6 +12,13 @@ import pytest
 
 import dataset_kit as dk
 
+# Loaded before pytest collects the package's modules for their doctests: importing a
+# module file that is not loaded yet (--import-mode=importlib) sets it as an attribute
+# of its package, and dataset_kit.pipelines.backup / .repartition would then shadow the
+# functions of those names (``dk.pipelines.backup(...)``: "'module' object is not
+# callable") whenever no test module had imported the pipelines first.
+import dataset_kit.pipelines
+
 
 @pytest.fixture(autouse=True)
 def _doctest_namespace(doctest_namespace: dict[str, object]) -> None:
