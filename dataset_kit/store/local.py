@@ -132,32 +132,41 @@ def _copier(src_fd: int, size: int, src: str, dst: str) -> Callable[[int], None]
     whatever the file's size)."""
 
     def fill(fd: int) -> None:
-        left = size
+        # explicit source offsets: a second call (on another temporary file) starts
+        # over, whatever a first one did
+        done = 0
         if _copy_file_range is not None:
             try:
-                while left > 0:
-                    done = _copy_file_range(src_fd, fd, min(left, _KERNEL_COPY_MAX))
-                    if not done:
+                while done < size:
+                    n = _copy_file_range(src_fd, fd, min(size - done, _KERNEL_COPY_MAX), done)
+                    if not n:
                         break  # a file system that stops early: read the rest
-                    left -= done
+                    done += n
             except OSError as exc:
                 if exc.errno not in _NO_KERNEL_COPY_ERRNOS:
                     raise
-        # the rest (all of it where the kernel cannot copy) by reads and writes, from
-        # where the kernel stopped: both descriptors' offsets moved with it
-        while left > 0 and (chunk := os.read(src_fd, min(left, _COPY_CHUNK))):
+        # the rest (all of it where the kernel cannot copy) by reads and writes
+        while done < size and (chunk := _read_at(src_fd, min(size - done, _COPY_CHUNK), done)):
             view = memoryview(chunk)
-            left -= len(view)
+            done += len(view)
             while view:
                 view = view[os.write(fd, view) :]
-        if left:  # the file shrank: written into by someone else, not by a store
+        if done < size:  # the file shrank: written into by someone else, not by a store
             raise StoreError(
-                f"copy {src!r} -> {dst!r}: the source ended after {size - left} of its "
+                f"copy {src!r} -> {dst!r}: the source ended after {done} of its "
                 f"{size} bytes (changed in place meanwhile); nothing was written",
                 key=dst,
             )
 
     return fill
+
+
+def _read_at(fd: int, length: int, offset: int) -> bytes:
+    """``os.pread`` (where it is missing, a seek and a read)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, length, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows
+    return os.read(fd, length)  # pragma: no cover - Windows
 
 
 def _translate_oserror(exc: OSError, op: str, key: str) -> StoreError:

@@ -265,13 +265,13 @@ def test_copy_from_without_a_kernel_copy_reads_and_writes(
     real = os.copy_file_range
     calls: list[int] = []
 
-    def refusing(src: int, dst: int, count: int) -> int:
+    def refusing(src: int, dst: int, count: int, offset: int) -> int:
         calls.append(count)
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
 
-    def stopping(src: int, dst: int, count: int) -> int:
-        calls.append(count)
-        return real(src, dst, 1000) if len(calls) == 1 else 0  # 1,000 bytes, then "done"
+    def stopping(src: int, dst: int, count: int, offset: int) -> int:
+        calls.append(count)  # 1,000 bytes, then "done"
+        return real(src, dst, 1000, offset) if len(calls) == 1 else 0
 
     fake = {"refuses": refusing, "stops early": stopping, "absent": None}[kernel]
     monkeypatch.setattr(local, "_copy_file_range", fake)
@@ -279,6 +279,17 @@ def test_copy_from_without_a_kernel_copy_reads_and_writes(
     assert info.size == len(payload) and store.get("dir/blob") == payload
     assert len(calls) == {"refuses": 1, "stops early": 2, "absent": 0}[kernel]
     assert _all_files(Path(store.root)) == ["dir/blob"]
+    # a copier starts over when called again (a put retried on another temporary file)
+    src_fd = os.open(tmp_path / "other" / "blob", os.O_RDONLY)
+    try:
+        fill = local._copier(src_fd, len(payload), "blob", "again")
+        for name in ("first", "second"):
+            calls.clear()
+            with open(tmp_path / name, "wb") as out:
+                fill(out.fileno())
+            assert (tmp_path / name).read_bytes() == payload
+    finally:
+        os.close(src_fd)
 
 
 def test_copy_from_a_source_that_shrinks_meanwhile_writes_nothing(
@@ -292,9 +303,9 @@ def test_copy_from_a_source_that_shrinks_meanwhile_writes_nothing(
     other.put("blob", b"x" * 10_000)
     real = os.copy_file_range
 
-    def truncating(src: int, dst: int, count: int) -> int:
+    def truncating(src: int, dst: int, count: int, offset: int) -> int:
         os.truncate(tmp_path / "other" / "blob", 100)
-        return real(src, dst, count)
+        return real(src, dst, count, offset)
 
     monkeypatch.setattr(local, "_copy_file_range", truncating)
     with pytest.raises(StoreError, match="ended after 100 of its 10000 bytes") as err:
