@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import hashlib
+import io
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -819,14 +820,58 @@ def blobs_to_verify(metas: Sequence[DatasetMetadata]) -> list[BlobCheck]:
     return sorted(checks.values(), key=lambda c: c.key)
 
 
-def _decoded_rows(data: bytes) -> int:
+#: ``verify(deep=True)`` reads a blob up to this size whole (one request); a bigger one
+#: is decoded from ranged reads, a row group at a time, so its memory is a row group's.
+DEEP_WHOLE_BLOB_BYTES = 64 * 2**20
+
+
+class _RangeFile(io.RawIOBase):
+    """A read-only, seekable file over ``store.get_range`` of one blob of ``size``."""
+
+    def __init__(self, store: Store, key: str, size: int) -> None:
+        super().__init__()
+        self._store, self._key, self._size, self._pos = store, key, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self._size - self._pos)
+        if n <= 0:
+            return 0
+        data = self._store.get_range(self._key, self._pos, n)
+        memoryview(buffer).cast("B")[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+def _deep_source(store: Store, key: str, size: int) -> pa.NativeFile:
+    """A blob to decode: its bytes if small (or the store cannot read ranges), else a
+    file over ranged reads."""
+    if size <= DEEP_WHOLE_BLOB_BYTES or Capability.RANGE_READ not in store.capabilities:
+        return pa.BufferReader(store.get(key))
+    return pa.PythonFile(_RangeFile(store, key, size), mode="r")
+
+
+def _decoded_rows(source: pa.NativeFile) -> int:
     """Decode every row group of a Parquet blob (one at a time, checking the page
     checksums where its writer stored them); return its rows.
 
     Raises ``pa.ArrowInvalid`` if the blob does not decode, or decodes to another
     number of rows than its footer records.
     """
-    blob = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
+    blob = pq.ParquetFile(source, page_checksum_verification=True)
     rows = sum(blob.read_row_group(i).num_rows for i in range(blob.num_row_groups))
     if rows != blob.metadata.num_rows:
         raise pa.ArrowInvalid(f"decoded {rows} rows, the footer records {blob.metadata.num_rows}")
@@ -853,8 +898,8 @@ def verify_blobs(store: Store, checks: Iterable[BlobCheck], *, deep: bool = Fals
             return ("corrupt", f"size {info.size}, recorded {check.size}")
         if deep:
             try:
-                with budget.hold(info.size):
-                    rows = _decoded_rows(store.get(check.key))
+                with budget.hold(min(info.size, DEEP_WHOLE_BLOB_BYTES)):
+                    rows = _decoded_rows(_deep_source(store, check.key, info.size))
             except (pa.ArrowException, StoreError, OSError) as exc:
                 return ("corrupt", f"unreadable Parquet: {exc}")
             if check.rows is not None and rows != check.rows:

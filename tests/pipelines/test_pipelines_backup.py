@@ -732,6 +732,37 @@ def test_deep_verify_decodes_the_data_not_only_the_footer(live: LocalStore) -> N
     assert report.checked == 22 and not report.missing
 
 
+def test_deep_verify_decodes_big_blobs_from_ranged_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob above DEEP_WHOLE_BLOB_BYTES is decoded from ranged reads, a row group at a
+    time (never read whole), and garbage in its data pages is still found."""
+    from dataset_kit.io import backup as io_backup
+    from dataset_kit.store import CountingStore
+
+    store = LocalStore(tmp_path / "big")
+    rows = pd.DataFrame({"p": 1, "x": [float(i) for i in range(20_000)]})
+    dk.write_dataset(rows, store=store, dataset_uuid=UUID, partition_on="p", row_group_size=5_000)
+    (key,) = dk.open_dataset(store=store, dataset_uuid=UUID).meta.partitions.values()
+    size = store.stat(key).size
+    monkeypatch.setattr(io_backup, "DEEP_WHOLE_BLOB_BYTES", size - 1)
+    shallow, deep = CountingStore(store), CountingStore(store)
+    assert dk.pipelines.verify(UUID, store=shallow).compute(scheduler="sync").ok
+    report = dk.pipelines.verify(UUID, store=deep, deep=True).compute(scheduler="sync")
+    assert report.ok and report.checked == 1
+    assert deep.counts["get"] == shallow.counts["get"]  # the metadata only: no whole blob
+    assert shallow.counts["get_range"] == 0 and deep.counts["get_range"] >= 4  # 4 row groups
+    assert 0 < deep.counts["bytes_read"] - shallow.counts["bytes_read"] <= 2 * size
+
+    path = store.local_path(key)
+    assert path is not None
+    with open(path, "r+b") as fh:  # garbage in the second row group's pages
+        fh.seek(size // 3)
+        fh.write(b"\xff" * 2_000)
+    report = dk.pipelines.verify(UUID, store=deep, deep=True).compute(scheduler="sync")
+    assert list(report.corrupt) == [key] and "unreadable Parquet" in report.corrupt[key]
+
+
 def test_restore_into_a_lost_dataset_recreates_its_history(
     live: LocalStore, vault: LocalStore, tmp_path: Path
 ) -> None:

@@ -568,7 +568,15 @@ class KillOnceStore(DelegatingStore):
             reads = sum(1 for p in Path(self.marker_dir).iterdir() if p.name.startswith("read-"))
             killed = Path(self.marker_dir, "killed")
             if reads >= self.kill_at and not killed.exists():
-                killed.write_text(str(os.getpid()))
+                # the marker appears whole, and for one caller only: a second thread of
+                # the same worker that also passed the check used to truncate it
+                # (write_text) just before the kill, leaving it empty
+                mine = Path(self.marker_dir, f"pid-{uuid.uuid4().hex}")
+                mine.write_text(str(os.getpid()))
+                try:
+                    os.link(mine, killed)
+                except FileExistsError:
+                    return super()._get(key)  # another caller kills its worker
                 os.kill(os.getpid(), signal.SIGKILL)
         return super()._get(key)
 
