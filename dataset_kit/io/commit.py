@@ -21,7 +21,6 @@ import hashlib
 import logging
 import operator
 import random
-import struct
 import time
 import uuid as _uuid
 from collections.abc import Callable, Container, Iterator
@@ -29,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dataset_kit.core import naming
 from dataset_kit.core.metadata import (
@@ -55,7 +53,7 @@ from dataset_kit.exceptions import (
     VersionNotFoundError,
 )
 from dataset_kit.io._concurrent import io_map
-from dataset_kit.io.parquet import read_common_metadata, write_common_metadata
+from dataset_kit.io.parquet import read_common_metadata, read_footer, write_common_metadata
 from dataset_kit.store import Capability, Store
 
 __all__ = [
@@ -224,10 +222,6 @@ def expire(store: Store, uuid: str, versions: list[int]) -> None:
         list(pool.map(stub, versions))  # re-raises the first failure
 
 
-#: Bytes read from the end of a data file for its footer (one ranged read, as a rule).
-_FOOTER_PROBE = 65536
-
-
 def _foreign_schema(
     store: Store, meta: DatasetMetadata, ours: DatasetMetadata | None
 ) -> DatasetMetadata:
@@ -265,28 +259,16 @@ def _data_file_schema(store: Store, key: str) -> pa.Schema | None:
     """The schema (with pandas metadata) in a data file's footer; None if it cannot be
     read cheaply (no range reads) or is not a Parquet file: it only decides dtypes.
 
-    Cost: one file open on a local store; a stat and one ranged read of at most 64 KiB
-    elsewhere (a second ranged read for a larger footer).
+    Cost: that of :func:`~dataset_kit.io.parquet.read_footer`.
     """
     if not key.endswith(naming.DATA_SUFFIX):
         return None
     try:
-        if Capability.LOCAL_PATH in store.capabilities:
-            path = store.local_path(key)
-            if path is not None:
-                return pq.read_schema(path)
-        if Capability.RANGE_READ not in store.capabilities:
-            return None
-        size = store.stat(key).size
-        tail = store.get_range(key, max(0, size - _FOOTER_PROBE), _FOOTER_PROBE)
-        if len(tail) < 12 or tail[-4:] != b"PAR1":
-            return None
-        (length,) = struct.unpack("<i", tail[-8:-4])
-        if length <= 0 or length + 8 > size - 4:
-            return None
-        if length + 8 > len(tail):
-            tail = store.get_range(key, size - length - 8, length + 8)
-        return pq.read_schema(pa.BufferReader(b"PAR1" + tail[-(length + 8) :]))
+        if Capability.RANGE_READ not in store.capabilities and (
+            Capability.LOCAL_PATH not in store.capabilities or store.local_path(key) is None
+        ):
+            return None  # a footer would cost reading the whole blob
+        return read_footer(store, key).schema.to_arrow_schema()
     except (KeyNotFoundError, OSError, pa.ArrowException) as exc:
         # a missing or corrupt blob: its read reports it; transient store errors propagate
         # (the schema decides the adoption's commit id: it must not depend on luck)

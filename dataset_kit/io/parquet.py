@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import struct
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -25,6 +26,7 @@ __all__ = [
     "dictionary_columns",
     "read_blob",
     "read_common_metadata",
+    "read_footer",
     "table_to_parquet",
     "write_common_metadata",
 ]
@@ -100,6 +102,49 @@ def _source(store: Store, key: str) -> Any:
         if path is not None:
             return path
     return pa.BufferReader(store.get(key))
+
+
+#: Bytes read from the end of a blob for its footer (one ranged read, as a rule).
+FOOTER_PROBE = 65536
+
+
+def read_footer(store: Store, key: str, *, size: int | None = None) -> pq.FileMetaData:
+    """The Parquet footer of blob ``key``, reading only the blob's tail.
+
+    Cost: one file open on a local store; elsewhere a stat (unless ``size`` is given)
+    and one ranged read of at most :data:`FOOTER_PROBE` bytes (a second one for a larger
+    footer). A store without ranged reads reads the whole blob for each.
+
+    Raises
+    ------
+    KeyNotFoundError, FileNotFoundError
+        If the blob does not exist (the latter on a local store).
+    pyarrow.ArrowInvalid
+        If it is not a Parquet file.
+
+    Examples
+    --------
+    >>> from dataset_kit.store import MemoryStore
+    >>> store = MemoryStore()
+    >>> _ = store.put("t/a.parquet", table_to_parquet(pa.table({"x": [1, 2, 3]})))
+    >>> read_footer(store, "t/a.parquet").num_rows
+    3
+    """
+    if Capability.LOCAL_PATH in store.capabilities:
+        path = store.local_path(key)
+        if path is not None:
+            return pq.read_metadata(path)
+    if size is None:
+        size = store.stat(key).size
+    tail = store.get_range(key, max(0, size - FOOTER_PROBE), FOOTER_PROBE)
+    if len(tail) < 12 or tail[-4:] != b"PAR1":
+        raise pa.ArrowInvalid(f"blob {key!r} is not a Parquet file (no footer)")
+    (length,) = struct.unpack("<i", tail[-8:-4])
+    if length <= 0 or length + 8 > size - 4:
+        raise pa.ArrowInvalid(f"blob {key!r}: a footer of {length} bytes in {size} bytes")
+    if length + 8 > len(tail):
+        tail = store.get_range(key, size - length - 8, length + 8)
+    return pq.read_metadata(pa.BufferReader(b"PAR1" + tail[-(length + 8) :]))
 
 
 def read_blob(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import struct
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -30,7 +29,6 @@ from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dataset_kit.api._ops import as_list, delete_scope_labels
 from dataset_kit.core import naming
@@ -39,6 +37,7 @@ from dataset_kit.core.schema import merge_schemas
 from dataset_kit.exceptions import DataBlobMissingError, InvalidInputError, KeyNotFoundError
 from dataset_kit.io import commit as _commit
 from dataset_kit.io import read as _read
+from dataset_kit.io.parquet import read_footer
 from dataset_kit.io.write import WriteOptions, to_arrow, validate_write_columns
 from dataset_kit.pipelines._job import Job, final_node, task_key
 from dataset_kit.pipelines.compute import (
@@ -50,7 +49,7 @@ from dataset_kit.pipelines.compute import (
     slim_plan,
     write_result,
 )
-from dataset_kit.store import Capability, Store, open_store
+from dataset_kit.store import Store, open_store
 from dataset_kit.throttle import Throttle, as_throttle
 
 __all__ = ["empty_frame", "from_plan", "read_dataset_as_ddf", "update_from_ddf", "write_ddf"]
@@ -177,21 +176,6 @@ def _as_pandas_values(values: Sequence[Any], t: pa.DataType) -> list[Any]:
     return list(arr.to_pandas())
 
 
-def _footer(store: Store, part: _read.PartitionRead, size: int | None) -> pq.FileMetaData:
-    """The Parquet footer of one blob, reading only the file's tail where possible."""
-    if Capability.LOCAL_PATH in store.capabilities:
-        path = store.local_path(part.key)
-        if path is not None:
-            return pq.read_metadata(path)
-    if size is None:
-        size = store.stat(part.key).size
-    tail = store.get_range(part.key, max(0, size - 65536), 65536)
-    (length,) = struct.unpack("<i", tail[-8:-4])
-    if length + 8 > len(tail):
-        tail = store.get_range(part.key, size - length - 8, length + 8)
-    return pq.read_metadata(pa.BufferReader(b"PAR1" + tail[-(length + 8) :]))
-
-
 def _blob_range(
     store: Store, plan: _read.ReadPlan, part: _read.PartitionRead, column: str
 ) -> tuple[Any, Any] | None:
@@ -204,7 +188,7 @@ def _blob_range(
     """
     stats = plan.meta.stats.get(part.label)
     try:
-        md = _footer(store, part, stats[1] if stats is not None else None)
+        md = read_footer(store, part.key, size=stats[1] if stats is not None else None)
     except (KeyNotFoundError, FileNotFoundError) as exc:
         raise DataBlobMissingError(
             f"dataset {plan.meta.uuid!r}: data blob {part.key!r} is referenced but missing"
