@@ -37,6 +37,7 @@ from dataset_kit.exceptions import (
     InvalidInputError,
     KeyNotFoundError,
     MetadataFormatError,
+    PreconditionFailedError,
     StoreError,
 )
 from dataset_kit.io import commit as _commit
@@ -579,8 +580,23 @@ def plan_blobs(
     return blobs, skipped, skipped_bytes
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+#: Blobs up to this size are read whole (one request) to check them: the SHA-256 of
+#: ``check="checksum"``, the decoding of ``verify(deep=True)``. Bigger ones are read in
+#: ranges (chunks of :data:`DIGEST_CHUNK_BYTES`, or a row group at a time), so memory
+#: stays bounded whatever a blob's size.
+WHOLE_BLOB_BYTES = 64 * 2**20
+DIGEST_CHUNK_BYTES = 8 * 2**20
+
+
+def _digest(store: Store, key: str, size: int) -> str:
+    """SHA-256 of the ``size`` bytes of blob ``key`` (read whole, or in chunks if big)."""
+    sha = hashlib.sha256()
+    if size <= WHOLE_BLOB_BYTES or Capability.RANGE_READ not in store.capabilities:
+        sha.update(store.get(key))
+        return sha.hexdigest()
+    for start in range(0, size, DIGEST_CHUNK_BYTES):
+        sha.update(store.get_range(key, start, min(DIGEST_CHUNK_BYTES, size - start)))
+    return sha.hexdigest()
 
 
 def _now() -> str:
@@ -645,6 +661,26 @@ def _local_target(source: Store, target: Store) -> bool:
     return Capability.LOCAL_PATH in target.capabilities
 
 
+def _remove_bad_copy(target: Store, key: str, info: BlobInfo) -> None:
+    """Delete a copy that failed its check, if it is still the one just written.
+
+    Left in place, a copy of the right size would be taken for a good one by the next
+    run, which skips blobs the target holds at their size. The delete is conditional on
+    the copy's etag (a concurrent run may have replaced it with a good copy since);
+    stores without compare-and-swap keep it, and a failure to delete is logged: the
+    backup fails either way.
+    """
+    if Capability.COMPARE_AND_SWAP not in target.capabilities:
+        logger.warning("copy %r failed its check; %r cannot delete it safely", key, target)
+        return
+    try:
+        target.delete(key, if_match=info.etag)
+    except (PreconditionFailedError, KeyNotFoundError):
+        pass  # replaced or removed meanwhile: not ours any more
+    except StoreError as exc:
+        logger.warning("copy %r failed its check and could not be deleted: %s", key, exc)
+
+
 def copy_blobs(
     source: Store,
     target: Store,
@@ -678,15 +714,18 @@ def copy_blobs(
                 )
                 with budget.hold(blob.size if through_here else 0):
                     info = target.copy_from(source, blob.src, blob.dst, source_info=listed)
+            bad = None
             if info.size != blob.size:
-                raise StoreError(f"copied {info.size} bytes, expected {blob.size}", key=blob.dst)
-            if check == "checksum":
-                with budget.hold(blob.size):  # one blob at a time: its digest, then the other
-                    want = _digest(source.get(blob.src))
-                    if _digest(target.get(blob.dst)) != want:
-                        raise StoreError(
-                            "checksum of the copy differs from the source", key=blob.dst
-                        )
+                bad = f"copied {info.size} bytes, expected {blob.size}"
+            elif check == "checksum":
+                # one blob at a time (or a chunk): its digest, then the other's
+                with budget.hold(min(blob.size, WHOLE_BLOB_BYTES)):
+                    want = _digest(source, blob.src, blob.size)
+                    if _digest(target, blob.dst, blob.size) != want:
+                        bad = "checksum of the copy differs from the source"
+            if bad is not None:
+                _remove_bad_copy(target, blob.dst, info)
+                raise StoreError(bad, key=blob.dst)
         except Exception as exc:  # reported per key; the caller decides
             return f"{type(exc).__name__}: {exc}"
         return None
@@ -820,11 +859,6 @@ def blobs_to_verify(metas: Sequence[DatasetMetadata]) -> list[BlobCheck]:
     return sorted(checks.values(), key=lambda c: c.key)
 
 
-#: ``verify(deep=True)`` reads a blob up to this size whole (one request); a bigger one
-#: is decoded from ranged reads, a row group at a time, so its memory is a row group's.
-DEEP_WHOLE_BLOB_BYTES = 64 * 2**20
-
-
 class _RangeFile(io.RawIOBase):
     """A read-only, seekable file over ``store.get_range`` of one blob of ``size``."""
 
@@ -859,7 +893,7 @@ class _RangeFile(io.RawIOBase):
 def _deep_source(store: Store, key: str, size: int) -> pa.NativeFile:
     """A blob to decode: its bytes if small (or the store cannot read ranges), else a
     file over ranged reads."""
-    if size <= DEEP_WHOLE_BLOB_BYTES or Capability.RANGE_READ not in store.capabilities:
+    if size <= WHOLE_BLOB_BYTES or Capability.RANGE_READ not in store.capabilities:
         return pa.BufferReader(store.get(key))
     return pa.PythonFile(_RangeFile(store, key, size), mode="r")
 
@@ -898,7 +932,7 @@ def verify_blobs(store: Store, checks: Iterable[BlobCheck], *, deep: bool = Fals
             return ("corrupt", f"size {info.size}, recorded {check.size}")
         if deep:
             try:
-                with budget.hold(min(info.size, DEEP_WHOLE_BLOB_BYTES)):
+                with budget.hold(min(info.size, WHOLE_BLOB_BYTES)):
                     rows = _decoded_rows(_deep_source(store, check.key, info.size))
             except (pa.ArrowException, StoreError, OSError) as exc:
                 return ("corrupt", f"unreadable Parquet: {exc}")

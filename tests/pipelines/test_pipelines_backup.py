@@ -567,7 +567,19 @@ def test_copy_failures_leave_the_target_unchanged(live: LocalStore, vault: Local
     pd.testing.assert_frame_equal(table(vault), table(live))
 
 
-def test_checksum_check_catches_a_corrupting_copy(live: LocalStore, vault: LocalStore) -> None:
+@pytest.mark.parametrize("read", ["whole", "in chunks"])
+def test_checksum_check_catches_a_corrupting_copy(
+    live: LocalStore, vault: LocalStore, monkeypatch: pytest.MonkeyPatch, read: str
+) -> None:
+    """Read whole, or (blobs above WHOLE_BLOB_BYTES) in ranged chunks of bounded size:
+    a copy that differs in its last byte fails; an intact one passes."""
+    from dataset_kit.io import backup as io_backup
+    from dataset_kit.store import CountingStore
+
+    if read == "in chunks":
+        monkeypatch.setattr(io_backup, "WHOLE_BLOB_BYTES", 100)
+        monkeypatch.setattr(io_backup, "DIGEST_CHUNK_BYTES", 500)
+
     class Corrupting(DelegatingStore):
         def _put(self, key: str, data: Any, *, if_absent: bool, if_match: str | None) -> Any:
             if key.endswith(".parquet"):
@@ -577,6 +589,17 @@ def test_checksum_check_catches_a_corrupting_copy(live: LocalStore, vault: Local
     with pytest.raises(CopyIncompleteError, match="checksum"):
         dk.pipelines.backup(UUID, source=live, target=Corrupting(vault), check="checksum").compute()
     assert dk.list_datasets(vault) == []
+    # the bad copies are gone: the next run, which skips blobs the target holds at their
+    # size, would otherwise commit them (and the backup would not read)
+    assert [k for k in vault.iter_keys() if k.endswith(".parquet")] == []
+
+    source = CountingStore(live)
+    report = dk.pipelines.backup(UUID, source=source, target=vault, check="checksum").compute()
+    assert report.copied == 22
+    if read == "in chunks":  # every data blob (over 500 bytes) in chunks of at most 500
+        assert source.counts["get_range"] >= 2 * 22
+        assert source.counts["get"] < 22  # the metadata's reads only
+    pd.testing.assert_frame_equal(table(vault), table(live))
 
 
 def test_missing_source_blob_is_reported_before_copying(
@@ -735,7 +758,7 @@ def test_deep_verify_decodes_the_data_not_only_the_footer(live: LocalStore) -> N
 def test_deep_verify_decodes_big_blobs_from_ranged_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A blob above DEEP_WHOLE_BLOB_BYTES is decoded from ranged reads, a row group at a
+    """A blob above WHOLE_BLOB_BYTES is decoded from ranged reads, a row group at a
     time (never read whole), and garbage in its data pages is still found."""
     from dataset_kit.io import backup as io_backup
     from dataset_kit.store import CountingStore
@@ -745,7 +768,7 @@ def test_deep_verify_decodes_big_blobs_from_ranged_reads(
     dk.write_dataset(rows, store=store, dataset_uuid=UUID, partition_on="p", row_group_size=5_000)
     (key,) = dk.open_dataset(store=store, dataset_uuid=UUID).meta.partitions.values()
     size = store.stat(key).size
-    monkeypatch.setattr(io_backup, "DEEP_WHOLE_BLOB_BYTES", size - 1)
+    monkeypatch.setattr(io_backup, "WHOLE_BLOB_BYTES", size - 1)
     shallow, deep = CountingStore(store), CountingStore(store)
     assert dk.pipelines.verify(UUID, store=shallow).compute(scheduler="sync").ok
     report = dk.pipelines.verify(UUID, store=deep, deep=True).compute(scheduler="sync")
