@@ -221,7 +221,12 @@ def _parser() -> argparse.ArgumentParser:
     bk.add_argument("--target", required=True, help="target store URL or directory")
     bk.add_argument("--target-uuid", default=None)
     bk.add_argument("--versions", choices=["all", "latest"], default="all")
-    bk.add_argument("--check", choices=["size", "checksum"], default="size")
+    bk.add_argument(
+        "--check",
+        choices=["size", "checksum"],
+        default="size",
+        help="how copies are checked; checksum also compares the blobs the target holds",
+    )
     bk.add_argument("--link", action="store_true", help=_LINK_HELP)
     bk.add_argument("--storage-concurrency", type=int, default=None)
     rs = sub.add_parser("restore", help="copy a backed-up dataset back into --store")

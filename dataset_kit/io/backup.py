@@ -107,6 +107,9 @@ class CopyPlan:
         Every skipped blob is referenced by the target's newest version, which garbage
         collection at the target never deletes: no need to look for vanished ones after
         the commit.
+    held
+        The skipped blobs (as copies to make if they turn out to differ): with
+        ``check="checksum"`` their content is compared too (:func:`recheck_blobs`).
     versions
         Every version of this history the target holds after the copy (those it held
         already and those in ``snapshots``).
@@ -125,6 +128,7 @@ class CopyPlan:
     target_pointer: tuple[int | None, str | None] | None = None
     skips_protected: bool = False
     versions: list[int] = field(default_factory=list)
+    held: list[BlobCopy] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:
@@ -141,6 +145,10 @@ class CopyResult:
     nbytes: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     linked: int = 0
+    #: Blobs planned as held by the target that :func:`recheck_blobs` found to differ
+    #: (and copied again: they are in ``copied`` too), and their bytes.
+    recopied: int = 0
+    recopied_bytes: int = 0
 
 
 def _relocate_key(key: str, uuid: str, target: str) -> str:
@@ -438,6 +446,7 @@ def plan_copy(
     if plan.skipped:
         needed = {key for meta in snapshots for key in references(meta)}
         skipped = needed.difference(b.dst for b in plan.blobs)
+        plan.held = [BlobCopy(_relocate_key(k, tuuid, uuid), k, have[k]) for k in sorted(skipped)]
         protected = (
             set(references(newest_at_target))
             if newest_at_target is not None and not newest_at_target.tombstone
@@ -743,6 +752,52 @@ def copy_blobs(
         result.copied.append(blob.dst)
         result.nbytes += blob.size
     result.linked = len(set(linked).intersection(result.copied))
+    return result
+
+
+def recheck_blobs(source: Store, target: Store, blobs: Iterable[BlobCopy]) -> CopyResult:
+    """Compare the content (SHA-256) of blobs the target already holds at their size
+    with the source's, and copy again (checked the same way) those that differ.
+
+    With ``check="checksum"`` a backup trusts no size: a copy corrupted in transit
+    whose run died before its check, or a blob damaged at rest at the target, would
+    otherwise be skipped by every later run. Never raises per key.
+    """
+    budget = ByteBudget(COPY_MEMORY_BYTES)
+
+    def differs(blob: BlobCopy) -> bool | str:
+        """True if the two differ (or the target's is gone), else False; the error text
+        if the source cannot be read."""
+        try:
+            with budget.hold(min(blob.size, WHOLE_BLOB_BYTES)):
+                want = _digest(source, blob.src, blob.size)
+        except Exception as exc:  # reported per key; the caller decides
+            return f"{type(exc).__name__}: {exc}"
+        try:
+            with budget.hold(min(blob.size, WHOLE_BLOB_BYTES)):
+                return _digest(target, blob.dst, blob.size) != want
+        except KeyNotFoundError:
+            return True  # vanished meanwhile: copy it
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    todo = list(blobs)
+    result = CopyResult()
+    again: list[BlobCopy] = []
+    for blob, verdict in zip(todo, io_map(differs, todo, source, target), strict=True):
+        if isinstance(verdict, str):
+            result.failed[blob.dst] = verdict
+        elif verdict:
+            logger.warning(
+                "copy %r differs from its source %r: copying it again", blob.dst, blob.src
+            )
+            again.append(blob)
+    if again:
+        redone = copy_blobs(source, target, again, check="checksum")
+        result.failed.update(redone.failed)
+        result.copied, result.nbytes = redone.copied, redone.nbytes
+        result.recopied = len(redone.copied)
+        result.recopied_bytes = redone.nbytes
     return result
 
 

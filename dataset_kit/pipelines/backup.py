@@ -173,8 +173,8 @@ def _finish_copy(
         copied=copied,
         copied_bytes=nbytes,
         linked=linked,
-        skipped=plan.skipped,
-        skipped_bytes=plan.skipped_bytes,
+        skipped=plan.skipped - sum(r.recopied for r in results),
+        skipped_bytes=plan.skipped_bytes - sum(r.recopied_bytes for r in results),
         incomplete_versions=list(plan.incomplete_versions),
     )
     report.repaired = _repair(source, target, plan, newest, link=link)
@@ -210,6 +210,7 @@ def _copy_graph(
         ),
     )
     reader, writer = with_throttle(source, throttle), with_throttle(target, throttle)
+    concurrent = any(Capability.CONCURRENT_IO in s.capabilities for s in (source, target))
     nodes = [
         dask.delayed(_backup.copy_blobs, pure=False)(
             reader,
@@ -219,16 +220,15 @@ def _copy_graph(
             link=link,
             dask_key_name=task_key(name, f"copy{i}", *token),
         )
-        for i, batch in enumerate(
-            _copy_batches(
-                plan.blobs,
-                batch_size,
-                concurrent=any(
-                    Capability.CONCURRENT_IO in s.capabilities for s in (source, target)
-                ),
-            )
-        )
+        for i, batch in enumerate(_copy_batches(plan.blobs, batch_size, concurrent=concurrent))
     ]
+    if check == "checksum":  # the blobs the target holds at their size: their content too
+        nodes += [
+            dask.delayed(_backup.recheck_blobs, pure=False)(
+                reader, writer, batch, dask_key_name=task_key(name, f"recheck{i}", *token)
+            )
+            for i, batch in enumerate(_copy_batches(plan.held, batch_size, concurrent=concurrent))
+        ]
     final = final_node(
         finish, nodes, key=task_key(name, "commit", *token), link=link, **finish_kwargs
     )
@@ -262,7 +262,10 @@ def backup(
         ``"all"`` retained versions (time travel works on the backup) or ``"latest"``.
     check
         How each copy is checked: ``"size"`` (blobs are immutable and uniquely named) or
-        ``"checksum"`` (SHA-256 of source and copy; reads both).
+        ``"checksum"`` (SHA-256 of source and copy; reads both). With ``"checksum"``
+        the blobs the target already holds at their size are compared the same way,
+        and copied again if they differ (damage at rest, or a copy whose check never
+        ran): an incremental run then reads every blob of the versions it plans.
     link
         Hard-link the data and index blobs instead of copying them where both stores
         are local directories on one file system (else copy them, as without it). A

@@ -602,6 +602,36 @@ def test_checksum_check_catches_a_corrupting_copy(
     pd.testing.assert_frame_equal(table(vault), table(live))
 
 
+def test_a_checksum_backup_compares_the_blobs_the_target_already_holds(
+    live: LocalStore, vault: LocalStore, tmp_path: Path
+) -> None:
+    """With check="checksum" a blob the target holds at its size is compared by content
+    too: one damaged in place at the target (same size) is copied again. A "size"
+    backup trusts sizes and skips it."""
+    import shutil
+
+    dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    keys = list(dk.open_dataset(store=vault, dataset_uuid=UUID).meta.partitions.values())
+    path = vault.local_path(keys[3])
+    assert path is not None
+    with open(path, "r+b") as fh:  # bit rot: same size, other bytes
+        fh.seek(4)
+        fh.write(b"\xff" * 8)
+    shutil.copytree(vault.root, tmp_path / "vault2")
+    vault2 = LocalStore(tmp_path / "vault2")
+    dk.update_dataset(frame(30), store=live, dataset_uuid=UUID)
+    damaged = vault.stat(keys[3]).size
+
+    report = dk.pipelines.backup(UUID, source=live, target=vault2).compute()
+    assert (report.copied, report.skipped) == (1, 22)  # the new blob only: sizes match
+    report = dk.pipelines.backup(UUID, source=live, target=vault, check="checksum").compute()
+    assert (report.copied, report.skipped) == (2, 21)  # the new blob and the damaged one
+    assert report.skipped_bytes == sum(vault.stat(k).size for k in keys) - damaged
+    pd.testing.assert_frame_equal(table(vault), table(live))
+    assert dk.pipelines.verify(UUID, store=vault, deep=True).compute().ok
+    assert not dk.pipelines.verify(UUID, store=vault2, deep=True).compute().ok
+
+
 def test_missing_source_blob_is_reported_before_copying(
     live: LocalStore, vault: LocalStore
 ) -> None:
