@@ -108,8 +108,9 @@ class CopyPlan:
         collection at the target never deletes: no need to look for vanished ones after
         the commit.
     held
-        The skipped blobs (as copies to make if they turn out to differ): with
-        ``check="checksum"`` their content is compared too (:func:`recheck_blobs`).
+        The skipped blobs, as copies to make if they turn out to differ (only if the
+        plan was asked for them: ``check="checksum"`` compares their content too, see
+        :func:`recheck_blobs`).
     versions
         Every version of this history the target holds after the copy (those it held
         already and those in ``snapshots``).
@@ -278,8 +279,12 @@ def plan_copy(
     *,
     target_uuid: str | None = None,
     versions: Versions = "all",
+    list_held: bool = False,
 ) -> CopyPlan:
     """Plan a copy of a dataset (every retained version, or only the latest).
+
+    ``list_held``: also list the blobs the target holds already (:attr:`CopyPlan.held`),
+    for a run that compares their content.
 
     Two rounds of concurrent requests on network stores: the source pointer, both
     listings and the target's pointer; then the snapshots and schema files on both
@@ -446,7 +451,10 @@ def plan_copy(
     if plan.skipped:
         needed = {key for meta in snapshots for key in references(meta)}
         skipped = needed.difference(b.dst for b in plan.blobs)
-        plan.held = [BlobCopy(_relocate_key(k, tuuid, uuid), k, have[k]) for k in sorted(skipped)]
+        if list_held:
+            plan.held = [
+                BlobCopy(_relocate_key(k, tuuid, uuid), k, have[k]) for k in sorted(skipped)
+            ]
         protected = (
             set(references(newest_at_target))
             if newest_at_target is not None and not newest_at_target.tombstone

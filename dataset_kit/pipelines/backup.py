@@ -320,7 +320,14 @@ def backup(
         raise InvalidInputError(f"check must be 'size' or 'checksum', got {check!r}")
     _check_batch(batch_size, 10_000)
     throttle = as_throttle(storage_concurrency, name="storage")
-    plan = _backup.plan_copy(src, dst, dataset_uuid, target_uuid=target_uuid, versions=versions)
+    plan = _backup.plan_copy(
+        src,
+        dst,
+        dataset_uuid,
+        target_uuid=target_uuid,
+        versions=versions,
+        list_held=check == "checksum",
+    )
     return _copy_graph(
         plan,
         src,
@@ -457,7 +464,9 @@ def restore(
     finish: Any
     if base is None and version is None and not leftovers:
         # the dataset is gone without a trace: copy it back with its whole history
-        plan = _backup.plan_copy(src, dst, uuid, target_uuid=tuuid, versions="all")
+        plan = _backup.plan_copy(
+            src, dst, uuid, target_uuid=tuuid, versions="all", list_held=check == "checksum"
+        )
         finish = _finish_copy
         kwargs: dict[str, Any] = {"source": src, "target": dst, "plan": plan}
     else:

@@ -630,6 +630,11 @@ def test_a_checksum_backup_compares_the_blobs_the_target_already_holds(
     pd.testing.assert_frame_equal(table(vault), table(live))
     assert dk.pipelines.verify(UUID, store=vault, deep=True).compute().ok
     assert not dk.pipelines.verify(UUID, store=vault2, deep=True).compute().ok
+    # only a checksum run's plan lists the held blobs (a size run needs no such list)
+    from dataset_kit.io import backup as io_backup
+
+    assert io_backup.plan_copy(live, vault, UUID).held == []
+    assert len(io_backup.plan_copy(live, vault, UUID, list_held=True).held) == 23
 
 
 def test_missing_source_blob_is_reported_before_copying(
