@@ -706,37 +706,20 @@ class LocalStore(Store):
                 key=key,
             )
 
-    def _install(
-        self,
-        tmp: str,
-        path: str,
-        key: str,
-        st: os.stat_result,
-        *,
-        if_absent: bool,
-        if_match: str | None,
+    def _swap_in(
+        self, tmp: str, path: str, key: str, st: os.stat_result, if_match: str
     ) -> BlobInfo:
-        """Move a finished temporary file to ``path`` honouring the write condition."""
+        """Move a finished temporary file to ``path`` if the key still has etag
+        ``if_match`` (compare-and-swap, under the directory's lock)."""
         directory = os.path.dirname(path)
         try:
-            if if_absent:
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    if os.path.isdir(path):
-                        raise _prefix_taken(key, "create") from None
-                    raise KeyExistsError(f"key {key!r} already exists", key=key) from None
-            elif if_match is not None:
-                with self._locked(directory, key):
-                    self._check_etag(path, key, if_match)
-                    os.replace(tmp, path)
-            else:
+            with self._locked(directory, key):
+                self._check_etag(path, key, if_match)
                 os.replace(tmp, path)
         except IsADirectoryError:
             raise _prefix_taken(key) from None
         finally:
-            # After a link (or a failure) the temporary name is still there.
-            _unlink_quiet(tmp)
+            _unlink_quiet(tmp)  # after a failure the temporary name is still there
         self._fsync_dir(directory)
         return _info(key, st)
 
@@ -751,10 +734,9 @@ class LocalStore(Store):
             with _oserrors("put", key):
                 return self._put_at(path, key, _writer(data), if_absent=if_absent)
         with _oserrors("put", key):
-            if if_match is not None:
-                self._check_etag(path, key, if_match)  # fail fast, before writing anything
+            self._check_etag(path, key, if_match)  # fail fast, before writing anything
             tmp, st = self._write_temp(os.path.dirname(path), key, data)
-            info = self._install(tmp, path, key, st, if_absent=if_absent, if_match=if_match)
+            info = self._swap_in(tmp, path, key, st, if_match)
         _log.debug("put %r (%d bytes) in %s", key, info.size, self._root)
         return info
 
