@@ -446,15 +446,17 @@ def plan_copy(
     if infos is None:  # sizes not recorded, or many blobs to copy: list the source after all
         infos = _infos(source, naming.dataset_prefix(uuid))
     plan.blobs, plan.skipped, plan.skipped_bytes = plan_blobs(
-        source, target, uuid, snapshots, source_infos=infos, target_sizes=have
+        source,
+        target,
+        uuid,
+        snapshots,
+        source_infos=infos,
+        target_sizes=have,
+        held=plan.held if list_held else None,
     )
     if plan.skipped:
         needed = {key for meta in snapshots for key in references(meta)}
         skipped = needed.difference(b.dst for b in plan.blobs)
-        if list_held:
-            plan.held = [
-                BlobCopy(_relocate_key(k, tuuid, uuid), k, have[k]) for k in sorted(skipped)
-            ]
         protected = (
             set(references(newest_at_target))
             if newest_at_target is not None and not newest_at_target.tombstone
@@ -537,12 +539,15 @@ def plan_blobs(
     *,
     source_infos: Mapping[str, BlobInfo] | None = None,
     target_sizes: Mapping[str, int] | None = None,
+    held: list[BlobCopy] | None = None,
 ) -> tuple[list[BlobCopy], int, int]:
     """Blobs that ``metas`` (relocated to the target) need and the target lacks.
 
     Returns the copies to make, and the count and bytes of blobs the target already holds
     under the same key with the same size. ``source_infos`` and ``target_sizes`` are
     listings of the two datasets' blobs the caller already made (key -> info or size).
+    ``held``: a list to append those held blobs to (as copies to make if their content
+    turns out to differ, see :func:`recheck_blobs`).
 
     Raises
     ------
@@ -585,6 +590,8 @@ def plan_blobs(
         if have.get(dst) == info.size:
             skipped += 1
             skipped_bytes += info.size
+            if held is not None:
+                held.append(BlobCopy(src, dst, info.size))
         else:
             blobs.append(BlobCopy(src, dst, info.size, info.etag))
     damaged = [b.src for b in blobs if recorded.get(b.dst, b.size) != b.size]

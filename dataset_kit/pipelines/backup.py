@@ -392,8 +392,8 @@ def _finish_restore(
         copied=copied,
         copied_bytes=nbytes,
         linked=linked,
-        skipped=plan.skipped,
-        skipped_bytes=plan.skipped_bytes,
+        skipped=plan.skipped - sum(r.recopied for r in results),
+        skipped_bytes=plan.skipped_bytes - sum(r.recopied_bytes for r in results),
     )
     report.repaired = repaired
     return report
@@ -473,8 +473,11 @@ def restore(
         # one version of the backup becomes the next version of the target (or the first
         # of a fresh history after a deleted one), through the commit protocol
         wanted = _commit.load_version(src, uuid, version).relocated(tuuid)
-        blobs, skipped, skipped_bytes = _backup.plan_blobs(src, dst, uuid, [wanted])
-        plan = _backup.CopyPlan(uuid, tuuid, [wanted], blobs, skipped, skipped_bytes)
+        held: list[_backup.BlobCopy] = []
+        blobs, skipped, skipped_bytes = _backup.plan_blobs(
+            src, dst, uuid, [wanted], held=held if check == "checksum" else None
+        )
+        plan = _backup.CopyPlan(uuid, tuuid, [wanted], blobs, skipped, skipped_bytes, held=held)
         finish = _finish_restore
         kwargs = {"source": src, "target": dst, "plan": plan, "base": base}
     return _copy_graph(

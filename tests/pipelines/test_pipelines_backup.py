@@ -637,6 +637,29 @@ def test_a_checksum_backup_compares_the_blobs_the_target_already_holds(
     assert len(io_backup.plan_copy(live, vault, UUID, list_held=True).held) == 23
 
 
+@pytest.mark.parametrize("check", ["size", "checksum"])
+def test_a_checksum_restore_compares_the_blobs_the_live_dataset_holds(
+    live: LocalStore, vault: LocalStore, check: str
+) -> None:
+    """Restoring into a live dataset skips the blobs it holds at their size; with
+    check="checksum" one damaged in place there is restored from the backup too."""
+    dk.pipelines.backup(UUID, source=live, target=vault).compute()
+    want = table(live)
+    keys = list(dk.open_dataset(store=live, dataset_uuid=UUID).meta.partitions.values())
+    path = live.local_path(keys[5])
+    assert path is not None
+    with open(path, "r+b") as fh:  # bit rot in the live dataset: same size
+        fh.seek(4)
+        fh.write(b"\xff" * 8)
+    report = dk.pipelines.restore(UUID, source=vault, target=live, check=check).compute()
+    healthy = dk.pipelines.verify(UUID, store=live, deep=True).compute().ok
+    if check == "size":
+        assert (report.copied, report.skipped) == (0, 22) and not healthy
+    else:
+        assert (report.copied, report.skipped) == (1, 21) and healthy
+        pd.testing.assert_frame_equal(table(live), want)
+
+
 def test_missing_source_blob_is_reported_before_copying(
     live: LocalStore, vault: LocalStore
 ) -> None:
