@@ -161,6 +161,43 @@ def _copier(src_fd: int, size: int, src: str, dst: str) -> Callable[[int], None]
     return fill
 
 
+#: A blob of another store bigger than this, copied into a local store, is written from
+#: ranged reads of :data:`STREAMED_COPY_CHUNK` bytes instead of one read of the whole.
+STREAMED_COPY_BYTES = 64 * 2**20
+STREAMED_COPY_CHUNK = 8 * 2**20
+
+
+def _range_copier(source: Store, listed: BlobInfo, dst: str) -> Callable[[int], None]:
+    """A ``fill`` for :meth:`LocalStore._put_at` that copies blob ``listed.key`` of
+    ``source`` (``listed.size`` bytes) by ranged reads, then checks that the blob still
+    has the listed etag: a blob replaced during the copy fails it (nothing written)."""
+
+    def fill(fd: int) -> None:
+        done = 0
+        while done < listed.size:
+            chunk = source.get_range(listed.key, done, min(STREAMED_COPY_CHUNK, listed.size - done))
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            done += len(view)
+            while view:
+                view = view[os.write(fd, view) :]
+        now = source.stat(listed.key)
+        if (
+            done != listed.size
+            or now.size != listed.size
+            or (listed.etag and now.etag != listed.etag)
+        ):
+            raise StoreError(
+                f"copy {listed.key!r} -> {dst!r}: the source changed during the copy "
+                f"(read {done} of {listed.size} bytes; now {now.size} bytes, etag "
+                f"{now.etag!r}, listed {listed.etag!r}); nothing was written",
+                key=dst,
+            )
+
+    return fill
+
+
 def _read_at(fd: int, length: int, offset: int) -> bytes:
     """``os.pread`` (where it is missing, a seek and a read)."""
     if hasattr(os, "pread"):
@@ -825,6 +862,18 @@ class LocalStore(Store):
         origin = read_origin(source)
         if isinstance(origin, LocalStore):
             return self._copy_file(origin, src, dst, if_absent=False)
+        if (
+            source_info is not None
+            and source_info.size > STREAMED_COPY_BYTES
+            and Capability.RANGE_READ in source.capabilities
+            and not Store._copies_inside(self, source)
+        ):
+            # a big blob of another store (Azure): ranged reads straight into the file,
+            # so memory holds one chunk, not the blob
+            path = self._path(dst, follow=False)
+            fill = _range_copier(source, source_info, dst)
+            with _oserrors("copy", dst):
+                return self._put_at(path, dst, fill, if_absent=False)
         return super()._copy_from(source, src, dst, source_info=source_info)
 
     def _copies_inside(self, source: Store) -> bool:

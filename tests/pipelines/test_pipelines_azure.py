@@ -61,6 +61,35 @@ def test_backup_to_azure_incremental_verify_and_restore(
     )
 
 
+def test_big_blobs_come_from_azure_in_ranged_reads(
+    live: LocalStore, azure: AzureBlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore from Azure into a local store writes blobs above STREAMED_COPY_BYTES
+    from ranged reads (none read whole), and a checksum check hashes them in chunks."""
+    import dataset_kit.store.local as local
+    from dataset_kit.io import backup as io_backup
+
+    dk.pipelines.backup(UUID, source=live, target=azure).compute()
+    monkeypatch.setattr(local, "STREAMED_COPY_BYTES", 100)
+    monkeypatch.setattr(local, "STREAMED_COPY_CHUNK", 256)
+    monkeypatch.setattr(io_backup, "WHOLE_BLOB_BYTES", 100)
+    monkeypatch.setattr(io_backup, "DIGEST_CHUNK_BYTES", 512)
+    source = CountingStore(azure)
+    fresh = LocalStore(tmp_path / "fresh")
+    report = dk.pipelines.restore(UUID, source=source, target=fresh, check="checksum").compute()
+    assert report.copied == 10
+    blobs = [k for k in fresh.iter_keys() if k.endswith(".parquet")]
+    sizes = [fresh.stat(k).size for k in blobs]
+    assert min(sizes) > 512  # every blob is streamed and hashed in several chunks
+    ranges = sum(-(-n // 256) + -(-n // 512) for n in sizes)  # the copy's and the digest's
+    assert source.counts["get_range"] == ranges
+    assert source.counts["get"] < 10  # the metadata's reads only
+    pd.testing.assert_frame_equal(
+        sort(dk.read_table(store=fresh, dataset_uuid=UUID)),
+        sort(dk.read_table(store=live, dataset_uuid=UUID)),
+    )
+
+
 def test_server_side_copy_within_azure_and_gc(azure: AzureBlobStore) -> None:
     dk.write_dataset(frame(50), store=azure, dataset_uuid=UUID, partition_on="p")
     report = dk.pipelines.backup(UUID, source=azure, target=azure, target_uuid="copy").compute()

@@ -353,6 +353,46 @@ def test_copy_from_reads_through_wrappers_that_hook_reads(
     assert sorted(store.iter_keys()) == ["a"]
 
 
+def test_copy_from_a_big_blob_of_another_store_streams_ranged_reads(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listed blob above STREAMED_COPY_BYTES of a non-local store is written from
+    ranged reads (never read whole); one replaced or shortened during the copy fails it
+    with nothing written."""
+    import dataset_kit.store.local as local
+    from dataset_kit.store import CountingStore, MemoryStore
+
+    monkeypatch.setattr(local, "STREAMED_COPY_BYTES", 1000)
+    monkeypatch.setattr(local, "STREAMED_COPY_CHUNK", 4096)
+    memory = MemoryStore()
+    payload = os.urandom(10_000)
+    listed = memory.put("big", payload)
+    source = CountingStore(memory)
+    info = store.copy_from(source, "big", "dir/big", source_info=listed)
+    assert info.size == 10_000 and store.get("dir/big") == payload
+    assert source.counts["get"] == 0 and source.counts["get_range"] == 3  # 4096 * 2 + 1808
+    # unlisted (no size known), or small: one read, as before
+    source.reset()
+    store.copy_from(source, "big", "dir/unlisted")
+    assert source.counts["get"] == 1 and source.counts["get_range"] == 0
+
+    class Replacing(CountingStore):
+        def _get_range(self, key: str, start: int, length: int) -> bytes:
+            data = super()._get_range(key, start, length)
+            memory.put(key, payload[::-1])  # replaced meanwhile (same size)
+            return data
+
+    with pytest.raises(StoreError, match="changed during the copy"):
+        store.copy_from(Replacing(memory), "big", "dir/replaced", source_info=memory.stat("big"))
+    memory.put("big", payload)
+    listed = memory.stat("big")
+    memory.put("big", payload[:5000])  # shortened after the listing
+    with pytest.raises(StoreError, match="changed during the copy"):
+        store.copy_from(memory, "big", "dir/short", source_info=listed)
+    assert sorted(store.iter_keys()) == ["dir/big", "dir/unlisted"]
+    assert _all_files(Path(store.root)) == ["dir/big", "dir/unlisted"]  # no temporary file
+
+
 def test_link_from_hard_links_across_stores_of_one_file_system(
     store: LocalStore, root: Path, tmp_path: Path
 ) -> None:
