@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import hashlib
-import io
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,6 +43,7 @@ from dataset_kit.io import commit as _commit
 from dataset_kit.io._concurrent import ByteBudget, io_map
 from dataset_kit.io.gc import references
 from dataset_kit.store import BlobInfo, Capability, Store
+from dataset_kit.store._streams import RangeReader
 
 __all__ = [
     "BlobCopy",
@@ -929,43 +929,12 @@ def blobs_to_verify(metas: Sequence[DatasetMetadata]) -> list[BlobCheck]:
     return sorted(checks.values(), key=lambda c: c.key)
 
 
-class _RangeFile(io.RawIOBase):
-    """A read-only, seekable file over ``store.get_range`` of one blob of ``size``."""
-
-    def __init__(self, store: Store, key: str, size: int) -> None:
-        super().__init__()
-        self._store, self._key, self._size, self._pos = store, key, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        n = min(len(buffer), self._size - self._pos)
-        if n <= 0:
-            return 0
-        data = self._store.get_range(self._key, self._pos, n)
-        memoryview(buffer).cast("B")[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-
 def _deep_source(store: Store, key: str, size: int) -> pa.NativeFile:
     """A blob to decode: its bytes if small (or the store cannot read ranges), else a
     file over ranged reads."""
     if size <= WHOLE_BLOB_BYTES or Capability.RANGE_READ not in store.capabilities:
         return pa.BufferReader(store.get(key))
-    return pa.PythonFile(_RangeFile(store, key, size), mode="r")
+    return pa.PythonFile(RangeReader(store, key, size), mode="r")
 
 
 def _decoded_rows(source: pa.NativeFile) -> int:

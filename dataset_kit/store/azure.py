@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import dataset_kit.store._streams as _streams
 from dataset_kit.exceptions import (
     ConfigError,
     InvalidKeyError,
@@ -957,6 +958,10 @@ class AzureBlobStore(Store):
         # Another account would need a SAS for the source: the bytes pass through here.
         origin = self._copy_origin(source)
         if origin is None:
+            if source_info is not None and source_info.size > _streams.STREAMED_COPY_BYTES:
+                streamed = self._upload_stream(source, dst, source_info)
+                if streamed is not None:
+                    return streamed
             return super()._copy_from(source, src, dst, source_info=source_info)
         info = source_info if source_info is not None else source.stat(src)
         try:
@@ -974,6 +979,69 @@ class AzureBlobStore(Store):
                 exc,
             )
             return super()._copy_from(origin, src, dst, source_info=source_info)
+
+    def _upload_stream(self, source: Store, dst: str, listed: BlobInfo) -> BlobInfo | None:
+        """Upload a big blob of another store from a stream: its file if the source is
+        local, else ranged reads; None if the source can do neither.
+
+        The SDK sends a stream above its single-put limit (64 MiB) as blocks of 4 MiB,
+        so memory holds a few blocks, not the blob. A ranged source is checked after the
+        upload: a blob replaced or shortened meanwhile fails the copy, and the upload is
+        deleted again (conditional on its etag).
+        """
+        from dataset_kit.store.local import LocalStore
+
+        src = listed.key
+        origin = read_origin(source)
+        stream: Any
+        if isinstance(origin, LocalStore):
+            try:
+                stream = open(origin.local_path(src), "rb")
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                raise KeyNotFoundError(f"key {src!r} not found in {source!r}", key=src) from None
+            ranged = False
+        elif Capability.RANGE_READ in source.capabilities:
+            stream, ranged = _streams.RangeReader(source, src, listed.size), True
+        else:
+            return None
+        with stream:
+            if not ranged:  # an open file never changes: stores replace files by rename
+                size = os.fstat(stream.fileno()).st_size
+                if size != listed.size:
+                    raise StoreError(
+                        f"copy {src!r} -> {dst!r}: the source has {size} bytes, "
+                        f"{listed.size} when listed; nothing was written",
+                        key=dst,
+                    )
+            result = self._call(
+                "put",
+                dst,
+                self._blob(dst).upload_blob,
+                stream,
+                length=listed.size,
+                overwrite=True,
+                max_concurrency=self._concurrency(),
+            )
+        info = BlobInfo(
+            key=dst,
+            size=listed.size,
+            mtime=float(result["last_modified"].timestamp()),
+            etag=_etag(result["etag"]),
+        )
+        if ranged:
+            now = source.stat(src)
+            if now.size != listed.size or (listed.etag and now.etag != listed.etag):
+                try:
+                    self.delete(dst, if_match=info.etag)
+                except StoreError:
+                    _log.warning("azure: could not delete the torn copy %r", dst, exc_info=True)
+                raise StoreError(
+                    f"copy {src!r} -> {dst!r}: the source changed during the copy (now "
+                    f"{now.size} bytes, etag {now.etag!r}; listed {listed.size}, "
+                    f"{listed.etag!r})",
+                    key=dst,
+                )
+        return info
 
     def _copies_inside(self, source: Store) -> bool:
         return self._copy_origin(source) is not None or super()._copies_inside(source)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import dataset_kit.store._streams as _streams
 from dataset_kit.exceptions import (
     ConfigError,
     InvalidKeyError,
@@ -161,12 +162,6 @@ def _copier(src_fd: int, size: int, src: str, dst: str) -> Callable[[int], None]
     return fill
 
 
-#: A blob of another store bigger than this, copied into a local store, is written from
-#: ranged reads of :data:`STREAMED_COPY_CHUNK` bytes instead of one read of the whole.
-STREAMED_COPY_BYTES = 64 * 2**20
-STREAMED_COPY_CHUNK = 8 * 2**20
-
-
 def _range_copier(source: Store, listed: BlobInfo, dst: str) -> Callable[[int], None]:
     """A ``fill`` for :meth:`LocalStore._put_at` that copies blob ``listed.key`` of
     ``source`` (``listed.size`` bytes) by ranged reads, then checks that the blob still
@@ -175,7 +170,8 @@ def _range_copier(source: Store, listed: BlobInfo, dst: str) -> Callable[[int], 
     def fill(fd: int) -> None:
         done = 0
         while done < listed.size:
-            chunk = source.get_range(listed.key, done, min(STREAMED_COPY_CHUNK, listed.size - done))
+            want = min(_streams.STREAMED_COPY_CHUNK, listed.size - done)
+            chunk = source.get_range(listed.key, done, want)
             if not chunk:
                 break
             view = memoryview(chunk)
@@ -864,7 +860,7 @@ class LocalStore(Store):
             return self._copy_file(origin, src, dst, if_absent=False)
         if (
             source_info is not None
-            and source_info.size > STREAMED_COPY_BYTES
+            and source_info.size > _streams.STREAMED_COPY_BYTES
             and Capability.RANGE_READ in source.capabilities
             and not Store._copies_inside(self, source)
         ):

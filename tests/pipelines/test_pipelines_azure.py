@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import dataset_kit as dk
+from dataset_kit.exceptions import StoreError
 from dataset_kit.io import commit as _commit
 from dataset_kit.store import CountingStore, LocalStore
 from dataset_kit.store.azure import AzureBlobStore
@@ -66,12 +67,12 @@ def test_big_blobs_come_from_azure_in_ranged_reads(
 ) -> None:
     """A restore from Azure into a local store writes blobs above STREAMED_COPY_BYTES
     from ranged reads (none read whole), and a checksum check hashes them in chunks."""
-    import dataset_kit.store.local as local
+    import dataset_kit.store._streams as streams
     from dataset_kit.io import backup as io_backup
 
     dk.pipelines.backup(UUID, source=live, target=azure).compute()
-    monkeypatch.setattr(local, "STREAMED_COPY_BYTES", 100)
-    monkeypatch.setattr(local, "STREAMED_COPY_CHUNK", 256)
+    monkeypatch.setattr(streams, "STREAMED_COPY_BYTES", 100)
+    monkeypatch.setattr(streams, "STREAMED_COPY_CHUNK", 256)
     monkeypatch.setattr(io_backup, "WHOLE_BLOB_BYTES", 100)
     monkeypatch.setattr(io_backup, "DIGEST_CHUNK_BYTES", 512)
     source = CountingStore(azure)
@@ -88,6 +89,69 @@ def test_big_blobs_come_from_azure_in_ranged_reads(
         sort(dk.read_table(store=fresh, dataset_uuid=UUID)),
         sort(dk.read_table(store=live, dataset_uuid=UUID)),
     )
+
+
+def test_big_blobs_go_to_azure_as_streams(
+    live: LocalStore, azure: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blobs above STREAMED_COPY_BYTES go to Azure as streams: a local source's files
+    are uploaded from the open file (never read whole through the store), another
+    store's blobs from ranged reads; a blob replaced during its upload fails the copy
+    and leaves nothing at the target."""
+    import dataset_kit.store._streams as streams
+    from dataset_kit.store import MemoryStore
+
+    monkeypatch.setattr(streams, "STREAMED_COPY_BYTES", 100)
+    source = CountingStore(live)
+    assert dk.pipelines.backup(UUID, source=source, target=azure).compute().copied == 10
+    assert source.counts["get_range"] == 0 and source.counts["get"] < 10  # metadata only
+    pd.testing.assert_frame_equal(
+        sort(dk.read_table(store=azure, dataset_uuid=UUID)),
+        sort(dk.read_table(store=live, dataset_uuid=UUID)),
+    )
+
+    memory = MemoryStore()
+    payload = os.urandom(3_000)
+    listed = memory.put("big", payload)
+    ranged = CountingStore(memory)
+    assert azure.copy_from(ranged, "big", "copies/big", source_info=listed).size == 3_000
+    assert azure.get("copies/big") == payload
+    assert ranged.counts["get"] == 0 and ranged.counts["get_range"] >= 1
+
+    class Replacing(CountingStore):
+        def _get_range(self, key: str, start: int, length: int) -> bytes:
+            data = super()._get_range(key, start, length)
+            memory.put(key, payload[::-1])  # replaced during the upload
+            return data
+
+    with pytest.raises(StoreError, match="changed during the copy"):
+        azure.copy_from(Replacing(memory), "big", "copies/torn", source_info=memory.stat("big"))
+    assert not azure.exists("copies/torn")
+
+
+def test_a_blob_above_the_sdk_single_put_limit_uploads_in_bounded_memory(
+    azure: AzureBlobStore, tmp_path: Path
+) -> None:
+    """70 MiB from a local file: the SDK stages blocks of 4 MiB from the stream, so the
+    copy allocates a fraction of the blob (through get and put: about 90 MiB here)."""
+    import hashlib
+    import tracemalloc
+
+    local = LocalStore(tmp_path / "big")
+    payload = os.urandom(70 * 2**20)
+    listed = local.put("big", payload)
+    tracemalloc.start()
+    try:
+        info = azure.copy_from(local, "big", "copies/big", source_info=listed)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.size == len(payload) and azure.stat("copies/big").size == len(payload)
+    assert peak < 32 * 2**20, f"the upload allocated {peak >> 20} MiB"
+    sha = hashlib.sha256()
+    for start in range(0, len(payload), 8 * 2**20):
+        sha.update(azure.get_range("copies/big", start, min(8 * 2**20, len(payload) - start)))
+    assert sha.digest() == hashlib.sha256(payload).digest()
 
 
 def test_server_side_copy_within_azure_and_gc(azure: AzureBlobStore) -> None:

@@ -359,11 +359,11 @@ def test_copy_from_a_big_blob_of_another_store_streams_ranged_reads(
     """A listed blob above STREAMED_COPY_BYTES of a non-local store is written from
     ranged reads (never read whole); one replaced or shortened during the copy fails it
     with nothing written."""
-    import dataset_kit.store.local as local
+    import dataset_kit.store._streams as streams
     from dataset_kit.store import CountingStore, MemoryStore
 
-    monkeypatch.setattr(local, "STREAMED_COPY_BYTES", 1000)
-    monkeypatch.setattr(local, "STREAMED_COPY_CHUNK", 4096)
+    monkeypatch.setattr(streams, "STREAMED_COPY_BYTES", 1000)
+    monkeypatch.setattr(streams, "STREAMED_COPY_CHUNK", 4096)
     memory = MemoryStore()
     payload = os.urandom(10_000)
     listed = memory.put("big", payload)
