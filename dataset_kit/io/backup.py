@@ -43,7 +43,7 @@ from dataset_kit.io import commit as _commit
 from dataset_kit.io._concurrent import ByteBudget, io_map
 from dataset_kit.io.gc import references
 from dataset_kit.store import BlobInfo, Capability, Store
-from dataset_kit.store._streams import RangeReader
+from dataset_kit.store._streams import STREAMED_COPY_HOLD, RangeReader
 
 __all__ = [
     "BlobCopy",
@@ -685,6 +685,17 @@ def _local_target(source: Store, target: Store) -> bool:
     return Capability.LOCAL_PATH in target.capabilities
 
 
+def _copy_holds(
+    source: Store, target: Store, listed: BlobInfo | None, size: int, through_here: bool
+) -> int:
+    """Bytes a ``target.copy_from(source, ...)`` of one blob holds in this process."""
+    if not through_here:
+        return 0  # inside the service, or by the kernel
+    if target._streams_from(source, listed):
+        return min(size, STREAMED_COPY_HOLD)
+    return size
+
+
 def _remove_bad_copy(target: Store, key: str, info: BlobInfo) -> None:
     """Delete a copy that failed its check, if it is still the one just written.
 
@@ -736,7 +747,7 @@ def copy_blobs(
                 listed = (
                     None if blob.etag is None else BlobInfo(blob.src, blob.size, 0.0, blob.etag)
                 )
-                with budget.hold(blob.size if through_here else 0):
+                with budget.hold(_copy_holds(source, target, listed, blob.size, through_here)):
                     info = target.copy_from(source, blob.src, blob.dst, source_info=listed)
             bad = None
             if info.size != blob.size:

@@ -7,6 +7,7 @@ from typing import Any
 
 from dataset_kit.exceptions import KeyNotFoundError
 from dataset_kit.store import BlobInfo, DelegatingStore, DeleteReport, Store, delete_many_on
+from dataset_kit.store.delegate import read_origin
 from dataset_kit.throttle import Throttle, throttled
 
 __all__ = ["ThrottledStore", "renew_reused", "with_throttle"]
@@ -72,6 +73,12 @@ class ThrottledStore(DelegatingStore):
     def _copy_from(
         self, source: Store, src: str, dst: str, *, source_info: BlobInfo | None
     ) -> BlobInfo:
+        if self.inner._streams_from(source, source_info):
+            # a big blob streamed while it is written here: one lease around the copy,
+            # its reads through the source's origin (a lease they took inside this one,
+            # of a shared throttle, could wait for it)
+            with self.throttle:
+                return self.inner.copy_from(read_origin(source), src, dst, source_info=source_info)
         if not self.inner._copies_inside(source):
             # a read of the source (through its own throttle) and a put here, each
             # holding a lease in turn: one lease around both could deadlock
@@ -87,6 +94,9 @@ class ThrottledStore(DelegatingStore):
 
     def _copies_inside(self, source: Store) -> bool:
         return self.inner._copies_inside(source)
+
+    def _streams_from(self, source: Store, source_info: BlobInfo | None) -> bool:
+        return self.inner._streams_from(source, source_info)
 
     def delete_many(
         self,

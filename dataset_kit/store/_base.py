@@ -624,6 +624,13 @@ class Store(abc.ABC):
         wrappers, holding it could deadlock."""
         return source is self or source.url == self.url  # wrappers keep their store's URL
 
+    def _streams_from(self, source: Store, source_info: BlobInfo | None) -> bool:
+        """True if :meth:`copy_from` ``source`` of the blob ``source_info`` streams it
+        through this process (a chunk or a few blocks at a time) instead of holding it
+        whole. Callers size their memory budget by it; a throttle holds one lease
+        around such a copy (its reads then go to the source's origin)."""
+        return False
+
 
 def _as_bytes_like(data: object) -> bytes | memoryview:
     """Normalize the ``data`` argument of :meth:`Store.put` to bytes or a flat byte view.

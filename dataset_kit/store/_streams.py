@@ -7,12 +7,15 @@ from typing import Any
 
 from dataset_kit.store._base import Store
 
-__all__ = ["STREAMED_COPY_BYTES", "STREAMED_COPY_CHUNK", "RangeReader"]
+__all__ = ["STREAMED_COPY_BYTES", "STREAMED_COPY_CHUNK", "STREAMED_COPY_HOLD", "RangeReader"]
 
 #: A blob bigger than this, copied between stores through this process, travels in
 #: ranged reads of :data:`STREAMED_COPY_CHUNK` bytes instead of one read of the whole.
 STREAMED_COPY_BYTES = 64 * 2**20
 STREAMED_COPY_CHUNK = 8 * 2**20
+#: What a streamed copy holds in memory at most: a chunk, or the Azure SDK's blocks in
+#: flight (4 MiB, 4 at a time).
+STREAMED_COPY_HOLD = 16 * 2**20
 
 
 class RangeReader(io.RawIOBase):

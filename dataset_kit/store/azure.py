@@ -958,10 +958,8 @@ class AzureBlobStore(Store):
         # Another account would need a SAS for the source: the bytes pass through here.
         origin = self._copy_origin(source)
         if origin is None:
-            if source_info is not None and source_info.size > _streams.STREAMED_COPY_BYTES:
-                streamed = self._upload_stream(source, dst, source_info)
-                if streamed is not None:
-                    return streamed
+            if source_info is not None and self._streams_from(source, source_info):
+                return self._upload_stream(source, dst, source_info)
             return super()._copy_from(source, src, dst, source_info=source_info)
         info = source_info if source_info is not None else source.stat(src)
         try:
@@ -980,9 +978,22 @@ class AzureBlobStore(Store):
             )
             return super()._copy_from(origin, src, dst, source_info=source_info)
 
-    def _upload_stream(self, source: Store, dst: str, listed: BlobInfo) -> BlobInfo | None:
+    def _streams_from(self, source: Store, source_info: BlobInfo | None) -> bool:
+        from dataset_kit.store.local import LocalStore
+
+        return (
+            source_info is not None
+            and source_info.size > _streams.STREAMED_COPY_BYTES
+            and self._copy_origin(source) is None
+            and (
+                isinstance(read_origin(source), LocalStore)
+                or Capability.RANGE_READ in source.capabilities
+            )
+        )
+
+    def _upload_stream(self, source: Store, dst: str, listed: BlobInfo) -> BlobInfo:
         """Upload a big blob of another store from a stream: its file if the source is
-        local, else ranged reads; None if the source can do neither.
+        local, else ranged reads (:meth:`_streams_from` said it can).
 
         The SDK sends a stream above its single-put limit (64 MiB) as blocks of 4 MiB,
         so memory holds a few blocks, not the blob. A ranged source is checked after the
@@ -1000,10 +1011,8 @@ class AzureBlobStore(Store):
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 raise KeyNotFoundError(f"key {src!r} not found in {source!r}", key=src) from None
             ranged = False
-        elif Capability.RANGE_READ in source.capabilities:
-            stream, ranged = _streams.RangeReader(source, src, listed.size), True
         else:
-            return None
+            stream, ranged = _streams.RangeReader(source, src, listed.size), True
         with stream:
             if not ranged:  # an open file never changes: stores replace files by rename
                 size = os.fstat(stream.fileno()).st_size

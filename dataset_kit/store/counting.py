@@ -169,6 +169,9 @@ class CountingStore(DelegatingStore):
     def _copies_inside(self, source: Store) -> bool:
         return self.inner._copies_inside(source)
 
+    def _streams_from(self, source: Store, source_info: BlobInfo | None) -> bool:
+        return self.inner._streams_from(source, source_info)
+
 
 def _is_request(kind: str) -> bool:
     return not kind.startswith("bytes_") and not kind.endswith("_keys")

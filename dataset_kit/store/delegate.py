@@ -148,6 +148,11 @@ class DelegatingStore(Store):
             return super()._copies_inside(source)
         return self.inner._copies_inside(source)
 
+    def _streams_from(self, source: Store, source_info: BlobInfo | None) -> bool:
+        if self._writes_hooked_below(DelegatingStore):
+            return False  # copies go through this wrapper's own put: whole blobs
+        return self.inner._streams_from(source, source_info)
+
     def remove_empty_dirs(self, prefix: str = "") -> int:
         """The wrapped store's (a local store may have empty directories to remove)."""
         return self.inner.remove_empty_dirs(prefix)

@@ -858,12 +858,7 @@ class LocalStore(Store):
         origin = read_origin(source)
         if isinstance(origin, LocalStore):
             return self._copy_file(origin, src, dst, if_absent=False)
-        if (
-            source_info is not None
-            and source_info.size > _streams.STREAMED_COPY_BYTES
-            and Capability.RANGE_READ in source.capabilities
-            and not Store._copies_inside(self, source)
-        ):
+        if source_info is not None and self._streams_from(source, source_info):
             # a big blob of another store (Azure): ranged reads straight into the file,
             # so memory holds one chunk, not the blob
             path = self._path(dst, follow=False)
@@ -874,6 +869,14 @@ class LocalStore(Store):
 
     def _copies_inside(self, source: Store) -> bool:
         return isinstance(read_origin(source), LocalStore) or super()._copies_inside(source)
+
+    def _streams_from(self, source: Store, source_info: BlobInfo | None) -> bool:
+        return (
+            source_info is not None
+            and source_info.size > _streams.STREAMED_COPY_BYTES
+            and Capability.RANGE_READ in source.capabilities
+            and not self._copies_inside(source)
+        )
 
     def _copy_file(self, origin: LocalStore, src: str, dst: str, *, if_absent: bool) -> BlobInfo:
         """Copy ``src`` of ``origin`` (maybe this store) to ``dst``, file to file."""

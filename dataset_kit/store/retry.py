@@ -155,6 +155,9 @@ class RetryingStore(DelegatingStore):
     def _copies_inside(self, source: Store) -> bool:
         return self.inner._copies_inside(source)
 
+    def _streams_from(self, source: Store, source_info: BlobInfo | None) -> bool:
+        return self.inner._streams_from(source, source_info)
+
     def delete_many(
         self,
         keys: Iterable[str],

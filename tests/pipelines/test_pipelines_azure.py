@@ -154,6 +154,39 @@ def test_a_blob_above_the_sdk_single_put_limit_uploads_in_bounded_memory(
     assert sha.digest() == hashlib.sha256(payload).digest()
 
 
+def test_a_throttled_backup_streams_big_blobs_too(
+    live: LocalStore, azure: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With storage_concurrency (a throttle around every store call) big blobs still go
+    as streams: one lease around each copy, the files read directly. Before, a throttled
+    target copied through a whole read of the source, lease by lease."""
+    import dataset_kit.store._streams as streams
+
+    monkeypatch.setattr(streams, "STREAMED_COPY_BYTES", 100)
+    source = CountingStore(live)
+    report = dk.pipelines.backup(UUID, source=source, target=azure, storage_concurrency=2).compute()
+    assert report.copied == 10
+    assert source.counts["get"] < 10  # the metadata's reads only: no data blob read whole
+    pd.testing.assert_frame_equal(
+        sort(dk.read_table(store=azure, dataset_uuid=UUID)),
+        sort(dk.read_table(store=live, dataset_uuid=UUID)),
+    )
+
+
+def test_which_copies_into_azure_stream(
+    live: LocalStore, azure: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataset_kit.store._streams as streams
+    from dataset_kit.store import BlobInfo, MemoryStore
+
+    monkeypatch.setattr(streams, "STREAMED_COPY_BYTES", 100)
+    big, small = BlobInfo("k", 101, 0.0, "e"), BlobInfo("k", 100, 0.0, "e")
+    assert azure._streams_from(CountingStore(live), big)  # a local file
+    assert azure._streams_from(MemoryStore(), big)  # ranged reads
+    assert not azure._streams_from(live, small) and not azure._streams_from(live, None)
+    assert not azure._streams_from(azure, big)  # the service copies
+
+
 def test_server_side_copy_within_azure_and_gc(azure: AzureBlobStore) -> None:
     dk.write_dataset(frame(50), store=azure, dataset_uuid=UUID, partition_on="p")
     report = dk.pipelines.backup(UUID, source=azure, target=azure, target_uuid="copy").compute()

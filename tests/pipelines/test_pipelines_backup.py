@@ -189,6 +189,24 @@ def test_copies_through_this_process_hold_a_bounded_number_of_bytes(
     assert report.copied == 22 and alone.most_calls == 1
 
 
+def test_a_streamed_copy_is_charged_what_it_holds(
+    vault: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory budget charges a copy its blob, a streamed one a chunk's worth, and a
+    copy made by the kernel or the service nothing."""
+    import dataset_kit.store._streams as streams
+    from dataset_kit.io import backup as io_backup
+    from dataset_kit.store import MemoryStore
+
+    monkeypatch.setattr(streams, "STREAMED_COPY_BYTES", 100)
+    memory = MemoryStore()
+    big = BlobInfo("k", 10 * streams.STREAMED_COPY_HOLD, 0.0, "e")
+    assert io_backup._copy_holds(memory, vault, big, big.size, True) == streams.STREAMED_COPY_HOLD
+    assert io_backup._copy_holds(memory, vault, None, 50, True) == 50
+    assert io_backup._copy_holds(memory, MemoryStore(), big, big.size, True) == big.size
+    assert io_backup._copy_holds(vault, vault, big, big.size, False) == 0
+
+
 def test_network_stores_copy_and_verify_on_many_threads_per_node(
     live: LocalStore, vault: LocalStore
 ) -> None:

@@ -393,6 +393,25 @@ def test_copy_from_a_big_blob_of_another_store_streams_ranged_reads(
     assert _all_files(Path(store.root)) == ["dir/big", "dir/unlisted"]  # no temporary file
 
 
+def test_which_copies_into_a_local_store_stream(
+    store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listed blobs above the threshold of a store with ranged reads; never a local
+    store's (the kernel copies those) or a blob of unknown size."""
+    import dataset_kit.store._streams as streams
+    from dataset_kit.store import BlobInfo, CountingStore, FaultInjectingStore, MemoryStore
+
+    monkeypatch.setattr(streams, "STREAMED_COPY_BYTES", 100)
+    big, small = BlobInfo("k", 101, 0.0, "e"), BlobInfo("k", 100, 0.0, "e")
+    memory = MemoryStore()
+    assert store._streams_from(memory, big) and store._streams_from(CountingStore(memory), big)
+    assert not store._streams_from(memory, small) and not store._streams_from(memory, None)
+    assert not store._streams_from(LocalStore(tmp_path / "other"), big)
+    # a wrapper that hooks this store's writes copies through its own put: whole blobs
+    hooked = FaultInjectingStore(store)
+    assert not hooked._streams_from(memory, big)
+
+
 def test_link_from_hard_links_across_stores_of_one_file_system(
     store: LocalStore, root: Path, tmp_path: Path
 ) -> None:
