@@ -5,9 +5,15 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from dataset_kit.store._base import Store
+from dataset_kit.store._base import BlobInfo, Store
 
-__all__ = ["STREAMED_COPY_BYTES", "STREAMED_COPY_CHUNK", "STREAMED_COPY_HOLD", "RangeReader"]
+__all__ = [
+    "STREAMED_COPY_BYTES",
+    "STREAMED_COPY_CHUNK",
+    "STREAMED_COPY_HOLD",
+    "RangeReader",
+    "changed_since",
+]
 
 #: A blob bigger than this, copied between stores through this process, travels in
 #: ranged reads of :data:`STREAMED_COPY_CHUNK` bytes instead of one read of the whole.
@@ -57,3 +63,25 @@ class RangeReader(io.RawIOBase):
         memoryview(buffer).cast("B")[: len(data)] = data
         self._pos += len(data)
         return len(data)
+
+
+def changed_since(source: Store, listed: BlobInfo) -> BlobInfo | None:
+    """The blob's info now if it differs from ``listed`` (another size, or another etag
+    where the listing had one), else None: a streamed copy read it piece by piece, so it
+    asks after the last piece.
+
+    Examples
+    --------
+    >>> from dataset_kit.store import MemoryStore
+    >>> store = MemoryStore()
+    >>> listed = store.put("k", b"one")
+    >>> changed_since(store, listed) is None
+    True
+    >>> _ = store.put("k", b"two")
+    >>> changed_since(store, listed).size
+    3
+    """
+    now = source.stat(listed.key)
+    if now.size != listed.size or (listed.etag and now.etag != listed.etag):
+        return now
+    return None

@@ -1038,8 +1038,8 @@ class AzureBlobStore(Store):
             etag=_etag(result["etag"]),
         )
         if ranged:
-            now = source.stat(src)
-            if now.size != listed.size or (listed.etag and now.etag != listed.etag):
+            now = _streams.changed_since(source, listed)
+            if now is not None:
                 try:
                     self.delete(dst, if_match=info.etag)
                 except StoreError:

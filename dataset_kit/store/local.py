@@ -115,15 +115,15 @@ def _unlink_quiet(path: str) -> None:
         os.unlink(path)
 
 
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _writer(data: bytes | memoryview) -> Callable[[int], None]:
     """A ``fill`` for :meth:`LocalStore._put_at` that writes ``data``."""
-
-    def fill(fd: int) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-
-    return fill
+    return lambda fd: _write_all(fd, data)
 
 
 def _copier(src_fd: int, size: int, src: str, dst: str) -> Callable[[int], None]:
@@ -148,10 +148,8 @@ def _copier(src_fd: int, size: int, src: str, dst: str) -> Callable[[int], None]
                     raise
         # the rest (all of it where the kernel cannot copy) by reads and writes
         while done < size and (chunk := _read_at(src_fd, min(size - done, _COPY_CHUNK), done)):
-            view = memoryview(chunk)
-            done += len(view)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, chunk)
+            done += len(chunk)
         if done < size:  # the file shrank: written into by someone else, not by a store
             raise StoreError(
                 f"copy {src!r} -> {dst!r}: the source ended after {done} of its "
@@ -174,20 +172,14 @@ def _range_copier(source: Store, listed: BlobInfo, dst: str) -> Callable[[int], 
             chunk = source.get_range(listed.key, done, want)
             if not chunk:
                 break
-            view = memoryview(chunk)
-            done += len(view)
-            while view:
-                view = view[os.write(fd, view) :]
-        now = source.stat(listed.key)
-        if (
-            done != listed.size
-            or now.size != listed.size
-            or (listed.etag and now.etag != listed.etag)
-        ):
+            _write_all(fd, chunk)
+            done += len(chunk)
+        now = _streams.changed_since(source, listed)
+        if done != listed.size or now is not None:
             raise StoreError(
                 f"copy {listed.key!r} -> {dst!r}: the source changed during the copy "
-                f"(read {done} of {listed.size} bytes; now {now.size} bytes, etag "
-                f"{now.etag!r}, listed {listed.etag!r}); nothing was written",
+                f"(read {done} of {listed.size} bytes; now {now or 'as listed'}, listed "
+                f"{listed}); nothing was written",
                 key=dst,
             )
 
