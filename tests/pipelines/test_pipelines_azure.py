@@ -15,7 +15,7 @@ import pytest
 import dataset_kit as dk
 from dataset_kit.exceptions import StoreError
 from dataset_kit.io import commit as _commit
-from dataset_kit.store import CountingStore, LocalStore
+from dataset_kit.store import CountingStore, LocalStore, Store
 from dataset_kit.store.azure import AzureBlobStore
 from dataset_kit.testing.dask_cluster import local_cluster
 
@@ -44,6 +44,14 @@ def sort(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("x").reset_index(drop=True)
 
 
+def assert_same_table(got: Store, want: Store) -> None:
+    """The dataset ``UUID`` holds the same rows in both stores."""
+    pd.testing.assert_frame_equal(
+        sort(dk.read_table(store=got, dataset_uuid=UUID)),
+        sort(dk.read_table(store=want, dataset_uuid=UUID)),
+    )
+
+
 def test_backup_to_azure_incremental_verify_and_restore(
     live: LocalStore, azure: AzureBlobStore, tmp_path: Path
 ) -> None:
@@ -56,10 +64,7 @@ def test_backup_to_azure_incremental_verify_and_restore(
     assert report.ok and report.checked == 11
     fresh = LocalStore(tmp_path / "fresh")
     dk.pipelines.restore(UUID, source=azure, target=fresh).compute()
-    pd.testing.assert_frame_equal(
-        sort(dk.read_table(store=fresh, dataset_uuid=UUID)),
-        sort(dk.read_table(store=live, dataset_uuid=UUID)),
-    )
+    assert_same_table(fresh, live)
 
 
 def test_big_blobs_come_from_azure_in_ranged_reads(
@@ -85,10 +90,7 @@ def test_big_blobs_come_from_azure_in_ranged_reads(
     ranges = sum(-(-n // 256) + -(-n // 512) for n in sizes)  # the copy's and the digest's
     assert source.counts["get_range"] == ranges
     assert source.counts["get"] < 10  # the metadata's reads only
-    pd.testing.assert_frame_equal(
-        sort(dk.read_table(store=fresh, dataset_uuid=UUID)),
-        sort(dk.read_table(store=live, dataset_uuid=UUID)),
-    )
+    assert_same_table(fresh, live)
 
 
 def test_big_blobs_go_to_azure_as_streams(
@@ -105,10 +107,7 @@ def test_big_blobs_go_to_azure_as_streams(
     source = CountingStore(live)
     assert dk.pipelines.backup(UUID, source=source, target=azure).compute().copied == 10
     assert source.counts["get_range"] == 0 and source.counts["get"] < 10  # metadata only
-    pd.testing.assert_frame_equal(
-        sort(dk.read_table(store=azure, dataset_uuid=UUID)),
-        sort(dk.read_table(store=live, dataset_uuid=UUID)),
-    )
+    assert_same_table(azure, live)
 
     memory = MemoryStore()
     payload = os.urandom(3_000)
@@ -167,10 +166,7 @@ def test_a_throttled_backup_streams_big_blobs_too(
     report = dk.pipelines.backup(UUID, source=source, target=azure, storage_concurrency=2).compute()
     assert report.copied == 10
     assert source.counts["get"] < 10  # the metadata's reads only: no data blob read whole
-    pd.testing.assert_frame_equal(
-        sort(dk.read_table(store=azure, dataset_uuid=UUID)),
-        sort(dk.read_table(store=live, dataset_uuid=UUID)),
-    )
+    assert_same_table(azure, live)
 
 
 def test_which_copies_into_azure_stream(
